@@ -1,0 +1,25 @@
+//! Compiles Folio's protos with tonic's prost builder and a vendored `protoc`, so a fresh machine
+//! needs no system protobuf compiler.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let protos = [
+        "folio/volume/v1/volume.proto",
+        "folio/raft/v1/raft.proto",
+        "folio/admin/v1/admin.proto",
+    ]
+    .map(|p| root.join(p));
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        // Page payloads and raft messages as `bytes::Bytes`: no copy between the wire and the log.
+        .bytes(".")
+        .file_descriptor_set_path(out.join("folio_descriptor.bin"))
+        .compile_protos(&protos, &[root.clone()])?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}
