@@ -1,0 +1,141 @@
+//! What a group replicates: a [`Request`] is one Raft entry holding a batch of client commands
+//! (group commit), and a [`Response`] holds one result per command, in order.
+
+use bytes::Bytes;
+use folio_core::{CommitArgs, Lsn, PageIdx, PageLocation, VolumeId, WritePagesArgs};
+use serde::{Deserialize, Serialize};
+
+/// One Raft entry's payload. The leader stamps it with its clock and the group's segment size
+/// limit, so every replica makes the same segment decisions whatever its own clock or config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub time_ms: u64,
+    pub segment_bytes_max: u64,
+    pub commands: Vec<Command>,
+}
+
+/// A client command, already validated at the gRPC edge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateVolume {
+        volume: VolumeId,
+    },
+    /// A CAS commit. `fingerprint` identifies the request's content, so a retry that reuses an
+    /// idempotency key with different content is refused instead of answered with the wrong
+    /// result.
+    Commit {
+        args: CommitArgs,
+        fingerprint: u128,
+    },
+    WritePages {
+        args: WritePagesArgs,
+    },
+}
+
+impl Command {
+    pub fn commit(args: CommitArgs) -> Self {
+        let fingerprint = commit_fingerprint(&args);
+        Command::Commit { args, fingerprint }
+    }
+
+    /// Bytes this command adds to a Raft entry, for batch limits.
+    pub fn size_bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        match self {
+            Command::CreateVolume { .. } => OVERHEAD,
+            Command::Commit { args, .. } => {
+                OVERHEAD
+                    + args.idempotency_key.len()
+                    + args.pages.len() * (folio_core::PAGE_SIZE + 8)
+                    + args.refs.len() * 32
+            }
+            Command::WritePages { args } => {
+                OVERHEAD + args.pages.len() * (folio_core::PAGE_SIZE + 8)
+            }
+        }
+    }
+
+    pub fn volume(&self) -> VolumeId {
+        match self {
+            Command::CreateVolume { volume } => *volume,
+            Command::Commit { args, .. } => args.volume,
+            Command::WritePages { args } => args.volume,
+        }
+    }
+}
+
+/// A content hash of the pages a commit writes. It leaves out `expected_lsn` on purpose: a client
+/// that rebases a retry onto a newer LSN with the same key must get the original result if the
+/// first attempt did commit; only reusing a key for different pages is refused.
+pub fn commit_fingerprint(args: &CommitArgs) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(args.volume.as_bytes());
+    for p in &args.pages {
+        h.update(&p.idx.0.to_le_bytes());
+        h.update(p.page.bytes());
+    }
+    h.update(&[0xff]);
+    for r in &args.refs {
+        h.update(&r.idx.0.to_le_bytes());
+        h.update(r.segment.as_bytes());
+        h.update(&r.offset.to_le_bytes());
+    }
+    h.digest128()
+}
+
+/// Results of one entry's commands, in command order. Membership and blank entries have none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub results: Vec<CommandResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    VolumeCreated {
+        volume: VolumeId,
+    },
+    Committed {
+        lsn: Lsn,
+        pages: Vec<PageLocation>,
+        deduplicated: bool,
+    },
+    PagesWritten {
+        pages: Vec<PageLocation>,
+    },
+    Rejected(Rejection),
+}
+
+/// Why the state machine refused a command. Refusals are deterministic: every replica refuses
+/// the same command for the same reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("volume {0} does not exist")]
+    UnknownVolume(VolumeId),
+    #[error("volume {0} already exists")]
+    VolumeExists(VolumeId),
+    #[error("volume {volume} is at LSN {current}, not at the expected LSN {expected}")]
+    Conflict {
+        volume: VolumeId,
+        expected: Lsn,
+        current: Lsn,
+    },
+    #[error(
+        "idempotency key was already used for LSN {lsn} of volume {volume} with different content"
+    )]
+    KeyReused { volume: VolumeId, lsn: Lsn },
+    #[error("segment ref for page {idx}: {reason}")]
+    BadRef { idx: PageIdx, reason: String },
+}
+
+/// Encodes a value for the log, the state machine or the wire.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    rmp_serde::to_vec(v).expect("Folio's own types always serialize")
+}
+
+/// Decodes bytes that came from disk or the network.
+pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(b)
+}
+
+/// An idempotency key with the volume it belongs to, as stored.
+pub type IdemKey = (VolumeId, Bytes);

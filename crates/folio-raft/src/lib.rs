@@ -1,0 +1,29 @@
+//! Folio's replicated state: the openraft type configuration, the commands a group replicates,
+//! the RocksDB log store and state machine (one RocksDB instance per node, one column family per
+//! kind of data), file-based snapshots, and Raft peer traffic over tonic.
+
+pub mod command;
+pub mod keys;
+pub mod metrics;
+pub mod network;
+pub mod snapshot;
+pub mod state;
+pub mod store;
+
+pub use command::{Command, CommandResult, Rejection, Request, Response};
+pub use store::{open_store, LogStore, StateMachine, StateReader, StoreError};
+
+openraft::declare_raft_types!(
+    /// Folio's openraft types: one log entry carries one [`Request`], a batch of client commands.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle for a Folio group.
+pub type Raft = openraft::Raft<TypeConfig>;

@@ -1,0 +1,36 @@
+//! Raft storage metrics, registered in the process-wide default registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{register_histogram, register_int_gauge, Histogram, IntGauge};
+
+/// Buckets from 50 µs to ~3 s: spans a fast fsync to a stalled disk.
+pub fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.00005, 2.0, 16).expect("valid buckets")
+}
+
+pub static APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_raft_append_latency_seconds",
+        "Time to write and fsync a batch of Raft log entries",
+        latency_buckets()
+    )
+    .expect("metric registers once")
+});
+
+pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_raft_apply_latency_seconds",
+        "Time to apply a batch of committed entries to the state machine",
+        latency_buckets()
+    )
+    .expect("metric registers once")
+});
+
+pub static BUFFERED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "folio_buffer_bytes",
+        "Page bytes held in this node's local buffer, not yet in the object store"
+    )
+    .expect("metric registers once")
+});

@@ -1,0 +1,236 @@
+//! Raft peer traffic over tonic. Requests and responses are openraft's own types, MessagePack
+//! encoded inside a `RaftMessage` that carries the group id. Message sizes are bounded on both
+//! sides by [`PEER_MESSAGE_BYTES_MAX`]; the server's openraft config keeps entries per message
+//! small enough to fit (see `folio-server`'s config).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use folio_core::GroupId;
+use folio_proto::raft::v1::raft_service_client::RaftServiceClient;
+use folio_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
+use folio_proto::raft::v1::RaftMessage;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::command::{decode, encode};
+use crate::{Raft, TypeConfig};
+
+/// Largest Raft peer message, either way. Large enough for `max_payload_entries` full batches.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Connect timeout for a peer; openraft's own TTLs bound each call.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Creates peer clients, sharing one HTTP/2 channel per peer address.
+#[derive(Clone)]
+pub struct Network {
+    group: GroupId,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    pub fn new(group: GroupId) -> Self {
+        Network {
+            group,
+            channels: Arc::default(),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self
+            .channels
+            .lock()
+            .expect("channel map lock is never poisoned");
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let c = ep.connect_lazy();
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        let client = self.channel(&node.addr).map(|c| {
+            RaftServiceClient::new(c)
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        });
+        PeerClient {
+            target,
+            group: self.group,
+            client,
+        }
+    }
+}
+
+/// Calls to one peer.
+pub struct PeerClient {
+    target: u64,
+    group: GroupId,
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+type RpcErr<E> = RPCError<u64, BasicNode, RaftError<u64, E>>;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Kind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&AnyError::error(
+                    e.clone(),
+                ))))
+            }
+        };
+        let mut r = Request::new(RaftMessage {
+            group_id: self.group.0,
+            payload: Bytes::from(encode(req)),
+        });
+        r.set_timeout(option.hard_ttl());
+        let res = match kind {
+            Kind::Append => client.append_entries(r).await,
+            Kind::Vote => client.vote(r).await,
+            Kind::Snapshot => client.install_snapshot(r).await,
+        };
+        let msg = res.map_err(|s| status_to_rpc_error(&s))?.into_inner();
+        let out: Result<Resp, RaftError<u64, E>> =
+            decode(&msg.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        out.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn status_to_rpc_error<E: std::error::Error>(s: &Status) -> RpcErr<E> {
+    let e = AnyError::error(format!("{}: {}", s.code(), s.message()));
+    match s.code() {
+        // Connection refused or reset: openraft backs off from unreachable peers.
+        Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
+        self.call(Kind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
+        self.call(Kind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcErr<openraft::error::Infallible>> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}
+
+/// The server side of peer traffic: hands requests to the local Raft.
+pub struct PeerService {
+    raft: Raft,
+    group: GroupId,
+}
+
+impl PeerService {
+    pub fn new(raft: Raft, group: GroupId) -> RaftServiceServer<PeerService> {
+        RaftServiceServer::new(PeerService { raft, group })
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+    }
+
+    fn open<T: DeserializeOwned>(&self, r: Request<RaftMessage>) -> Result<T, Status> {
+        let m = r.into_inner();
+        if m.group_id != self.group.0 {
+            return Err(Status::failed_precondition(format!(
+                "this node belongs to group {}, not {}",
+                self.group, m.group_id
+            )));
+        }
+        decode(&m.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+    }
+
+    fn reply<T: Serialize>(&self, v: &T) -> Result<tonic::Response<RaftMessage>, Status> {
+        Ok(tonic::Response::new(RaftMessage {
+            group_id: self.group.0,
+            payload: Bytes::from(encode(v)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for PeerService {
+    async fn append_entries(
+        &self,
+        r: Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> = self.open(r)?;
+        let res = self.raft.append_entries(req).await;
+        self.reply(&res)
+    }
+
+    async fn vote(&self, r: Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, Status> {
+        let req: VoteRequest<u64> = self.open(r)?;
+        let res = self.raft.vote(req).await;
+        self.reply(&res)
+    }
+
+    async fn install_snapshot(
+        &self,
+        r: Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> = self.open(r)?;
+        let res = self.raft.install_snapshot(req).await;
+        self.reply(&res)
+    }
+}

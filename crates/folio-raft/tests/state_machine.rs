@@ -1,0 +1,308 @@
+//! The state machine's rules, applied directly: CAS on LSN, gap-free LSNs, idempotent retries
+//! and their retention window, two-step commits, segment placement, and that applied state
+//! survives reopening the store.
+
+use bytes::Bytes;
+use folio_core::limits::IDEMPOTENCY_RETAIN_COMMITS;
+use folio_core::{
+    CommitArgs, Durability, GroupId, Lsn, Page, PageIdx, PageWrite, VolumeId, WritePagesArgs,
+    PAGE_SIZE,
+};
+use folio_raft::{
+    open_store, Command, CommandResult, Rejection, Request, StateMachine, TypeConfig,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    sm: StateMachine,
+    index: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open_store(dir.path(), GroupId(3)).unwrap();
+        Harness {
+            _dir: dir,
+            sm,
+            index: 0,
+        }
+    }
+
+    async fn apply_with(
+        &mut self,
+        segment_bytes_max: u64,
+        commands: Vec<Command>,
+    ) -> Vec<CommandResult> {
+        self.index += 1;
+        let entry = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::Normal(Request {
+                time_ms: 1_000 + self.index,
+                segment_bytes_max,
+                commands,
+            }),
+        };
+        let mut out = self.sm.apply([entry]).await.unwrap();
+        out.pop().unwrap().results
+    }
+
+    async fn apply(&mut self, commands: Vec<Command>) -> Vec<CommandResult> {
+        self.apply_with(8 << 20, commands).await
+    }
+
+    async fn one(&mut self, c: Command) -> CommandResult {
+        self.apply(vec![c]).await.pop().unwrap()
+    }
+}
+
+fn page(fill: u8) -> Page {
+    Page::new(Bytes::from(vec![fill; PAGE_SIZE])).unwrap()
+}
+
+fn commit(v: VolumeId, expected: u64, key: &str, pages: &[(u32, u8)]) -> Command {
+    Command::commit(CommitArgs {
+        volume: v,
+        expected_lsn: Lsn(expected),
+        idempotency_key: Bytes::copy_from_slice(key.as_bytes()),
+        durability: Durability::Quorum,
+        pages: pages
+            .iter()
+            .map(|(i, f)| PageWrite {
+                idx: PageIdx(*i),
+                page: page(*f),
+            })
+            .collect(),
+        refs: vec![],
+    })
+}
+
+fn lsn_of(r: &CommandResult) -> (u64, bool) {
+    match r {
+        CommandResult::Committed {
+            lsn, deduplicated, ..
+        } => (lsn.0, *deduplicated),
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cas_lsns_are_gap_free_and_conflicts_report_current() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    assert_eq!(
+        h.one(Command::CreateVolume { volume: v }).await,
+        CommandResult::VolumeCreated { volume: v }
+    );
+    assert_eq!(
+        h.one(Command::CreateVolume { volume: v }).await,
+        CommandResult::Rejected(Rejection::VolumeExists(v))
+    );
+    // Several commits in one entry see each other: the second builds on the first.
+    let rs = h
+        .apply(vec![
+            commit(v, 0, "a", &[(0, 1)]),
+            commit(v, 1, "b", &[(1, 2)]),
+            commit(v, 1, "c", &[(2, 3)]),
+        ])
+        .await;
+    assert_eq!(lsn_of(&rs[0]), (1, false));
+    assert_eq!(lsn_of(&rs[1]), (2, false));
+    assert_eq!(
+        rs[2],
+        CommandResult::Rejected(Rejection::Conflict {
+            volume: v,
+            expected: Lsn(1),
+            current: Lsn(2)
+        })
+    );
+    assert_eq!(lsn_of(&h.one(commit(v, 2, "d", &[])).await), (3, false));
+    let other = VolumeId::new_random();
+    assert_eq!(
+        h.one(commit(other, 0, "x", &[])).await,
+        CommandResult::Rejected(Rejection::UnknownVolume(other))
+    );
+    let reader = h.sm.reader();
+    let history = reader.commits(v, Lsn(1), 100).unwrap();
+    assert_eq!(
+        history.iter().map(|c| c.lsn.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(reader.volume(v).unwrap().unwrap().lsn, Lsn(3));
+}
+
+#[tokio::test]
+async fn idempotent_retries_return_the_original_result() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    let first = h.one(commit(v, 0, "k1", &[(5, 9)])).await;
+    assert_eq!(lsn_of(&first), (1, false));
+    // The same request again: the original answer, flagged, and no new LSN.
+    let again = h.one(commit(v, 0, "k1", &[(5, 9)])).await;
+    let (
+        CommandResult::Committed { pages: p1, .. },
+        CommandResult::Committed {
+            pages: p2,
+            deduplicated,
+            ..
+        },
+    ) = (&first, &again)
+    else {
+        panic!("commits expected");
+    };
+    assert!(deduplicated);
+    assert_eq!(p1, p2);
+    // Rebased onto a newer LSN with the same key: still the original result.
+    h.one(commit(v, 1, "k2", &[])).await;
+    assert_eq!(
+        lsn_of(&h.one(commit(v, 2, "k1", &[(5, 9)])).await),
+        (1, true)
+    );
+    // The same key for different pages is refused.
+    assert_eq!(
+        h.one(commit(v, 2, "k1", &[(5, 8)])).await,
+        CommandResult::Rejected(Rejection::KeyReused {
+            volume: v,
+            lsn: Lsn(1)
+        })
+    );
+    assert_eq!(h.sm.reader().volume(v).unwrap().unwrap().lsn, Lsn(2));
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_retained_for_a_bounded_window() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    let n = IDEMPOTENCY_RETAIN_COMMITS + 2;
+    let mut lsn = 0;
+    // Batches of commits, as group commit would make them.
+    while lsn < n {
+        let cmds: Vec<_> = (lsn..(lsn + 256).min(n))
+            .map(|i| commit(v, i, &format!("k{i}"), &[]))
+            .collect();
+        for r in h.apply(cmds).await {
+            lsn = lsn_of(&r).0;
+        }
+    }
+    assert_eq!(lsn, n);
+    // k0 (LSN 1) and k1 (LSN 2) left the window; k2 (LSN 3) is still in it.
+    assert!(matches!(
+        h.one(commit(v, 0, "k0", &[])).await,
+        CommandResult::Rejected(Rejection::Conflict { .. })
+    ));
+    assert_eq!(lsn_of(&h.one(commit(v, 2, "k2", &[])).await), (3, true));
+}
+
+#[tokio::test]
+async fn two_step_commit_checks_refs() {
+    let mut h = Harness::new();
+    let (v, w) = (VolumeId::new_random(), VolumeId::new_random());
+    h.apply(vec![
+        Command::CreateVolume { volume: v },
+        Command::CreateVolume { volume: w },
+    ])
+    .await;
+    let written = h
+        .one(Command::WritePages {
+            args: WritePagesArgs {
+                volume: v,
+                pages: vec![PageWrite {
+                    idx: PageIdx(7),
+                    page: page(1),
+                }],
+            },
+        })
+        .await;
+    let CommandResult::PagesWritten { pages } = written else {
+        panic!("pages expected")
+    };
+    let refs = pages.clone();
+    let mk = |vol, refs| {
+        Command::commit(CommitArgs {
+            volume: vol,
+            expected_lsn: Lsn(0),
+            idempotency_key: Bytes::from_static(b"two-step"),
+            durability: Durability::Quorum,
+            pages: vec![],
+            refs,
+        })
+    };
+    // Refs of another volume's upload are refused.
+    assert!(matches!(
+        h.one(mk(w, refs.clone())).await,
+        CommandResult::Rejected(Rejection::BadRef { .. })
+    ));
+    let mut wrong_idx = refs.clone();
+    wrong_idx[0].idx = PageIdx(8);
+    assert!(matches!(
+        h.one(mk(v, wrong_idx)).await,
+        CommandResult::Rejected(Rejection::BadRef { .. })
+    ));
+    match h.one(mk(v, refs)).await {
+        CommandResult::Committed {
+            lsn, pages: got, ..
+        } => {
+            assert_eq!(lsn, Lsn(1));
+            assert_eq!(got, pages);
+        }
+        other => panic!("commit expected, got {other:?}"),
+    }
+    let buffered =
+        h.sm.reader()
+            .buffered_page(pages[0].segment, pages[0].offset)
+            .unwrap()
+            .unwrap();
+    assert_eq!(buffered.as_ref(), page(1).bytes().as_ref());
+}
+
+#[tokio::test]
+async fn pages_fill_segments_up_to_the_limit_in_order() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    // Three pages per segment.
+    let limit = 3 * PAGE_SIZE as u64;
+    let rs = h
+        .apply_with(
+            limit,
+            vec![commit(v, 0, "a", &[(0, 1), (1, 1), (2, 1), (3, 1)])],
+        )
+        .await;
+    let CommandResult::Committed { pages, .. } = &rs[0] else {
+        panic!()
+    };
+    assert_eq!(pages[0].segment, pages[2].segment);
+    assert_ne!(pages[2].segment, pages[3].segment);
+    assert!(pages[3].segment > pages[2].segment, "segment ids increase");
+    assert_eq!(
+        pages.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![0, 4096, 8192, 0]
+    );
+    let g = h.sm.reader().group_state();
+    assert_eq!(g.sealed.len(), 1);
+    assert_eq!(g.buffered_bytes, 4 * PAGE_SIZE as u64);
+}
+
+#[tokio::test]
+async fn applied_state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = VolumeId::new_random();
+    {
+        let (_l, sm) = open_store(dir.path(), GroupId(3)).unwrap();
+        let mut h = Harness {
+            _dir: tempfile::tempdir().unwrap(),
+            sm,
+            index: 0,
+        };
+        h.one(Command::CreateVolume { volume: v }).await;
+        h.one(commit(v, 0, "a", &[(0, 1)])).await;
+    }
+    let (_l, mut sm) = open_store(dir.path(), GroupId(3)).unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.unwrap().index, 2);
+    assert_eq!(sm.reader().volume(v).unwrap().unwrap().lsn, Lsn(1));
+}
