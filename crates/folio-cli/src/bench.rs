@@ -1,0 +1,149 @@
+//! `folio bench`: the first latency measurements. `fsync` measures the disk's floor (4 KiB append
+//! + fdatasync); `commit` measures single-writer commits against a running group. Both print
+//! percentiles from every sample, with no warm-up samples dropped beyond the stated warm-up.
+
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Subcommand;
+use folio_client::{Client, RetryPolicy};
+use folio_core::PAGE_SIZE;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// 4 KiB append + fdatasync latency in a directory (the floor a quorum commit cannot beat).
+    Fsync {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Single-writer commit latency against a running group.
+    Commit {
+        /// Any member's address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Pages per commit.
+        #[arg(long, default_value_t = 1)]
+        pages: u32,
+        #[arg(long, default_value_t = 50)]
+        warmup: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Latency percentiles of a sample set.
+pub struct Summary {
+    pub count: usize,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Summary {
+    pub fn of(mut v: Vec<Duration>) -> Summary {
+        v.sort_unstable();
+        let at = |q: f64| {
+            v[((v.len() as f64 * q).ceil() as usize)
+                .saturating_sub(1)
+                .min(v.len() - 1)]
+        };
+        Summary {
+            count: v.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn print(&self, what: &str, json: bool) {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"workload": what, "count": self.count, "p50_us": us(self.p50),
+                    "p90_us": us(self.p90), "p99_us": us(self.p99), "max_us": us(self.max)})
+            );
+        } else {
+            println!(
+                "{what}: n={} p50={:.0}µs p90={:.0}µs p99={:.0}µs max={:.0}µs",
+                self.count,
+                us(self.p50),
+                us(self.p90),
+                us(self.p99),
+                us(self.max)
+            );
+        }
+    }
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Fsync { dir, count, json } => {
+            anyhow::ensure!(count > 0, "count must be positive");
+            let s = tokio::task::spawn_blocking(move || fsync_floor(&dir, count)).await??;
+            s.print("fsync 4KiB append+fdatasync", json);
+            Ok(())
+        }
+        BenchCmd::Commit {
+            addr,
+            count,
+            pages,
+            warmup,
+            json,
+        } => {
+            anyhow::ensure!(count > 0, "count must be positive");
+            let c = Client::new([addr], RetryPolicy::default())?;
+            let v = c.create_volume(None).await?;
+            let data = Bytes::from(vec![0xA5u8; PAGE_SIZE]);
+            let mut lsn = folio_core::Lsn(0);
+            let mut samples = Vec::with_capacity(count);
+            for i in 0..(warmup + count) {
+                let p = (0..pages).map(|j| (j, data.clone())).collect();
+                let t = Instant::now();
+                let r = c.commit(v, lsn, p, format!("bench-{i}")).await?;
+                if i >= warmup {
+                    samples.push(t.elapsed());
+                }
+                lsn = r.lsn;
+            }
+            Summary::of(samples).print(&format!("commit {pages} page(s), 1 writer"), json);
+            Ok(())
+        }
+    }
+}
+
+/// Appends 4 KiB and fdatasyncs, `count` times, in a fresh file in `dir`.
+pub fn fsync_floor(dir: &std::path::Path, count: usize) -> anyhow::Result<Summary> {
+    let path = dir.join(format!(".folio-fsync-bench-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let page = [0x5Au8; PAGE_SIZE];
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        f.write_all(&page)?;
+        // SAFETY: fdatasync on a file descriptor we own and keep open for the call.
+        let rc = unsafe { libc::fdatasync(f.as_raw_fd()) };
+        anyhow::ensure!(rc == 0, "fdatasync: {}", std::io::Error::last_os_error());
+        samples.push(t.elapsed());
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(Summary::of(samples))
+}

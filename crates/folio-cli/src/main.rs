@@ -1,0 +1,161 @@
+//! The `folio` binary: run a node (`server`), everything in one process (`dev`), operate a group
+//! (`admin`), and measure (`bench`).
+
+mod admin;
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use folio_server::config::{Config, Member};
+use folio_server::Node;
+
+#[derive(Parser)]
+#[command(
+    name = "folio",
+    version,
+    about = "Low-latency page storage on object storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node of a group, configured by a TOML file.
+    Server {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a complete single-node Folio in this process, with data under a local directory.
+    Dev {
+        /// Where data is kept (created if missing).
+        #[arg(long, default_value = ".folio-dev")]
+        data_dir: PathBuf,
+        /// gRPC address (client API, admin). Port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Prometheus `/metrics` address.
+        #[arg(long, default_value = "127.0.0.1:7071")]
+        metrics: SocketAddr,
+    },
+    /// Operate a group.
+    Admin {
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
+    },
+    /// Measure latency: the disk's fsync floor, and commits against a running group.
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FOLIO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run_node(cfg: Config, banner: bool) -> anyhow::Result<()> {
+    let mut node = Node::start(cfg).await?;
+    if banner {
+        println!("folio dev: listening on {}", node.addr);
+        if let Some(m) = node.metrics_addr {
+            println!("folio dev: metrics on http://{m}/metrics");
+        }
+    } else {
+        println!(
+            "folio server: listening on {} (advertised as {})",
+            node.addr, node.advertise
+        );
+    }
+    tokio::select! {
+        r = node.wait() => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.shutdown().await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Server { config } => {
+            init_tracing();
+            match Config::from_file(&config) {
+                Ok(cfg) => run_node(cfg, false).await,
+                Err(e) => Err(e.into()),
+            }
+        }
+        Cmd::Dev {
+            data_dir,
+            listen,
+            metrics,
+        } => {
+            init_tracing();
+            dev(data_dir, listen, metrics).await
+        }
+        Cmd::Admin { cmd } => admin::run(cmd).await,
+        Cmd::Bench { cmd } => bench::run(cmd).await,
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dev(data_dir: PathBuf, listen: SocketAddr, metrics: SocketAddr) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    // A port-0 listen address is resolved by binding, so the group's only member is announced with
+    // the real port; the group id and node id are fixed, so restarting reuses the same data.
+    let listen = if listen.port() == 0 {
+        let l = std::net::TcpListener::bind(listen)?;
+        l.local_addr()?
+    } else {
+        listen
+    };
+    let cfg = Config {
+        node_id: 1,
+        group_id: 1,
+        listen_addr: listen,
+        advertise_addr: Some(listen.to_string()),
+        data_dir: data_dir.clone(),
+        metrics_addr: Some(metrics),
+        initial_members: vec![Member {
+            id: 1,
+            addr: listen.to_string(),
+        }],
+        raft: Default::default(),
+        limits: Default::default(),
+    };
+    println!("folio dev: data in {}", data_dir.display());
+    run_node(cfg, true).await
+}

@@ -1,0 +1,454 @@
+//! Folio's Rust client. It talks to any member of a group, follows the leader hints that
+//! non-leaders return, and retries retryable failures with bounded, jittered backoff. Commits
+//! carry an idempotency key, so retrying one never commits twice.
+//!
+//! This crate depends on neither RocksDB nor openraft.
+
+mod retry;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use folio_core::limits::MAX_CLIENT_MESSAGE_BYTES;
+use folio_core::{Lsn, VolumeId};
+use folio_proto::admin::v1 as admin;
+use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
+use folio_proto::meta;
+use folio_proto::volume::v1 as pb;
+use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+pub use retry::RetryPolicy;
+
+/// What went wrong, sorted by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The volume is not at the expected LSN: rebase on `current` and retry.
+    #[error("conflict: {message}")]
+    Conflict { current: Lsn, message: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The request is malformed or over a limit; retrying will not help.
+    #[error("invalid request ({code:?}): {message}")]
+    Invalid { code: Code, message: String },
+    /// Retries ran out; the group may be down or electing for longer than the retry budget.
+    #[error("unavailable after {attempts} attempts: {last}")]
+    Unavailable { attempts: u32, last: String },
+    #[error("bad endpoint {0:?}")]
+    Endpoint(String),
+    #[error("{0}")]
+    Other(Status),
+}
+
+impl Error {
+    fn from_status(s: Status) -> Error {
+        let message = s.message().to_string();
+        match s.code() {
+            Code::Aborted => {
+                let current = s
+                    .metadata()
+                    .get(meta::CURRENT_LSN)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .map(Lsn)
+                    .unwrap_or_default();
+                Error::Conflict { current, message }
+            }
+            Code::NotFound => Error::NotFound(message),
+            Code::AlreadyExists => Error::AlreadyExists(message),
+            Code::InvalidArgument
+            | Code::OutOfRange
+            | Code::ResourceExhausted
+            | Code::FailedPrecondition
+            | Code::Unimplemented => Error::Invalid {
+                code: s.code(),
+                message,
+            },
+            _ => Error::Other(s),
+        }
+    }
+
+    /// The gRPC code behind this error, where there is one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Conflict { .. } => Some(Code::Aborted),
+            Error::NotFound(_) => Some(Code::NotFound),
+            Error::AlreadyExists(_) => Some(Code::AlreadyExists),
+            Error::Invalid { code, .. } => Some(*code),
+            Error::Unavailable { .. } => Some(Code::Unavailable),
+            Error::Other(s) => Some(s.code()),
+            Error::Endpoint(_) => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The outcome of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub lsn: Lsn,
+    pub pages: Vec<pb::PageRef>,
+    /// The server answered from its idempotency record: an earlier attempt had committed.
+    pub deduplicated: bool,
+}
+
+/// A connection to one group.
+pub struct Client {
+    endpoints: Mutex<Endpoints>,
+    policy: RetryPolicy,
+}
+
+struct Endpoints {
+    addrs: Vec<String>,
+    current: usize,
+    channels: std::collections::HashMap<String, Channel>,
+}
+
+impl Client {
+    /// A client for the group reachable at any of `addrs` (`host:port`). Connections are made
+    /// lazily, on first use.
+    pub fn new(
+        addrs: impl IntoIterator<Item = impl Into<String>>,
+        policy: RetryPolicy,
+    ) -> Result<Client> {
+        let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
+        if addrs.is_empty() {
+            return Err(Error::Endpoint("no addresses given".into()));
+        }
+        Ok(Client {
+            endpoints: Mutex::new(Endpoints {
+                addrs,
+                current: 0,
+                channels: Default::default(),
+            }),
+            policy,
+        })
+    }
+
+    fn channel(&self) -> Result<(String, Channel)> {
+        let mut e = self
+            .endpoints
+            .lock()
+            .expect("endpoint lock is never poisoned");
+        let addr = e.addrs[e.current].clone();
+        if let Some(c) = e.channels.get(&addr) {
+            return Ok((addr, c.clone()));
+        }
+        let c = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| Error::Endpoint(addr.clone()))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        e.channels.insert(addr.clone(), c.clone());
+        Ok((addr, c))
+    }
+
+    /// After a failure at `addr`: go to the leader it named, or to the next address.
+    fn redirect(&self, failed: &str, leader: Option<String>) {
+        let mut e = self
+            .endpoints
+            .lock()
+            .expect("endpoint lock is never poisoned");
+        if let Some(l) = leader {
+            match e.addrs.iter().position(|a| *a == l) {
+                Some(i) => e.current = i,
+                None => {
+                    e.addrs.push(l);
+                    e.current = e.addrs.len() - 1;
+                }
+            }
+        } else if e.addrs[e.current] == failed {
+            e.current = (e.current + 1) % e.addrs.len();
+        }
+    }
+
+    fn volume_client(ch: Channel) -> VolumeServiceClient<Channel> {
+        VolumeServiceClient::new(ch)
+            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the retry budget runs out.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> std::result::Result<T, (Status, u32)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Status>>,
+    {
+        let mut attempt = 0u32;
+        let started = tokio::time::Instant::now();
+        loop {
+            attempt += 1;
+            let (addr, ch) = match self.channel() {
+                Ok(x) => x,
+                Err(e) => return Err((Status::invalid_argument(e.to_string()), attempt)),
+            };
+            let status = match tokio::time::timeout(self.policy.attempt_timeout, call(ch)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(s)) => s,
+                Err(_) => Status::deadline_exceeded(format!(
+                    "no answer from {addr} within {:?}",
+                    self.policy.attempt_timeout
+                )),
+            };
+            if !retry::retryable(status.code()) {
+                return Err((status, attempt));
+            }
+            let leader = status
+                .metadata()
+                .get(meta::LEADER_ADDR)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .filter(|l| *l != addr);
+            let redirected = leader.is_some();
+            self.redirect(&addr, leader);
+            if attempt >= self.policy.max_attempts || started.elapsed() >= self.policy.total_timeout
+            {
+                return Err((status, attempt));
+            }
+            tracing::debug!(%addr, code = ?status.code(), message = status.message(), attempt, "retrying");
+            if !redirected {
+                tokio::time::sleep(self.policy.backoff(attempt)).await;
+            }
+        }
+    }
+
+    fn finish<T>(r: std::result::Result<T, (Status, u32)>) -> Result<T> {
+        r.map_err(|(s, attempts)| {
+            if retry::retryable(s.code()) {
+                Error::Unavailable {
+                    attempts,
+                    last: format!("{:?}: {}", s.code(), s.message()),
+                }
+            } else {
+                Error::from_status(s)
+            }
+        })
+    }
+
+    /// Creates a volume. The id is chosen here, so a retried create is recognised: an
+    /// "already exists" after an attempt whose answer was lost means the volume is ours.
+    pub async fn create_volume(&self, id: Option<VolumeId>) -> Result<VolumeId> {
+        let id = id.unwrap_or_else(VolumeId::new_random);
+        let mut ambiguous = false;
+        let r = self
+            .retrying(|ch| {
+                let was_ambiguous = ambiguous;
+                ambiguous = true;
+                async move {
+                    let req = pb::CreateVolumeRequest {
+                        volume_id: Bytes::copy_from_slice(id.as_bytes()),
+                    };
+                    match Self::volume_client(ch).create_volume(req).await {
+                        Err(s) if s.code() == Code::AlreadyExists && was_ambiguous => Ok(()),
+                        Err(s) => Err(s),
+                        Ok(_) => Ok(()),
+                    }
+                }
+            })
+            .await;
+        Self::finish(r).map(|_| id)
+    }
+
+    /// The volume's latest LSN (linearizable).
+    pub async fn snapshot(&self, volume: VolumeId) -> Result<Lsn> {
+        let r = self
+            .retrying(|ch| async move {
+                let req = pb::GetSnapshotRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                };
+                Self::volume_client(ch)
+                    .get_snapshot(req)
+                    .await
+                    .map(|r| Lsn(r.into_inner().lsn))
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// Sends a commit request as is (pages inline and/or refs), retrying on retryable failures.
+    pub async fn commit_request(&self, req: pb::CommitRequest) -> Result<Committed> {
+        let r = self
+            .retrying(|ch| {
+                let req = req.clone();
+                async move {
+                    Self::volume_client(ch)
+                        .commit(req)
+                        .await
+                        .map(|r| r.into_inner())
+                }
+            })
+            .await;
+        Self::finish(r).map(|r| Committed {
+            lsn: Lsn(r.lsn),
+            pages: r.pages,
+            deduplicated: r.deduplicated,
+        })
+    }
+
+    /// Commits `pages` (page index, 4096 bytes) on top of `expected`, with `key` as idempotency key.
+    pub async fn commit(
+        &self,
+        volume: VolumeId,
+        expected: Lsn,
+        pages: Vec<(u32, Bytes)>,
+        key: impl Into<Bytes>,
+    ) -> Result<Committed> {
+        self.commit_request(pb::CommitRequest {
+            volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+            expected_lsn: expected.0,
+            idempotency_key: key.into(),
+            durability: pb::Durability::Quorum as i32,
+            pages: pages
+                .into_iter()
+                .map(|(page_idx, data)| pb::PageWrite { page_idx, data })
+                .collect(),
+            refs: vec![],
+        })
+        .await
+    }
+
+    /// Uploads pages for a later commit; returns where each landed.
+    pub async fn write_pages(
+        &self,
+        volume: VolumeId,
+        pages: Vec<(u32, Bytes)>,
+    ) -> Result<Vec<pb::PageRef>> {
+        let req = pb::WritePagesRequest {
+            volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+            pages: pages
+                .into_iter()
+                .map(|(page_idx, data)| pb::PageWrite { page_idx, data })
+                .collect(),
+        };
+        let r = self
+            .retrying(|ch| {
+                let req = req.clone();
+                async move {
+                    Self::volume_client(ch)
+                        .write_pages(req)
+                        .await
+                        .map(|r| r.into_inner().pages)
+                }
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// One page of a volume's history, from `from` on.
+    pub async fn list_commits(
+        &self,
+        volume: VolumeId,
+        from: Lsn,
+        limit: u32,
+    ) -> Result<pb::ListCommitsResponse> {
+        let r = self
+            .retrying(|ch| async move {
+                let req = pb::ListCommitsRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                    from_lsn: from.0,
+                    limit,
+                };
+                Self::volume_client(ch)
+                    .list_commits(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// A volume's whole history, oldest first.
+    pub async fn all_commits(&self, volume: VolumeId) -> Result<Vec<pb::CommitRecord>> {
+        let mut out = Vec::new();
+        let mut from = Lsn(1);
+        loop {
+            let page = self.list_commits(volume, from, 0).await?;
+            let n = page.commits.len();
+            if let Some(last) = page.commits.last() {
+                from = Lsn(last.lsn + 1);
+            }
+            out.extend(page.commits);
+            if n == 0 || from.0 > page.head_lsn {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Volumes the group serves, after `after`.
+    pub async fn list_volumes(
+        &self,
+        after: Option<VolumeId>,
+        limit: u32,
+    ) -> Result<Vec<pb::VolumeInfo>> {
+        let r = self
+            .retrying(|ch| async move {
+                let req = pb::ListVolumesRequest {
+                    start_after: after
+                        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                        .unwrap_or_default(),
+                    limit,
+                };
+                Self::volume_client(ch)
+                    .list_volumes(req)
+                    .await
+                    .map(|r| r.into_inner().volumes)
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// Status of the node at `addr` (no retries, no redirects: it is that node's own view).
+    pub async fn node_status(addr: &str, timeout: Duration) -> Result<admin::StatusResponse> {
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| Error::Endpoint(addr.to_string()))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| Error::Unavailable {
+                attempts: 1,
+                last: format!("connect to {addr}: {e}"),
+            })?;
+        AdminServiceClient::new(ch)
+            .status(admin::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(Error::from_status)
+    }
+
+    /// Adds a node to the group as a voter (runs on the leader).
+    pub async fn add_member(&self, node_id: u64, addr: &str) -> Result<admin::MembershipResponse> {
+        let r = self
+            .retrying(|ch| {
+                let req = admin::AddMemberRequest {
+                    node_id,
+                    addr: addr.to_string(),
+                };
+                async move {
+                    AdminServiceClient::new(ch)
+                        .add_member(req)
+                        .await
+                        .map(|r| r.into_inner())
+                }
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// Removes a node from the group (runs on the leader).
+    pub async fn remove_member(&self, node_id: u64) -> Result<admin::MembershipResponse> {
+        let r = self
+            .retrying(|ch| async move {
+                AdminServiceClient::new(ch)
+                    .remove_member(admin::RemoveMemberRequest { node_id })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await;
+        Self::finish(r)
+    }
+}

@@ -1,0 +1,180 @@
+//! Operating a group (`folio.admin.v1.AdminService`): status, and membership changes that run on
+//! the leader (followers forward them once, like client writes).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio_proto::admin::v1 as pb;
+use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
+use folio_proto::admin::v1::admin_service_server::{AdminService, AdminServiceServer};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use tonic::{Request, Response, Status};
+
+use crate::route::{forwarded, not_leader, Route, Shared};
+
+/// How long AddMember waits for a new node to catch up before giving up on promoting it.
+pub const ADD_MEMBER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct AdminSvc {
+    shared: Arc<Shared>,
+}
+
+impl AdminSvc {
+    pub fn server(shared: Arc<Shared>) -> AdminServiceServer<AdminSvc> {
+        AdminServiceServer::new(AdminSvc { shared })
+    }
+
+    fn members(&self) -> (Vec<pb::Member>, BTreeSet<u64>) {
+        let m = self.shared.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| pb::Member {
+                node_id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        (members, voters)
+    }
+
+    fn reply(&self, log_index: u64) -> pb::MembershipResponse {
+        pb::MembershipResponse {
+            members: self.members().0,
+            log_index,
+        }
+    }
+}
+
+fn membership_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(
+            f.leader_id.map(|l| (l, f.leader_node.map(|n| n.addr))),
+            "leadership changed",
+        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            Status::failed_precondition(format!("membership change refused: {c}"))
+        }
+        RaftError::Fatal(f) => Status::unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let (members, _) = self.members();
+        let m = self.shared.raft.metrics().borrow().clone();
+        let (leader_id, leader_addr) = match self.shared.leader() {
+            Some((id, addr)) => (id, addr.unwrap_or_default()),
+            None => (0, String::new()),
+        };
+        Ok(Response::new(pb::StatusResponse {
+            node_id: self.shared.id,
+            group_id: self.shared.group.0,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader_id,
+            leader_addr,
+            members,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            buffered_bytes: self.shared.reader.group_state().buffered_bytes,
+            volumes: self.shared.reader.volume_count(),
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let msg = req.get_ref().clone();
+        if msg.node_id == 0 {
+            return Err(Status::invalid_argument("node_id must be at least 1"));
+        }
+        if msg.addr.is_empty()
+            || msg.addr.parse::<std::net::SocketAddr>().is_err() && !msg.addr.contains(':')
+        {
+            return Err(Status::invalid_argument(format!(
+                "addr must be host:port, got {:?}",
+                msg.addr
+            )));
+        }
+        if let Route::Forward(ch) = self.shared.route(req.metadata())? {
+            return AdminServiceClient::new(ch).add_member(forwarded(msg)).await;
+        }
+        let (members, voters) = self.members();
+        if let Some(existing) = members.iter().find(|m| m.node_id == msg.node_id) {
+            if existing.addr != msg.addr {
+                return Err(Status::already_exists(format!(
+                    "node {} is already a member at {}",
+                    msg.node_id, existing.addr
+                )));
+            }
+            if existing.voter {
+                return Ok(Response::new(self.reply(0)));
+            }
+        }
+        tracing::info!(node = self.shared.id, new = msg.node_id, addr = %msg.addr, "adding member");
+        let raft = &self.shared.raft;
+        let learner = raft.add_learner(msg.node_id, BasicNode::new(&msg.addr), true);
+        match tokio::time::timeout(ADD_MEMBER_CATCH_UP_TIMEOUT, learner).await {
+            Err(_) => return Err(Status::deadline_exceeded(format!(
+                "node {} at {} did not catch up within {:?}; it stays a learner (remove it with \
+                     remove-node, or retry once it runs)",
+                msg.node_id, msg.addr, ADD_MEMBER_CATCH_UP_TIMEOUT
+            ))),
+            Ok(r) => r.map_err(membership_error)?,
+        };
+        let mut new_voters = voters;
+        new_voters.insert(msg.node_id);
+        let res = raft
+            .change_membership(new_voters, false)
+            .await
+            .map_err(membership_error)?;
+        Ok(Response::new(self.reply(res.log_id.index)))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let msg = req.get_ref().clone();
+        if let Route::Forward(ch) = self.shared.route(req.metadata())? {
+            return AdminServiceClient::new(ch)
+                .remove_member(forwarded(msg))
+                .await;
+        }
+        let (members, voters) = self.members();
+        let id = msg.node_id;
+        if !members.iter().any(|m| m.node_id == id) {
+            return Err(Status::not_found(format!(
+                "node {id} is not a member of this group"
+            )));
+        }
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(Status::failed_precondition(
+                    "cannot remove the group's last voter",
+                ));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        tracing::info!(node = self.shared.id, removed = id, "removing member");
+        let res = self
+            .shared
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_error)?;
+        Ok(Response::new(self.reply(res.log_id.index)))
+    }
+}

@@ -1,0 +1,145 @@
+//! Group commit. Write commands wait in a bounded queue; a single task takes whatever is waiting
+//! (up to `batch_requests_max` commands and `batch_bytes_max` bytes) and proposes it as one Raft
+//! entry, so one fsync on each replica serves every writer in the batch. A lone request is
+//! proposed at once: the batcher never waits for company. At most `inflight_batches_max` entries
+//! are in flight; while they are, new requests queue up and form the next batch.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use folio_raft::{Command, CommandResult, Raft, Request};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::config::Limits;
+use crate::metrics;
+
+/// Why a command got no result from the state machine.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<(u64, String)> },
+    #[error("the write queue is full ({0} requests waiting); retry")]
+    QueueFull(usize),
+    #[error("raft is unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Pending {
+    cmd: Command,
+    bytes: usize,
+    reply: oneshot::Sender<Result<CommandResult, WriteError>>,
+}
+
+/// Handle for submitting commands to the batcher.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Pending>,
+    queue_max: usize,
+}
+
+impl Batcher {
+    pub fn start(raft: Raft, limits: Limits) -> Batcher {
+        let (tx, rx) = mpsc::channel(limits.write_queue_max);
+        tokio::spawn(run(raft, limits.clone(), rx));
+        Batcher {
+            tx,
+            queue_max: limits.write_queue_max,
+        }
+    }
+
+    /// Proposes `cmd` and waits for its result.
+    pub async fn submit(&self, cmd: Command) -> Result<CommandResult, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let bytes = cmd.size_bytes();
+        self.tx
+            .try_send(Pending { cmd, bytes, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => WriteError::QueueFull(self.queue_max),
+                mpsc::error::TrySendError::Closed(_) => {
+                    WriteError::Unavailable("node is shutting down".into())
+                }
+            })?;
+        rx.await
+            .map_err(|_| WriteError::Unavailable("the batch was dropped".into()))?
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn run(raft: Raft, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
+    let inflight = Arc::new(Semaphore::new(limits.inflight_batches_max));
+    // A request taken from the queue that did not fit in the previous batch.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < limits.batch_requests_max {
+            match rx.try_recv() {
+                Ok(p) if bytes + p.bytes > limits.batch_bytes_max => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::BATCH_REQUESTS.observe(batch.len() as f64);
+        metrics::BATCH_BYTES.observe(bytes as f64);
+        let raft = raft.clone();
+        let segment_bytes_max = limits.segment_bytes_max;
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+            let req = Request {
+                time_ms: now_ms(),
+                segment_bytes_max,
+                commands,
+            };
+            let res = raft.client_write(req).await;
+            drop(permit);
+            match res {
+                Ok(resp) => {
+                    let results = resp.data.results;
+                    debug_assert_eq!(results.len(), replies.len());
+                    for (reply, r) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    let err = match e {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                            WriteError::NotLeader {
+                                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                            }
+                        }
+                        other => WriteError::Unavailable(other.to_string()),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,223 @@
+//! A node's configuration, read from a TOML file. Every limit has a named default here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use folio_core::{GroupId, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// One member of the initial group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    /// Address other members and clients use to reach this node (`host:port`).
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id within its group; at least 1.
+    pub node_id: NodeId,
+    /// The group's id; below 2^48. Members of one group share it.
+    #[serde(default = "defaults::group_id")]
+    pub group_id: u64,
+    /// Where the gRPC server listens (client API, admin and Raft peer traffic share it).
+    pub listen_addr: SocketAddr,
+    /// Address announced to peers and clients; defaults to this node's `initial_members` entry,
+    /// else `listen_addr`.
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    /// Directory for RocksDB and snapshots.
+    pub data_dir: PathBuf,
+    /// Where `/metrics` is served (Prometheus text); none to disable.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// The group's first members. The member with the lowest id bootstraps the group, once, when
+    /// its store is empty; the others wait to hear from it. A node added later with
+    /// `folio admin add-node` leaves this empty.
+    #[serde(default)]
+    pub initial_members: Vec<Member>,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Snapshot bytes per InstallSnapshot message.
+    pub snapshot_chunk_bytes: u64,
+    /// Log entries kept after a snapshot, so briefly lagging followers catch up from the log.
+    pub logs_to_keep_after_snapshot: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_logs_since_last: 20_000,
+            snapshot_chunk_bytes: 4 << 20,
+            logs_to_keep_after_snapshot: 2_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes of commands in one Raft entry (group commit). One request larger than this still
+    /// goes alone in its own entry.
+    pub batch_bytes_max: usize,
+    /// Commands in one Raft entry.
+    pub batch_requests_max: usize,
+    /// Raft entries proposed but not yet committed. 1 gives pure group commit (everything that
+    /// arrives during one fsync shares the next); more lets openraft pipeline.
+    pub inflight_batches_max: usize,
+    /// Write requests waiting for a batch; beyond this, writes get UNAVAILABLE (retry).
+    pub write_queue_max: usize,
+    /// Bytes of page data per segment before a new one is opened.
+    pub segment_bytes_max: u64,
+    /// Entries per AppendEntries message (bounds peer messages with `batch_bytes_max`).
+    pub append_entries_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            batch_bytes_max: 4 << 20,
+            batch_requests_max: 512,
+            inflight_batches_max: 2,
+            write_queue_max: 4096,
+            segment_bytes_max: 8 << 20,
+            append_entries_max: 8,
+        }
+    }
+}
+
+mod defaults {
+    pub fn group_id() -> u64 {
+        1
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.node_id == 0 {
+            return bad("node_id must be at least 1".into());
+        }
+        if self.group_id > GroupId::MAX {
+            return bad(format!(
+                "group_id must be below 2^48, got {}",
+                self.group_id
+            ));
+        }
+        let mut ids: Vec<_> = self.initial_members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.initial_members.len() || ids.contains(&0) {
+            return bad("initial_members ids must be distinct and at least 1".into());
+        }
+        let l = &self.limits;
+        if l.batch_bytes_max == 0 || l.batch_requests_max == 0 || l.inflight_batches_max == 0 {
+            return bad("limits must be positive".into());
+        }
+        if l.write_queue_max == 0 || l.append_entries_max == 0 {
+            return bad("limits must be positive".into());
+        }
+        if l.segment_bytes_max < folio_core::PAGE_SIZE as u64 {
+            return bad("segment_bytes_max must hold at least one page".into());
+        }
+        // Largest entry: a batch, or one maximal request; times entries per message.
+        let entry = l
+            .batch_bytes_max
+            .max(folio_core::limits::MAX_CLIENT_MESSAGE_BYTES);
+        if entry as u64 * l.append_entries_max > folio_raft::network::PEER_MESSAGE_BYTES_MAX as u64
+        {
+            return bad(format!(
+                "append_entries_max × max(batch_bytes_max, client message) = {} exceeds the peer \
+                 message limit of {} bytes",
+                entry as u64 * l.append_entries_max,
+                folio_raft::network::PEER_MESSAGE_BYTES_MAX
+            ));
+        }
+        let r = &self.raft;
+        if r.election_timeout_min_ms <= r.heartbeat_interval_ms
+            || r.election_timeout_max_ms <= r.election_timeout_min_ms
+        {
+            return bad("need heartbeat < election_timeout_min < election_timeout_max".into());
+        }
+        Ok(())
+    }
+
+    pub fn group(&self) -> GroupId {
+        GroupId(self.group_id)
+    }
+
+    /// The address announced for this node.
+    pub fn advertise(&self, bound: SocketAddr) -> String {
+        if let Some(a) = &self.advertise_addr {
+            return a.clone();
+        }
+        if let Some(m) = self.initial_members.iter().find(|m| m.id == self.node_id) {
+            return m.addr.clone();
+        }
+        bound.to_string()
+    }
+
+    /// The openraft configuration derived from this one.
+    pub fn openraft(&self) -> Result<openraft::Config, ConfigError> {
+        let r = &self.raft;
+        let c = openraft::Config {
+            cluster_name: format!("folio-group-{}", self.group_id),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            max_payload_entries: self.limits.append_entries_max,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+            snapshot_max_chunk_size: r.snapshot_chunk_bytes,
+            max_in_snapshot_log_to_keep: r.logs_to_keep_after_snapshot,
+            ..Default::default()
+        };
+        c.validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}

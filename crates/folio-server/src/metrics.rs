@@ -1,0 +1,84 @@
+//! Server metrics (registered in the process-wide default registry) and the `/metrics` endpoint.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_histogram_vec, register_int_counter_vec, Histogram, HistogramVec,
+    IntCounterVec, TextEncoder,
+};
+
+pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "folio_request_latency_seconds",
+        "Client request latency at this node, by method",
+        &["method"],
+        folio_raft::metrics::latency_buckets()
+    )
+    .expect("metric registers once")
+});
+
+pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_commit_latency_seconds",
+        "Time from receiving a commit to acknowledging it (successful commits only)",
+        folio_raft::metrics::latency_buckets()
+    )
+    .expect("metric registers once")
+});
+
+pub static REQUEST_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_request_errors_total",
+        "Client requests answered with an error, by method and gRPC code",
+        &["method", "code"]
+    )
+    .expect("metric registers once")
+});
+
+pub static BATCH_REQUESTS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_batch_requests",
+        "Client commands per Raft entry (group commit)",
+        prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+pub static BATCH_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_batch_bytes",
+        "Bytes of commands per Raft entry (group commit)",
+        prometheus::exponential_buckets(64.0, 4.0, 10).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+/// Renders every registered metric in the Prometheus text format.
+pub fn render() -> String {
+    // Touch the lazily registered metrics so they appear before their first observation.
+    LazyLock::force(&REQUEST_SECONDS);
+    LazyLock::force(&COMMIT_SECONDS);
+    LazyLock::force(&REQUEST_ERRORS);
+    LazyLock::force(&BATCH_REQUESTS);
+    LazyLock::force(&BATCH_BYTES);
+    LazyLock::force(&folio_raft::metrics::APPEND_SECONDS);
+    LazyLock::force(&folio_raft::metrics::APPLY_SECONDS);
+    LazyLock::force(&folio_raft::metrics::BUFFERED_BYTES);
+    TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+}
+
+/// Serves `/metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(bound)
+}

@@ -1,0 +1,149 @@
+//! Starting and stopping one node: open the store, start Raft, bootstrap the group once, and serve
+//! the client API, admin API, Raft peer traffic, health and reflection on one gRPC port.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use folio_raft::network::{Network, PeerService};
+use folio_raft::{open_store, Raft};
+use openraft::BasicNode;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin::AdminSvc;
+use crate::batcher::Batcher;
+use crate::config::Config;
+use crate::route::Shared;
+use crate::service::VolumeSvc;
+
+/// Longest a single client call may run on the server.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Concurrent requests per client connection.
+pub const CONCURRENCY_PER_CONNECTION: usize = 1024;
+
+/// A running node.
+pub struct Node {
+    /// The address the gRPC server is bound to.
+    pub addr: SocketAddr,
+    /// The address peers and clients use.
+    pub advertise: String,
+    pub metrics_addr: Option<SocketAddr>,
+    pub raft: Raft,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Node {
+    pub async fn start(cfg: Config) -> anyhow::Result<Node> {
+        cfg.validate()?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
+            .await
+            .with_context(|| format!("listen on {}", cfg.listen_addr))?;
+        let addr = listener.local_addr()?;
+        let advertise = cfg.advertise(addr);
+        let group = cfg.group();
+
+        let (log, sm) = open_store(&cfg.data_dir, group)
+            .with_context(|| format!("open store in {}", cfg.data_dir.display()))?;
+        let reader = sm.reader();
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(cfg.openraft()?),
+            Network::new(group),
+            log,
+            sm,
+        )
+        .await
+        .context("start raft")?;
+
+        let lowest = cfg.initial_members.iter().map(|m| m.id).min();
+        if lowest == Some(cfg.node_id) && !raft.is_initialized().await? {
+            let members: BTreeMap<u64, BasicNode> = cfg
+                .initial_members
+                .iter()
+                .map(|m| {
+                    let a = if m.id == cfg.node_id {
+                        advertise.clone()
+                    } else {
+                        m.addr.clone()
+                    };
+                    (m.id, BasicNode::new(a))
+                })
+                .collect();
+            tracing::info!(node = cfg.node_id, ?members, "bootstrapping group");
+            raft.initialize(members).await.context("bootstrap group")?;
+        }
+
+        let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
+        let shared = Arc::new(Shared::new(
+            cfg.node_id,
+            group,
+            raft.clone(),
+            reader,
+            batcher,
+        ));
+
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health.set_serving::<folio_proto::volume::v1::volume_service_server::VolumeServiceServer<VolumeSvc>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(folio_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("build reflection service")?;
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .timeout(REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(VolumeSvc::server(shared.clone()))
+            .add_service(AdminSvc::server(shared.clone()))
+            .add_service(PeerService::new(raft.clone(), group))
+            .add_service(health_svc)
+            .add_service(reflection);
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let metrics_addr = match cfg.metrics_addr {
+            Some(a) => Some(
+                crate::metrics::serve(a)
+                    .await
+                    .with_context(|| format!("serve metrics on {a}"))?,
+            ),
+            None => None,
+        };
+        tracing::info!(node = cfg.node_id, group = group.0, %addr, %advertise, "node started");
+        Ok(Node {
+            addr,
+            advertise,
+            metrics_addr,
+            raft,
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        self.raft.shutdown().await.context("shut down raft")?;
+        Ok(())
+    }
+
+    /// Runs until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await?.context("gRPC server")
+    }
+}

@@ -1,0 +1,156 @@
+//! Where a client call runs: locally on the leader, forwarded once to the leader, or refused with
+//! a retryable status that names the leader. Also the single place where internal errors become
+//! gRPC statuses.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use folio_core::GroupId;
+use folio_proto::meta;
+use folio_raft::{Raft, Rejection, StateReader};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::batcher::{Batcher, WriteError};
+
+/// How long a forwarded call may take at the leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every service of a node shares.
+pub struct Shared {
+    pub id: u64,
+    pub group: GroupId,
+    pub raft: Raft,
+    pub reader: StateReader,
+    pub batcher: Batcher,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+pub enum Route {
+    Local,
+    Forward(Channel),
+}
+
+impl Shared {
+    pub fn new(id: u64, group: GroupId, raft: Raft, reader: StateReader, batcher: Batcher) -> Self {
+        Shared {
+            id,
+            group,
+            raft,
+            reader,
+            batcher,
+            channels: Mutex::default(),
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// The current leader's id and address, if known.
+    pub fn leader(&self) -> Option<(u64, Option<String>)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let l = m.current_leader?;
+        Some((
+            l,
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone()),
+        ))
+    }
+
+    /// Decides where a call runs. A call that was already forwarded once is never forwarded
+    /// again: it is answered with the leader's address instead, so forwarding cannot loop.
+    pub fn route(&self, md: &MetadataMap) -> Result<Route, Status> {
+        match self.leader() {
+            Some((l, _)) if l == self.id => Ok(Route::Local),
+            Some((l, Some(addr))) if !md.contains_key(meta::FORWARDED) => Ok(Route::Forward(
+                self.channel(&addr)
+                    .map_err(|e| not_leader(Some((l, Some(addr))), &e))?,
+            )),
+            other => Err(not_leader(other, "this node is not the leader")),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self
+            .channels
+            .lock()
+            .expect("channel map lock is never poisoned");
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad leader address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .timeout(FORWARD_TIMEOUT)
+            .connect_lazy();
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Marks a request as forwarded.
+pub fn forwarded<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert(meta::FORWARDED, MetadataValue::from_static("1"));
+    r
+}
+
+/// UNAVAILABLE, naming the leader when known, so clients can retry there.
+pub fn not_leader(leader: Option<(u64, Option<String>)>, why: &str) -> Status {
+    let (msg, addr) = match &leader {
+        Some((id, Some(a))) => (
+            format!("{why}; the leader is node {id} at {a}; retry there"),
+            Some(a.clone()),
+        ),
+        Some((id, None)) => (format!("{why}; the leader is node {id}; retry"), None),
+        None => (
+            format!("{why}; no leader is known yet (election in progress); retry"),
+            None,
+        ),
+    };
+    let mut s = Status::unavailable(msg);
+    if let Some(a) = addr.and_then(|a| a.parse::<MetadataValue<_>>().ok()) {
+        s.metadata_mut().insert(meta::LEADER_ADDR, a);
+    }
+    s
+}
+
+impl From<WriteError> for Status {
+    fn from(e: WriteError) -> Status {
+        match e {
+            WriteError::NotLeader { leader } => not_leader(
+                leader.map(|(id, a)| (id, Some(a))),
+                "leadership changed before the write was proposed",
+            ),
+            other => Status::unavailable(other.to_string()),
+        }
+    }
+}
+
+pub fn rejection_status(r: Rejection) -> Status {
+    let msg = r.to_string();
+    match r {
+        Rejection::UnknownVolume(_) => Status::not_found(msg),
+        Rejection::VolumeExists(_) => Status::already_exists(msg),
+        Rejection::Conflict { current, .. } => {
+            let mut s = Status::aborted(msg);
+            s.metadata_mut()
+                .insert(meta::CURRENT_LSN, MetadataValue::from(current.0));
+            s
+        }
+        Rejection::KeyReused { .. } | Rejection::BadRef { .. } => Status::invalid_argument(msg),
+    }
+}
+
+pub fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "{what}");
+    Status::new(Code::Internal, format!("{what}: {e}"))
+}

@@ -1,0 +1,327 @@
+//! The client API (`folio.volume.v1.VolumeService`). Requests are validated on whichever node
+//! receives them, then run on the leader: writes through the group-commit batcher, reads after a
+//! read-index check so they are linearizable.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use folio_core::limits::{MAX_CLIENT_MESSAGE_BYTES, MAX_LIST_COMMITS};
+use folio_core::{CommitArgs, Durability, Lsn, VolumeId, WritePagesArgs};
+use folio_proto::convert::{self, InvalidRequest};
+use folio_proto::volume::v1 as pb;
+use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
+use folio_proto::volume::v1::volume_service_server::{VolumeService, VolumeServiceServer};
+use folio_raft::{Command, CommandResult};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::metrics;
+use crate::route::{forwarded, internal, not_leader, rejection_status, Route, Shared};
+
+pub struct VolumeSvc {
+    shared: Arc<Shared>,
+}
+
+impl VolumeSvc {
+    pub fn server(shared: Arc<Shared>) -> VolumeServiceServer<VolumeSvc> {
+        VolumeServiceServer::new(VolumeSvc { shared })
+            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+    }
+
+    fn span(&self, method: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "rpc",
+            method,
+            node = self.shared.id,
+            term = self.shared.term(),
+            volume = tracing::field::Empty
+        )
+    }
+
+    /// Waits until this node, as leader, has applied everything committed before the call.
+    async fn read_index(&self) -> Result<(), Status> {
+        match self.shared.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(
+                f.leader_id.map(|l| (l, f.leader_node.map(|n| n.addr))),
+                "leadership changed during the read",
+            )),
+            Err(e) => Err(Status::unavailable(format!(
+                "read-index check failed: {e}; retry"
+            ))),
+        }
+    }
+
+    async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
+        match self.shared.batcher.submit(cmd).await? {
+            CommandResult::Rejected(r) => Err(rejection_status(r)),
+            ok => Ok(ok),
+        }
+    }
+}
+
+fn client(ch: Channel) -> VolumeServiceClient<Channel> {
+    VolumeServiceClient::new(ch)
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+}
+
+/// Records latency and errors for one call.
+fn observe<T>(method: &'static str, started: Instant, res: &Result<T, Status>) {
+    metrics::REQUEST_SECONDS
+        .with_label_values(&[method])
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(s) = res {
+        metrics::REQUEST_ERRORS
+            .with_label_values(&[method, &format!("{:?}", s.code())])
+            .inc();
+    }
+}
+
+fn unexpected(r: CommandResult) -> Status {
+    internal("unexpected state machine result", format!("{r:?}"))
+}
+
+fn record_volume(v: &VolumeId) {
+    tracing::Span::current().record("volume", tracing::field::display(v));
+}
+
+#[tonic::async_trait]
+impl VolumeService for VolumeSvc {
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let route = self.shared.route(req.metadata())?;
+            let msg = req.into_inner();
+            let volume = if msg.volume_id.is_empty() {
+                VolumeId::new_random()
+            } else {
+                convert::volume_id(&msg.volume_id)?
+            };
+            record_volume(&volume);
+            if let Route::Forward(ch) = route {
+                let fwd = pb::CreateVolumeRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                };
+                return client(ch)
+                    .create_volume(forwarded(fwd))
+                    .await
+                    .map(Response::into_inner);
+            }
+            match self.write(Command::CreateVolume { volume }).await? {
+                CommandResult::VolumeCreated { volume } => {
+                    tracing::info!("volume created");
+                    Ok(pb::CreateVolumeResponse {
+                        volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                        lsn: 0,
+                    })
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        .instrument(self.span("CreateVolume"))
+        .await;
+        observe("CreateVolume", started, &res);
+        res.map(Response::new)
+    }
+
+    async fn get_snapshot(
+        &self,
+        req: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::GetSnapshotResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let volume = convert::volume_id(&req.get_ref().volume_id)?;
+            record_volume(&volume);
+            if let Route::Forward(ch) = self.shared.route(req.metadata())? {
+                return client(ch)
+                    .get_snapshot(forwarded(req.into_inner()))
+                    .await
+                    .map(Response::into_inner);
+            }
+            self.read_index().await?;
+            let head = self
+                .shared
+                .reader
+                .volume(volume)
+                .map_err(|e| internal("read volume head", e))?
+                .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))?;
+            Ok(pb::GetSnapshotResponse {
+                volume_id: req.into_inner().volume_id,
+                lsn: head.lsn.0,
+            })
+        }
+        .instrument(self.span("GetSnapshot"))
+        .await;
+        observe("GetSnapshot", started, &res);
+        res.map(Response::new)
+    }
+
+    async fn write_pages(
+        &self,
+        req: Request<pb::WritePagesRequest>,
+    ) -> Result<Response<pb::WritePagesResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let route = self.shared.route(req.metadata());
+            let msg = req.into_inner();
+            let args = WritePagesArgs::try_from(msg.clone())?;
+            record_volume(&args.volume);
+            if let Route::Forward(ch) = route? {
+                return client(ch)
+                    .write_pages(forwarded(msg))
+                    .await
+                    .map(Response::into_inner);
+            }
+            match self.write(Command::WritePages { args }).await? {
+                CommandResult::PagesWritten { pages } => Ok(pb::WritePagesResponse {
+                    pages: pages.into_iter().map(Into::into).collect(),
+                }),
+                other => Err(unexpected(other)),
+            }
+        }
+        .instrument(self.span("WritePages"))
+        .await;
+        observe("WritePages", started, &res);
+        res.map(Response::new)
+    }
+
+    async fn commit(
+        &self,
+        req: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let route = self.shared.route(req.metadata());
+            let msg = req.into_inner();
+            let args = CommitArgs::try_from(msg.clone())?;
+            record_volume(&args.volume);
+            if args.durability == Durability::ObjectStore {
+                return Err(Status::unimplemented(
+                    "durability OBJECT_STORE needs the object-store flush, which this build does not \
+                     have yet; use QUORUM",
+                ));
+            }
+            if let Route::Forward(ch) = route? {
+                return client(ch).commit(forwarded(msg)).await.map(Response::into_inner);
+            }
+            match self.write(Command::commit(args)).await? {
+                CommandResult::Committed { lsn, pages, deduplicated } => {
+                    tracing::debug!(lsn = lsn.0, pages = pages.len(), deduplicated, "committed");
+                    Ok(pb::CommitResponse {
+                        lsn: lsn.0,
+                        pages: pages.into_iter().map(Into::into).collect(),
+                        deduplicated,
+                    })
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        .instrument(self.span("Commit"))
+        .await;
+        if res.is_ok() {
+            metrics::COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
+        }
+        observe("Commit", started, &res);
+        res.map(Response::new)
+    }
+
+    async fn list_commits(
+        &self,
+        req: Request<pb::ListCommitsRequest>,
+    ) -> Result<Response<pb::ListCommitsResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let volume = convert::volume_id(&req.get_ref().volume_id)?;
+            record_volume(&volume);
+            if let Route::Forward(ch) = self.shared.route(req.metadata())? {
+                return client(ch)
+                    .list_commits(forwarded(req.into_inner()))
+                    .await
+                    .map(Response::into_inner);
+            }
+            self.read_index().await?;
+            let msg = req.into_inner();
+            let limit = match msg.limit {
+                0 => MAX_LIST_COMMITS,
+                n => n.min(MAX_LIST_COMMITS),
+            };
+            let reader = &self.shared.reader;
+            let head = reader
+                .volume(volume)
+                .map_err(|e| internal("read volume head", e))?
+                .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))?;
+            let commits = reader
+                .commits(volume, Lsn(msg.from_lsn.max(1)), limit as usize)
+                .map_err(|e| internal("read commits", e))?;
+            Ok(pb::ListCommitsResponse {
+                head_lsn: head.lsn.0,
+                commits: commits
+                    .into_iter()
+                    .map(|c| pb::CommitRecord {
+                        lsn: c.lsn.0,
+                        idempotency_key: c.idempotency_key,
+                        committed_at_ms: c.committed_at_ms,
+                        pages: c.pages.into_iter().map(Into::into).collect(),
+                    })
+                    .collect(),
+            })
+        }
+        .instrument(self.span("ListCommits"))
+        .await;
+        observe("ListCommits", started, &res);
+        res.map(Response::new)
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let after = match req.get_ref().start_after.is_empty() {
+                true => None,
+                false => Some(convert::volume_id(&req.get_ref().start_after).map_err(|e| {
+                    Status::from(InvalidRequest::VolumeId(format!("start_after: {e}")))
+                })?),
+            };
+            if let Route::Forward(ch) = self.shared.route(req.metadata())? {
+                return client(ch)
+                    .list_volumes(forwarded(req.into_inner()))
+                    .await
+                    .map(Response::into_inner);
+            }
+            self.read_index().await?;
+            let limit = match req.get_ref().limit {
+                0 => MAX_LIST_COMMITS,
+                n => n.min(MAX_LIST_COMMITS),
+            };
+            let vols = self
+                .shared
+                .reader
+                .volumes(after, limit as usize)
+                .map_err(|e| internal("list volumes", e))?;
+            Ok(pb::ListVolumesResponse {
+                volumes: vols
+                    .into_iter()
+                    .map(|(id, h)| pb::VolumeInfo {
+                        volume_id: Bytes::copy_from_slice(id.as_bytes()),
+                        lsn: h.lsn.0,
+                        created_at_ms: h.created_at_ms,
+                    })
+                    .collect(),
+            })
+        }
+        .instrument(self.span("ListVolumes"))
+        .await;
+        observe("ListVolumes", started, &res);
+        res.map(Response::new)
+    }
+}

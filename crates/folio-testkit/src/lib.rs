@@ -1,0 +1,266 @@
+//! Test support: a Folio group as real `folio server` processes on 127.0.0.1, each with its own
+//! data directory, that tests can SIGKILL and restart. Processes are killed when the cluster is
+//! dropped. Every wait here is bounded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use folio_client::{Client, RetryPolicy};
+
+/// One node process.
+pub struct ProcNode {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ProcNode {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A group of node processes.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    pub nodes: Vec<ProcNode>,
+}
+
+/// Reserves a free port on 127.0.0.1 by binding port 0 and releasing it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+fn write_config(
+    path: &Path,
+    id: u64,
+    addr: &str,
+    data: &Path,
+    members: &[(u64, String)],
+) -> anyhow::Result<()> {
+    let mut s = format!(
+        "node_id = {id}\ngroup_id = 7\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\n",
+        data.display()
+    );
+    for (mid, maddr) in members {
+        s.push_str(&format!(
+            "[[initial_members]]\nid = {mid}\naddr = \"{maddr}\"\n"
+        ));
+    }
+    // Short timeouts keep failover in tests quick; the same code paths as production.
+    s.push_str(
+        "[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n",
+    );
+    std::fs::write(path, s).with_context(|| format!("write {}", path.display()))
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n) that form one group.
+    pub fn start(bin: impl Into<PathBuf>, n: u64) -> anyhow::Result<Cluster> {
+        let bin = bin.into();
+        let dir = tempfile::Builder::new()
+            .prefix("folio-cluster-")
+            .tempdir()?;
+        let members: Vec<(u64, String)> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut c = Cluster {
+            bin,
+            dir,
+            nodes: Vec::new(),
+        };
+        for (id, addr) in &members {
+            c.add_node_process(*id, addr.clone(), &members)?;
+        }
+        Ok(c)
+    }
+
+    /// Starts a node process that is not part of the initial group (to be added with AddMember).
+    pub fn spawn_extra(&mut self, id: u64) -> anyhow::Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.add_node_process(id, addr.clone(), &[])?;
+        Ok(addr)
+    }
+
+    fn add_node_process(
+        &mut self,
+        id: u64,
+        addr: String,
+        members: &[(u64, String)],
+    ) -> anyhow::Result<()> {
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        let config = self.dir.path().join(format!("node-{id}.toml"));
+        let log = self.dir.path().join(format!("node-{id}.log"));
+        write_config(&config, id, &addr, &data_dir, members)?;
+        let mut node = ProcNode {
+            id,
+            addr,
+            data_dir,
+            config,
+            log,
+            child: None,
+        };
+        self.spawn(&mut node)?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    fn spawn(&self, node: &mut ProcNode) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(&self.bin)
+            .arg("server")
+            .arg("--config")
+            .arg(&node.config)
+            .env("FOLIO_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.bin.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut ProcNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("node id exists in this cluster")
+    }
+
+    pub fn node(&self, id: u64) -> &ProcNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node id exists in this cluster")
+    }
+
+    /// SIGKILLs a node: no shutdown, no flush, like a crash.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.node_mut(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a killed node again on the same data directory and address.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let mut node = std::mem::replace(
+            self.node_mut(id),
+            ProcNode {
+                id,
+                addr: String::new(),
+                data_dir: PathBuf::new(),
+                config: PathBuf::new(),
+                log: PathBuf::new(),
+                child: None,
+            },
+        );
+        let r = self.spawn(&mut node);
+        *self.node_mut(id) = node;
+        r
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// A client that knows every node's address.
+    pub fn client(&self) -> Client {
+        Client::new(self.addrs(), RetryPolicy::default()).expect("cluster has addresses")
+    }
+
+    /// A client that talks only to one node (no other addresses to fall back on).
+    pub fn client_for(&self, id: u64) -> Client {
+        Client::new([self.node(id).addr.clone()], RetryPolicy::default()).expect("address")
+    }
+
+    /// Waits until the running nodes agree on a leader that is itself running; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.agreed_leader().await {
+                return Ok(l);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "no agreed leader within {timeout:?}; logs in {}",
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Option<u64> {
+        let mut leader = None;
+        for n in self.nodes.iter().filter(|n| n.is_running()) {
+            let s = Client::node_status(&n.addr, Duration::from_millis(500))
+                .await
+                .ok()?;
+            if s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
+                return None;
+            }
+            leader = Some(s.leader_id);
+        }
+        leader.filter(|l| self.nodes.iter().any(|n| n.id == *l && n.is_running()))
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(s) =
+                Client::node_status(&self.node(id).addr, Duration::from_millis(500)).await
+            {
+                if s.applied_index >= index {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("node {id} did not apply index {index} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Where node logs and data live (kept while the cluster lives).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Prints the tail of every node's log to stderr (for failing tests).
+    pub fn dump_logs(&self) {
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("---- node {} ({}) ----", n.id, n.addr);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
