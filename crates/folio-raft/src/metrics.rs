@@ -2,7 +2,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_histogram, register_int_gauge, Histogram, IntGauge};
+use prometheus::{
+    register_histogram, register_int_counter, register_int_gauge, Histogram, IntCounter, IntGauge,
+};
 
 /// Buckets from 50 µs to ~3 s: spans a fast fsync to a stalled disk.
 pub fn latency_buckets() -> Vec<f64> {
@@ -31,6 +33,22 @@ pub static BUFFERED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "folio_buffer_bytes",
         "Page bytes held in this node's local buffer, not yet in the object store"
+    )
+    .expect("metric registers once")
+});
+
+pub static SNAPSHOTS_BUILT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_raft_snapshots_built_total",
+        "Snapshots this node built from its state machine"
+    )
+    .expect("metric registers once")
+});
+
+pub static SNAPSHOTS_INSTALLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_raft_snapshots_installed_total",
+        "Snapshots received from a leader and installed, replacing the state machine"
     )
     .expect("metric registers once")
 });

@@ -108,6 +108,7 @@ impl PeerClient {
         &mut self,
         kind: Kind,
         req: &Req,
+        data: Bytes,
         option: &RPCOption,
     ) -> Result<Resp, RpcErr<E>>
     where
@@ -126,6 +127,8 @@ impl PeerClient {
         let mut r = Request::new(RaftMessage {
             group_id: self.group.0,
             payload: Bytes::from(encode(req)),
+            target_node_id: self.target,
+            data,
         });
         r.set_timeout(option.hard_ttl());
         let res = match kind {
@@ -155,7 +158,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
-        self.call(Kind::Append, &rpc, &option).await
+        self.call(Kind::Append, &rpc, Bytes::new(), &option).await
     }
 
     async fn install_snapshot(
@@ -163,7 +166,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
-        self.call(Kind::Snapshot, &rpc, &option).await
+        {
+            // The chunk travels raw; MessagePack would encode a Vec<u8> as an array of integers.
+            let mut rpc = rpc;
+            let data = Bytes::from(std::mem::take(&mut rpc.data));
+            self.call(Kind::Snapshot, &rpc, data, &option).await
+        }
     }
 
     async fn vote(
@@ -171,7 +179,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr<openraft::error::Infallible>> {
-        self.call(Kind::Vote, &rpc, &option).await
+        self.call(Kind::Vote, &rpc, Bytes::new(), &option).await
     }
 }
 
@@ -179,16 +187,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 pub struct PeerService {
     raft: Raft,
     group: GroupId,
+    node: u64,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, group: GroupId) -> RaftServiceServer<PeerService> {
-        RaftServiceServer::new(PeerService { raft, group })
+    pub fn new(raft: Raft, group: GroupId, node: u64) -> RaftServiceServer<PeerService> {
+        RaftServiceServer::new(PeerService { raft, group, node })
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
     }
 
-    fn open<T: DeserializeOwned>(&self, r: Request<RaftMessage>) -> Result<T, Status> {
+    /// Checks that the message is for this group and this node; returns the decoded request and
+    /// the raw data field.
+    fn open<T: DeserializeOwned>(&self, r: Request<RaftMessage>) -> Result<(T, Bytes), Status> {
         let m = r.into_inner();
         if m.group_id != self.group.0 {
             return Err(Status::failed_precondition(format!(
@@ -196,14 +207,23 @@ impl PeerService {
                 self.group, m.group_id
             )));
         }
-        decode(&m.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+        if m.target_node_id != self.node {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not node {}",
+                self.node, m.target_node_id
+            )));
+        }
+        let req = decode(&m.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        Ok((req, m.data))
     }
 
     fn reply<T: Serialize>(&self, v: &T) -> Result<tonic::Response<RaftMessage>, Status> {
         Ok(tonic::Response::new(RaftMessage {
             group_id: self.group.0,
             payload: Bytes::from(encode(v)),
+            target_node_id: 0,
+            data: Bytes::new(),
         }))
     }
 }
@@ -214,13 +234,13 @@ impl RaftService for PeerService {
         &self,
         r: Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
-        let req: AppendEntriesRequest<TypeConfig> = self.open(r)?;
+        let (req, _): (AppendEntriesRequest<TypeConfig>, _) = self.open(r)?;
         let res = self.raft.append_entries(req).await;
         self.reply(&res)
     }
 
     async fn vote(&self, r: Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, Status> {
-        let req: VoteRequest<u64> = self.open(r)?;
+        let (req, _): (VoteRequest<u64>, _) = self.open(r)?;
         let res = self.raft.vote(req).await;
         self.reply(&res)
     }
@@ -229,7 +249,8 @@ impl RaftService for PeerService {
         &self,
         r: Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
-        let req: InstallSnapshotRequest<TypeConfig> = self.open(r)?;
+        let (mut req, data): (InstallSnapshotRequest<TypeConfig>, _) = self.open(r)?;
+        req.data = data.to_vec();
         let res = self.raft.install_snapshot(req).await;
         self.reply(&res)
     }

@@ -217,8 +217,20 @@ pub async fn read_all(mut f: Box<tokio::fs::File>) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Snapshot ids become file names, and a follower gets them from its leader: only a short run of
+/// ASCII letters, digits and `-` is accepted.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// Stores an installed snapshot as the current one.
 pub fn persist(dir: &Path, snapshot_id: &str, bytes: &[u8]) -> std::io::Result<()> {
+    if !valid_id(snapshot_id) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad snapshot id {snapshot_id:?}"),
+        ));
+    }
     let tmp = dir.join(format!("{snapshot_id}.installing"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -259,5 +271,23 @@ pub async fn current(dir: &Path) -> std::io::Result<Option<Snapshot<TypeConfig>>
                 snapshot: Box::new(f),
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_ids_from_peers_cannot_name_other_files() {
+        assert!(valid_id("3-1-2041-1763784000000000000"));
+        for bad in ["", "../../etc/passwd", "a/b", "x.snap", &"9".repeat(129)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(persist(dir.path(), "../escape", b"x").is_err());
+        assert!(std::fs::read_dir(dir.path().parent().unwrap())
+            .unwrap()
+            .all(|e| e.unwrap().file_name() != "escape.snap"));
     }
 }

@@ -97,15 +97,15 @@ impl LogStore {
     }
 
     /// Writes a batch, synced, on a blocking thread so no async worker waits on the disk.
-    async fn write_synced(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+    async fn write_synced(&self, batch: WriteBatch) -> Result<(), std::io::Error> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
-            db.write_opt(batch, &wo)
+            db.write_opt(batch, &wo).map_err(std::io::Error::other)
         })
         .await
-        .expect("the blocking write task does not panic")
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("log write task failed: {e}"))))
     }
 }
 
@@ -213,8 +213,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             }
             Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
+                let err = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(e));
+                Err(err.into())
             }
         }
     }
@@ -702,21 +703,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::default();
         let decoded = snapshot::decode_into(&self.db, &bytes, &mut batch)
             .map_err(|e| StorageIOError::read_snapshot(sig.clone(), AnyError::error(e)))?;
-        if decoded.last_log_id != meta.last_log_id {
+        if decoded != *meta {
             return Err(StorageIOError::read_snapshot(
                 sig,
                 AnyError::error("snapshot body does not match its metadata"),
             )
             .into());
         }
+        // The file first: a crash between the two leaves a current snapshot that is installed
+        // again on restart. The reverse order could leave an older snapshot current while the
+        // log below the new one is purged.
+        snapshot::persist(&self.snapshots, &meta.snapshot_id, &bytes)
+            .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
         self.db
             .write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.meta = load_meta(&self.db)
             .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)))?;
         self.publish();
-        snapshot::persist(&self.snapshots, &meta.snapshot_id, &bytes)
-            .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        metrics::SNAPSHOTS_INSTALLED.inc();
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "installed snapshot from leader");
         Ok(())
     }
 
@@ -735,8 +741,9 @@ impl RaftSnapshotBuilder<TypeConfig> for snapshot::Builder {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || snapshot::build(&db, &dir))
             .await
-            .expect("the snapshot task does not panic")
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
             .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
+        metrics::SNAPSHOTS_BUILT.inc();
         snapshot::current(&self.dir)
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?
