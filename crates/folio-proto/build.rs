@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Page payloads and raft messages as `bytes::Bytes`: no copy between the wire and the log.
         .bytes(".")
         .file_descriptor_set_path(out.join("folio_descriptor.bin"))
-        .compile_protos(&protos, &[root.clone()])?;
+        .compile_protos(&protos, std::slice::from_ref(&root))?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

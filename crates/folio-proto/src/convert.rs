@@ -95,7 +95,7 @@ fn page_location(r: &pb::PageRef) -> Result<PageLocation, InvalidRequest> {
         idx: r.page_idx,
         reason: e.to_string(),
     })?;
-    if r.offset % folio_core::PAGE_SIZE as u64 != 0 {
+    if !r.offset.is_multiple_of(folio_core::PAGE_SIZE as u64) {
         return Err(InvalidRequest::Ref {
             idx: r.page_idx,
             reason: format!("offset {} is not a multiple of the page size", r.offset),

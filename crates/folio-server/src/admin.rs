@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status};
 use crate::route::{forwarded, not_leader, Route, Shared};
 
 /// How long AddMember waits for a new node to catch up before giving up on promoting it.
-pub const ADD_MEMBER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shorter than a forwarded call's timeout, so the caller hears why.
+pub const ADD_MEMBER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct AdminSvc {
     shared: Arc<Shared>,
@@ -87,6 +88,8 @@ impl AdminService for AdminSvc {
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             buffered_bytes: self.shared.reader.group_state().buffered_bytes,
             volumes: self.shared.reader.volume_count(),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }))
     }
 
@@ -109,7 +112,7 @@ impl AdminService for AdminSvc {
         if let Route::Forward(ch) = self.shared.route(req.metadata())? {
             return AdminServiceClient::new(ch).add_member(forwarded(msg)).await;
         }
-        let (members, voters) = self.members();
+        let (members, _) = self.members();
         if let Some(existing) = members.iter().find(|m| m.node_id == msg.node_id) {
             if existing.addr != msg.addr {
                 return Err(Status::already_exists(format!(
@@ -125,17 +128,22 @@ impl AdminService for AdminSvc {
         let raft = &self.shared.raft;
         let learner = raft.add_learner(msg.node_id, BasicNode::new(&msg.addr), true);
         match tokio::time::timeout(ADD_MEMBER_CATCH_UP_TIMEOUT, learner).await {
-            Err(_) => return Err(Status::deadline_exceeded(format!(
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
                 "node {} at {} did not catch up within {:?}; it stays a learner (remove it with \
                      remove-node, or retry once it runs)",
                 msg.node_id, msg.addr, ADD_MEMBER_CATCH_UP_TIMEOUT
-            ))),
+            )))
+            }
             Ok(r) => r.map_err(membership_error)?,
         };
-        let mut new_voters = voters;
-        new_voters.insert(msg.node_id);
+        // Add just this voter: a voter set read before the catch-up wait could undo a concurrent
+        // change.
         let res = raft
-            .change_membership(new_voters, false)
+            .change_membership(
+                ChangeMembers::AddVoterIds(BTreeSet::from([msg.node_id])),
+                false,
+            )
             .await
             .map_err(membership_error)?;
         Ok(Response::new(self.reply(res.log_id.index)))

@@ -14,6 +14,12 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::config::Limits;
 use crate::metrics;
 
+/// Longest a proposal may wait for its entry to commit. A leader cut off from its followers keeps
+/// believing it leads until it hears otherwise; without this bound its batches, and the in-flight
+/// permits they hold, would wait forever. The write may still commit later: clients retry with
+/// the same idempotency key and learn the outcome.
+pub const PROPOSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Why a command got no result from the state machine.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
@@ -116,17 +122,26 @@ async fn run(raft: Raft, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
                 segment_bytes_max,
                 commands,
             };
-            let res = raft.client_write(req).await;
+            let res = tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(req)).await;
             drop(permit);
             match res {
-                Ok(resp) => {
+                Err(_) => {
+                    let err = WriteError::Unavailable(format!(
+                        "the write did not commit within {PROPOSAL_TIMEOUT:?} and its outcome is \
+                         unknown; retry with the same idempotency key"
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+                Ok(Ok(resp)) => {
                     let results = resp.data.results;
                     debug_assert_eq!(results.len(), replies.len());
                     for (reply, r) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(r));
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     let err = match e {
                         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
                             WriteError::NotLeader {

@@ -56,6 +56,10 @@ pub struct RaftConfig {
     pub snapshot_chunk_bytes: u64,
     /// Log entries kept after a snapshot, so briefly lagging followers catch up from the log.
     pub logs_to_keep_after_snapshot: u64,
+    /// Time for one InstallSnapshot message, the last of which installs the whole snapshot.
+    pub install_snapshot_timeout_ms: u64,
+    /// Log entries are purged (after a snapshot) only this many at a time, at least.
+    pub purge_batch_size: u64,
 }
 
 impl Default for RaftConfig {
@@ -65,8 +69,10 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 400,
             election_timeout_max_ms: 800,
             snapshot_logs_since_last: 20_000,
-            snapshot_chunk_bytes: 4 << 20,
+            snapshot_chunk_bytes: 1 << 20,
             logs_to_keep_after_snapshot: 2_000,
+            install_snapshot_timeout_ms: 10_000,
+            purge_batch_size: 256,
         }
     }
 }
@@ -86,19 +92,21 @@ pub struct Limits {
     pub write_queue_max: usize,
     /// Bytes of page data per segment before a new one is opened.
     pub segment_bytes_max: u64,
-    /// Entries per AppendEntries message (bounds peer messages with `batch_bytes_max`).
+    /// Entries per AppendEntries message (bounds peer messages with `batch_bytes_max`). openraft
+    /// 0.9 gives each AppendEntries `heartbeat_interval_ms` to be sent, fsync'd by the follower and
+    /// answered, so a full message must fit in that time on the group's network and disks.
     pub append_entries_max: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            batch_bytes_max: 4 << 20,
+            batch_bytes_max: 2 << 20,
             batch_requests_max: 512,
             inflight_batches_max: 2,
             write_queue_max: 4096,
             segment_bytes_max: 8 << 20,
-            append_entries_max: 8,
+            append_entries_max: 4,
         }
     }
 }
@@ -215,6 +223,8 @@ impl Config {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
             snapshot_max_chunk_size: r.snapshot_chunk_bytes,
             max_in_snapshot_log_to_keep: r.logs_to_keep_after_snapshot,
+            install_snapshot_timeout: r.install_snapshot_timeout_ms,
+            purge_batch_size: r.purge_batch_size.max(1),
             ..Default::default()
         };
         c.validate()

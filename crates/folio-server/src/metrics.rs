@@ -65,6 +65,8 @@ pub fn render() -> String {
     LazyLock::force(&folio_raft::metrics::APPEND_SECONDS);
     LazyLock::force(&folio_raft::metrics::APPLY_SECONDS);
     LazyLock::force(&folio_raft::metrics::BUFFERED_BYTES);
+    LazyLock::force(&folio_raft::metrics::SNAPSHOTS_BUILT);
+    LazyLock::force(&folio_raft::metrics::SNAPSHOTS_INSTALLED);
     TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))

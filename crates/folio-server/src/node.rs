@@ -13,6 +13,7 @@ use openraft::BasicNode;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::admin::AdminSvc;
 use crate::batcher::Batcher;
@@ -95,6 +96,14 @@ impl Node {
             .context("build reflection service")?;
 
         let (stop, stopped) = oneshot::channel::<()>();
+        // tonic applies `tcp_nodelay` only to listeners it binds itself: set it on every accepted
+        // connection, or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(c) = &conn {
+                let _ = c.set_nodelay(true);
+            }
+            conn
+        });
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .timeout(REQUEST_TIMEOUT)
@@ -103,15 +112,12 @@ impl Node {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(VolumeSvc::server(shared.clone()))
             .add_service(AdminSvc::server(shared.clone()))
-            .add_service(PeerService::new(raft.clone(), group))
+            .add_service(PeerService::new(raft.clone(), group, cfg.node_id))
             .add_service(health_svc)
             .add_service(reflection);
-        let server = tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        }));
 
         let metrics_addr = match cfg.metrics_addr {
             Some(a) => Some(

@@ -21,6 +21,9 @@ use tracing::Instrument;
 use crate::metrics;
 use crate::route::{forwarded, internal, not_leader, rejection_status, Route, Shared};
 
+/// Page locations in one ListCommits answer (about 2 MiB encoded).
+pub const LIST_COMMITS_PAGES_MAX: usize = 65_536;
+
 pub struct VolumeSvc {
     shared: Arc<Shared>,
 }
@@ -258,9 +261,21 @@ impl VolumeService for VolumeSvc {
                 .volume(volume)
                 .map_err(|e| internal("read volume head", e))?
                 .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))?;
-            let commits = reader
+            let mut commits = reader
                 .commits(volume, Lsn(msg.from_lsn.max(1)), limit as usize)
                 .map_err(|e| internal("read commits", e))?;
+            // Bound the answer by size too: stop after LIST_COMMITS_PAGES_MAX page locations
+            // (always at least one commit, which is within the message limit on its own).
+            let mut pages = 0;
+            let keep = commits
+                .iter()
+                .position(|c| {
+                    pages += c.pages.len();
+                    pages > LIST_COMMITS_PAGES_MAX
+                })
+                .unwrap_or(commits.len())
+                .max(1);
+            commits.truncate(keep);
             Ok(pb::ListCommitsResponse {
                 head_lsn: head.lsn.0,
                 commits: commits
