@@ -39,6 +39,15 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Round trip of a trivial gRPC call (admin Status) to one node: the loopback floor.
+    Rpc {
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Latency percentiles of a sample set.
@@ -119,6 +128,24 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 lsn = r.lsn;
             }
             Summary::of(samples).print(&format!("commit {pages} page(s), 1 writer"), json);
+            Ok(())
+        }
+        BenchCmd::Rpc { addr, count, json } => {
+            anyhow::ensure!(count > 0, "count must be positive");
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            let mut c = folio_proto::admin::v1::admin_service_client::AdminServiceClient::new(ch);
+            let mut samples = Vec::with_capacity(count);
+            for i in 0..count + 50 {
+                let t = Instant::now();
+                c.status(folio_proto::admin::v1::StatusRequest {}).await?;
+                if i >= 50 {
+                    samples.push(t.elapsed());
+                }
+            }
+            Summary::of(samples).print("grpc round trip (admin Status)", json);
             Ok(())
         }
     }

@@ -306,3 +306,74 @@ async fn applied_state_survives_reopen() {
     assert_eq!(applied.unwrap().index, 2);
     assert_eq!(sm.reader().volume(v).unwrap().unwrap().lsn, Lsn(1));
 }
+
+#[tokio::test]
+async fn snapshot_moves_the_whole_state_to_a_fresh_replica() {
+    use openraft::RaftSnapshotBuilder;
+    use tokio::io::AsyncWriteExt;
+
+    let mut a = Harness::new();
+    let v = VolumeId::new_random();
+    a.one(Command::CreateVolume { volume: v }).await;
+    let rs = a
+        .apply(vec![
+            commit(v, 0, "a", &[(0, 1), (9, 2)]),
+            commit(v, 1, "b", &[(0, 3)]),
+        ])
+        .await;
+    let CommandResult::Committed { pages, .. } = &rs[1] else {
+        panic!()
+    };
+    let loc = pages[0];
+
+    let snap =
+        a.sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    assert_eq!(snap.meta.last_log_id.unwrap().index, 2);
+    let current = a.sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snap.meta);
+    let bytes = folio_raft::snapshot::read_all(current.snapshot)
+        .await
+        .unwrap();
+
+    let mut b = Harness::new();
+    let mut f = b.sm.begin_receiving_snapshot().await.unwrap();
+    f.write_all(&bytes).await.unwrap();
+    f.flush().await.unwrap();
+    b.sm.install_snapshot(&snap.meta, f).await.unwrap();
+
+    let (applied, _) = b.sm.applied_state().await.unwrap();
+    assert_eq!(applied, snap.meta.last_log_id);
+    let (ra, rb) = (a.sm.reader(), b.sm.reader());
+    assert_eq!(rb.volume(v).unwrap(), ra.volume(v).unwrap());
+    assert_eq!(
+        rb.commits(v, Lsn(1), 10).unwrap(),
+        ra.commits(v, Lsn(1), 10).unwrap()
+    );
+    assert_eq!(
+        rb.buffered_page(loc.segment, loc.offset)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        page(3).bytes().as_ref()
+    );
+    assert_eq!(rb.group_state(), ra.group_state());
+    // The installed replica goes on exactly where the source would: same next LSN and segment slot.
+    let next_a = a.one(commit(v, 2, "c", &[(1, 4)])).await;
+    b.index = a.index - 1;
+    let next_b = b.one(commit(v, 2, "c", &[(1, 4)])).await;
+    assert_eq!(next_a, next_b);
+
+    // A corrupted snapshot is refused and leaves the state machine as it was.
+    let mut bad = bytes.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    let mut c = Harness::new();
+    let mut f = c.sm.begin_receiving_snapshot().await.unwrap();
+    f.write_all(&bad).await.unwrap();
+    assert!(c.sm.install_snapshot(&snap.meta, f).await.is_err());
+    assert!(c.sm.reader().volume(v).unwrap().is_none());
+}

@@ -13,6 +13,7 @@ use folio_client::{Client, RetryPolicy};
 pub struct ProcNode {
     pub id: u64,
     pub addr: String,
+    pub metrics_addr: String,
     pub data_dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -28,6 +29,7 @@ impl ProcNode {
 /// A group of node processes.
 pub struct Cluster {
     bin: PathBuf,
+    raft_extra: String,
     dir: tempfile::TempDir,
     pub nodes: Vec<ProcNode>,
 }
@@ -46,9 +48,11 @@ fn write_config(
     addr: &str,
     data: &Path,
     members: &[(u64, String)],
+    raft_extra: &str,
+    metrics_addr: &str,
 ) -> anyhow::Result<()> {
     let mut s = format!(
-        "node_id = {id}\ngroup_id = 7\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\n",
+        "node_id = {id}\ngroup_id = 7\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\nmetrics_addr = \"{metrics_addr}\"\n",
         data.display()
     );
     for (mid, maddr) in members {
@@ -60,12 +64,22 @@ fn write_config(
     s.push_str(
         "[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n",
     );
+    s.push_str(raft_extra);
     std::fs::write(path, s).with_context(|| format!("write {}", path.display()))
 }
 
 impl Cluster {
     /// Starts `n` nodes (ids 1..=n) that form one group.
     pub fn start(bin: impl Into<PathBuf>, n: u64) -> anyhow::Result<Cluster> {
+        Self::start_with(bin, n, "")
+    }
+
+    /// Like [`Cluster::start`], with extra lines for every node's `[raft]` config section.
+    pub fn start_with(
+        bin: impl Into<PathBuf>,
+        n: u64,
+        raft_extra: &str,
+    ) -> anyhow::Result<Cluster> {
         let bin = bin.into();
         let dir = tempfile::Builder::new()
             .prefix("folio-cluster-")
@@ -73,8 +87,10 @@ impl Cluster {
         let members: Vec<(u64, String)> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
+        let raft_extra = raft_extra.to_string();
         let mut c = Cluster {
             bin,
+            raft_extra,
             dir,
             nodes: Vec::new(),
         };
@@ -100,21 +116,31 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let config = self.dir.path().join(format!("node-{id}.toml"));
         let log = self.dir.path().join(format!("node-{id}.log"));
-        write_config(&config, id, &addr, &data_dir, members)?;
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        write_config(
+            &config,
+            id,
+            &addr,
+            &data_dir,
+            members,
+            &self.raft_extra,
+            &metrics_addr,
+        )?;
         let mut node = ProcNode {
             id,
             addr,
+            metrics_addr,
             data_dir,
             config,
             log,
             child: None,
         };
-        self.spawn(&mut node)?;
+        node.child = Some(self.spawn(&node)?);
         self.nodes.push(node);
         Ok(())
     }
 
-    fn spawn(&self, node: &mut ProcNode) -> anyhow::Result<()> {
+    fn spawn(&self, node: &ProcNode) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,8 +155,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawn {}", self.bin.display()))?;
-        node.child = Some(child);
-        Ok(())
+        Ok(child)
     }
 
     fn node_mut(&mut self, id: u64) -> &mut ProcNode {
@@ -157,20 +182,9 @@ impl Cluster {
 
     /// Starts a killed node again on the same data directory and address.
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
-        let mut node = std::mem::replace(
-            self.node_mut(id),
-            ProcNode {
-                id,
-                addr: String::new(),
-                data_dir: PathBuf::new(),
-                config: PathBuf::new(),
-                log: PathBuf::new(),
-                child: None,
-            },
-        );
-        let r = self.spawn(&mut node);
-        *self.node_mut(id) = node;
-        r
+        let child = self.spawn(self.node(id))?;
+        self.node_mut(id).child = Some(child);
+        Ok(())
     }
 
     pub fn addrs(&self) -> Vec<String> {
@@ -234,6 +248,21 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The value of a metric (a counter or gauge without labels) scraped from a node's `/metrics`.
+    pub fn metric(&self, id: u64, name: &str) -> anyhow::Result<f64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.node(id).metrics_addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        let line = body
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .with_context(|| format!("metric {name} not found on node {id}"))?;
+        Ok(line.split_whitespace().nth(1).unwrap_or("nan").parse()?)
     }
 
     /// Where node logs and data live (kept while the cluster lives).
