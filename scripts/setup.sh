@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building Folio needs on a fresh Debian machine, and nothing when it is already
+# there: clang and libclang for RocksDB's bindings. protoc comes from the protoc-bin-vendored
+# crate, so no system protobuf compiler is needed. Safe to rerun.
+set -euo pipefail
+
+need=()
+command -v clang >/dev/null 2>&1 || need+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+  || need+=(libclang-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "setup: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }
