@@ -1,6 +1,6 @@
-//! `folio bench`: the first latency measurements. `fsync` measures the disk's floor (4 KiB append
-//! + fdatasync); `commit` measures single-writer commits against a running group. Both print
-//! percentiles from every sample, with no warm-up samples dropped beyond the stated warm-up.
+//! `folio bench`: the first latency measurements. `fsync` measures the disk's floor (a 4 KiB
+//! append and an fdatasync), `rpc` a loopback gRPC round trip, and `commit` single-writer commits
+//! against a running group. Each prints percentiles over every sample after its warm-up.
 
 use std::io::Write;
 use std::os::unix::io::AsRawFd;

@@ -14,6 +14,7 @@ use folio_core::limits::MAX_CLIENT_MESSAGE_BYTES;
 use folio_core::{Lsn, VolumeId};
 use folio_proto::admin::v1 as admin;
 use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
+use folio_proto::channels::ChannelCache;
 use folio_proto::meta;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
@@ -99,13 +100,13 @@ pub struct Committed {
 /// A connection to one group.
 pub struct Client {
     endpoints: Mutex<Endpoints>,
+    channels: ChannelCache,
     policy: RetryPolicy,
 }
 
 struct Endpoints {
     addrs: Vec<String>,
     current: usize,
-    channels: std::collections::HashMap<String, Channel>,
 }
 
 impl Client {
@@ -120,30 +121,21 @@ impl Client {
             return Err(Error::Endpoint("no addresses given".into()));
         }
         Ok(Client {
-            endpoints: Mutex::new(Endpoints {
-                addrs,
-                current: 0,
-                channels: Default::default(),
-            }),
+            endpoints: Mutex::new(Endpoints { addrs, current: 0 }),
+            channels: ChannelCache::new(Duration::from_secs(1), None),
             policy,
         })
     }
 
     fn channel(&self) -> Result<(String, Channel)> {
-        let mut e = self
-            .endpoints
-            .lock()
-            .expect("endpoint lock is never poisoned");
-        let addr = e.addrs[e.current].clone();
-        if let Some(c) = e.channels.get(&addr) {
-            return Ok((addr, c.clone()));
-        }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| Error::Endpoint(addr.clone()))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        e.channels.insert(addr.clone(), c.clone());
+        let addr = {
+            let e = self
+                .endpoints
+                .lock()
+                .expect("endpoint lock is never poisoned");
+            e.addrs[e.current].clone()
+        };
+        let c = self.channels.get(&addr).map_err(Error::Endpoint)?;
         Ok((addr, c))
     }
 

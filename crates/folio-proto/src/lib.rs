@@ -2,6 +2,7 @@
 //! and the validated domain types of `folio-core`. Requests are validated here, once; every layer
 //! below works with types that cannot be malformed.
 
+pub mod channels;
 pub mod convert;
 
 pub mod volume {

@@ -2,6 +2,9 @@
 //! the RocksDB log store and state machine (one RocksDB instance per node, one column family per
 //! kind of data), file-based snapshots, and Raft peer traffic over tonic.
 
+// openraft's storage traits return its `StorageError` by value; its size is not ours to choose.
+#![allow(clippy::result_large_err)]
+
 pub mod command;
 pub mod keys;
 pub mod metrics;

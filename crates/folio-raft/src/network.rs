@@ -3,12 +3,12 @@
 //! sides by [`PEER_MESSAGE_BYTES_MAX`]; the server's openraft config keeps entries per message
 //! small enough to fit (see `folio-server`'s config).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use folio_core::GroupId;
+use folio_proto::channels::ChannelCache;
 use folio_proto::raft::v1::raft_service_client::RaftServiceClient;
 use folio_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
 use folio_proto::raft::v1::RaftMessage;
@@ -23,7 +23,7 @@ use openraft::raft::{
 use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::command::{decode, encode};
@@ -39,34 +39,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Network {
     group: GroupId,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<ChannelCache>,
 }
 
 impl Network {
     pub fn new(group: GroupId) -> Self {
         Network {
             group,
-            channels: Arc::default(),
+            channels: Arc::new(ChannelCache::new(CONNECT_TIMEOUT, None)),
         }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self
-            .channels
-            .lock()
-            .expect("channel map lock is never poisoned");
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let c = ep.connect_lazy();
-        map.insert(addr.to_string(), c.clone());
-        Ok(c)
     }
 }
 
@@ -74,7 +55,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        let client = self.channel(&node.addr).map(|c| {
+        let client = self.channels.get(&node.addr).map(|c| {
             RaftServiceClient::new(c)
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)

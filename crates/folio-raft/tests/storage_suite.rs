@@ -18,6 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // openraft's error type, returned as the suite returns it
 fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
     Suite::test_all(Builder)
 }

@@ -153,7 +153,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let msg = req.get_ref().clone();
+        let msg = *req.get_ref();
         if let Route::Forward(ch) = self.shared.route(req.metadata())? {
             return AdminServiceClient::new(ch)
                 .remove_member(forwarded(msg))

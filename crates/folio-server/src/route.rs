@@ -2,15 +2,14 @@
 //! a retryable status that names the leader. Also the single place where internal errors become
 //! gRPC statuses.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use folio_core::GroupId;
+use folio_proto::channels::ChannelCache;
 use folio_proto::meta;
 use folio_raft::{Raft, Rejection, StateReader};
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::batcher::{Batcher, WriteError};
@@ -25,7 +24,7 @@ pub struct Shared {
     pub raft: Raft,
     pub reader: StateReader,
     pub batcher: Batcher,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: ChannelCache,
 }
 
 pub enum Route {
@@ -41,7 +40,7 @@ impl Shared {
             raft,
             reader,
             batcher,
-            channels: Mutex::default(),
+            channels: ChannelCache::new(Duration::from_secs(1), Some(FORWARD_TIMEOUT)),
         }
     }
 
@@ -69,29 +68,12 @@ impl Shared {
         match self.leader() {
             Some((l, _)) if l == self.id => Ok(Route::Local),
             Some((l, Some(addr))) if !md.contains_key(meta::FORWARDED) => Ok(Route::Forward(
-                self.channel(&addr)
+                self.channels
+                    .get(&addr)
                     .map_err(|e| not_leader(Some((l, Some(addr))), &e))?,
             )),
             other => Err(not_leader(other, "this node is not the leader")),
         }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self
-            .channels
-            .lock()
-            .expect("channel map lock is never poisoned");
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad leader address {addr:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .timeout(FORWARD_TIMEOUT)
-            .connect_lazy();
-        map.insert(addr.to_string(), c.clone());
-        Ok(c)
     }
 }
 
