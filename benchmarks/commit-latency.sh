@@ -19,12 +19,14 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 addrs=()
-for i in 1 2 3; do addrs+=("127.0.0.1:$(port)"); done
+metrics=()
+for i in 1 2 3; do addrs+=("127.0.0.1:$(port)"); metrics+=("127.0.0.1:$(port)"); done
 for i in 1 2 3; do
   {
     echo "node_id = $i"
     echo "listen_addr = \"${addrs[$((i-1))]}\""
     echo "data_dir = \"$WORK/node-$i\""
+    echo "metrics_addr = \"${metrics[$((i-1))]}\""
     for j in 1 2 3; do printf '[[initial_members]]\nid = %s\naddr = "%s"\n' "$j" "${addrs[$((j-1))]}"; done
   } > "$WORK/node-$i.toml"
   FOLIO_LOG=warn "$BIN" server --config "$WORK/node-$i.toml" >"$WORK/node-$i.log" 2>&1 &
@@ -48,3 +50,21 @@ mkdir -p "$WORK/fsync"
 "$BIN" bench commit --addr "$leader" --count "$COUNT" --pages "$PAGES"
 echo "(through a follower, forwarded once to the leader:)"
 "$BIN" bench commit --addr "$follower" --count "$COUNT" --pages "$PAGES"
+
+# Group commit: concurrent writers share Raft entries. The mean batch size is read from the
+# leader's folio_batch_requests histogram, before and after, so it covers only this workload.
+batch_mean() {
+  python3 - "$1" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+v = {m.group(1): float(m.group(2)) for m in re.finditer(r"^folio_batch_requests_(sum|count) (\S+)$", text, re.M)}
+print(v.get("sum", 0), v.get("count", 0))
+PY
+}
+for i in 1 2 3; do [ "${addrs[$((i-1))]}" = "$leader" ] && leader_metrics=${metrics[$((i-1))]}; done
+for W in 16 64; do
+  read -r s0 c0 < <(batch_mean "$leader_metrics")
+  "$BIN" bench commit --addr "$leader" --count $((COUNT * 4)) --pages "$PAGES" --writers "$W" --warmup 5
+  read -r s1 c1 < <(batch_mean "$leader_metrics")
+  python3 -c "print(f'  mean commands per Raft entry: {($s1-$s0)/max($c1-$c0,1):.1f}')"
+done

@@ -24,7 +24,8 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Single-writer commit latency against a running group.
+    /// Commit latency and throughput against a running group: `writers` concurrent writers, each
+    /// on its own volume, each committing `count / writers` times on its own head.
     Commit {
         /// Any member's address.
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -36,6 +37,9 @@ pub enum BenchCmd {
         pages: u32,
         #[arg(long, default_value_t = 50)]
         warmup: usize,
+        /// Concurrent writers (each on its own volume).
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
         #[arg(long)]
         json: bool,
     },
@@ -110,24 +114,53 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             count,
             pages,
             warmup,
+            writers,
             json,
         } => {
-            anyhow::ensure!(count > 0, "count must be positive");
-            let c = Client::new([addr], RetryPolicy::default())?;
-            let v = c.create_volume(None).await?;
-            let data = Bytes::from(vec![0xA5u8; PAGE_SIZE]);
-            let mut lsn = folio_core::Lsn(0);
-            let mut samples = Vec::with_capacity(count);
-            for i in 0..(warmup + count) {
-                let p = (0..pages).map(|j| (j, data.clone())).collect();
-                let t = Instant::now();
-                let r = c.commit(v, lsn, p, format!("bench-{i}")).await?;
-                if i >= warmup {
-                    samples.push(t.elapsed());
-                }
-                lsn = r.lsn;
+            anyhow::ensure!(
+                count > 0 && writers > 0,
+                "count and writers must be positive"
+            );
+            let c = std::sync::Arc::new(Client::new([addr], RetryPolicy::default())?);
+            let per_writer = count.div_ceil(writers);
+            let mut tasks = Vec::new();
+            let started = Instant::now();
+            for w in 0..writers {
+                let c = c.clone();
+                tasks.push(tokio::spawn(async move {
+                    let v = c.create_volume(None).await?;
+                    let data = Bytes::from(vec![0xA5u8; PAGE_SIZE]);
+                    let mut lsn = folio_core::Lsn(0);
+                    let mut samples = Vec::with_capacity(per_writer);
+                    for i in 0..(warmup + per_writer) {
+                        let p = (0..pages).map(|j| (j, data.clone())).collect();
+                        let t = Instant::now();
+                        let r = c.commit(v, lsn, p, format!("bench-{w}-{i}")).await?;
+                        if i >= warmup {
+                            samples.push(t.elapsed());
+                        }
+                        lsn = r.lsn;
+                    }
+                    anyhow::Ok(samples)
+                }));
             }
-            Summary::of(samples).print(&format!("commit {pages} page(s), 1 writer"), json);
+            let mut samples = Vec::new();
+            for t in tasks {
+                samples.extend(t.await??);
+            }
+            // Throughput over the whole run, warm-up included in time but not in the count.
+            let secs = started.elapsed().as_secs_f64();
+            let n = samples.len();
+            Summary::of(samples).print(
+                &format!("commit {pages} page(s), {writers} writer(s)"),
+                json,
+            );
+            if !json {
+                println!(
+                    "  throughput: {:.0} commits/s ({n} commits in {secs:.2}s incl. warm-up)",
+                    n as f64 / secs
+                );
+            }
             Ok(())
         }
         BenchCmd::Rpc { addr, count, json } => {
