@@ -12,6 +12,7 @@ use folio_proto::convert::{self, InvalidRequest};
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
 use folio_proto::volume::v1::volume_service_server::{VolumeService, VolumeServiceServer};
+use folio_raft::state::VolumeHead;
 use folio_raft::{Command, CommandResult};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tonic::transport::Channel;
@@ -57,6 +58,16 @@ impl VolumeSvc {
                 "read-index check failed: {e}; retry"
             ))),
         }
+    }
+
+    /// The volume's head as of now: a read-index check, then the local applied state.
+    async fn linearizable_head(&self, volume: VolumeId) -> Result<VolumeHead, Status> {
+        self.read_index().await?;
+        self.shared
+            .reader
+            .volume(volume)
+            .map_err(|e| internal("read volume head", e))?
+            .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))
     }
 
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
@@ -149,13 +160,7 @@ impl VolumeService for VolumeSvc {
                     .await
                     .map(Response::into_inner);
             }
-            self.read_index().await?;
-            let head = self
-                .shared
-                .reader
-                .volume(volume)
-                .map_err(|e| internal("read volume head", e))?
-                .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))?;
+            let head = self.linearizable_head(volume).await?;
             Ok(pb::GetSnapshotResponse {
                 volume_id: req.into_inner().volume_id,
                 lsn: head.lsn.0,
@@ -250,18 +255,15 @@ impl VolumeService for VolumeSvc {
                     .await
                     .map(Response::into_inner);
             }
-            self.read_index().await?;
+            let head = self.linearizable_head(volume).await?;
             let msg = req.into_inner();
             let limit = match msg.limit {
                 0 => MAX_LIST_COMMITS,
                 n => n.min(MAX_LIST_COMMITS),
             };
-            let reader = &self.shared.reader;
-            let head = reader
-                .volume(volume)
-                .map_err(|e| internal("read volume head", e))?
-                .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))?;
-            let mut commits = reader
+            let mut commits = self
+                .shared
+                .reader
                 .commits(volume, Lsn(msg.from_lsn.max(1)), limit as usize)
                 .map_err(|e| internal("read commits", e))?;
             // Bound the answer by size too: stop after LIST_COMMITS_PAGES_MAX page locations
