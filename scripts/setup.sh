@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building Folio needs on a fresh Debian machine, and nothing when it is already
-# there: clang and libclang for RocksDB's bindings. protoc comes from the protoc-bin-vendored
-# crate, so no system protobuf compiler is needed. Safe to rerun.
+# Installs what building and testing Folio needs on a fresh Debian machine, and nothing when it is
+# already there: clang and libclang for RocksDB's bindings, moto for the S3 tests. protoc comes
+# from the protoc-bin-vendored crate, so no system protobuf compiler is needed. Safe to rerun.
 set -euo pipefail
 
 need=()
@@ -16,3 +16,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }
+# The object-store tests run against moto, an S3-compatible server from PyPI that enforces
+# conditional writes.
+if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+  echo "setup: installing moto[server] (S3-compatible test server)" >&2
+  python3 -m pip install -q 'moto[server]' >/dev/null
+fi

@@ -1,5 +1,6 @@
 //! Folio's object store: one trait ([`ObjectStore`]) that the flush and read paths use, the typed
-//! key layout ([`ObjectKey`]), backends (memory for tests, a local directory for `folio dev`), a
+//! key layout ([`ObjectKey`]), backends (S3 and S3-compatible stores, a local directory for
+//! `folio dev`, memory for tests), a
 //! fault-injecting wrapper ([`FaultyStore`]) and the conformance suite every backend must pass
 //! ([`conformance`]).
 
@@ -8,6 +9,7 @@ mod faulty;
 mod key;
 mod local;
 mod memory;
+mod s3;
 
 use std::ops::Range;
 
@@ -18,6 +20,7 @@ pub use faulty::{FaultConfig, FaultyStore};
 pub use key::ObjectKey;
 pub use local::LocalDirStore;
 pub use memory::MemoryStore;
+pub use s3::{S3Config, S3Store};
 
 /// Largest object a backend accepts in one put (segments are 8–16 MiB).
 pub const MAX_OBJECT_BYTES: usize = 256 << 20;
