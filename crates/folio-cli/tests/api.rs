@@ -126,6 +126,14 @@ async fn followers_forward_and_redirect() -> anyhow::Result<()> {
     assert_eq!(r.lsn, Lsn(1));
     assert_eq!(via_follower.snapshot(v).await?, Lsn(1));
     assert_eq!(via_follower.all_commits(v).await?.len(), 1);
+    // Bad input is refused by the follower itself, with its own status, not forwarded.
+    let bad = commit_req(v, 1, "bad", vec![(0, Bytes::from_static(b"short"))]);
+    let s = raw(&c.node(follower).addr)
+        .await
+        .commit(bad)
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
     // A call that was already forwarded once is not forwarded again: the follower answers
     // UNAVAILABLE with the leader's address.
     let mut req = tonic::Request::new(commit_req(v, 1, "f2", vec![]));

@@ -25,3 +25,6 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Commits returned by one `ListCommits` call.
 pub const MAX_LIST_COMMITS: u32 = 1000;
+
+/// Volumes returned by one `ListVolumes` call.
+pub const MAX_LIST_VOLUMES: u32 = 1000;

@@ -80,6 +80,15 @@ fn map_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     }
 }
 
+/// Reads a whole response body; a connection lost mid-body is retryable.
+async fn read_body(body: ByteStream, key: &str) -> Result<Bytes, StoreError> {
+    let data = body
+        .collect()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read {key}: {e}")))?;
+    Ok(data.into_bytes())
+}
+
 impl S3Store {
     pub async fn connect(cfg: S3Config) -> Result<S3Store, StoreError> {
         if cfg.bucket.is_empty() {
@@ -161,12 +170,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_err("get", &k, e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("read {k}: {e}")))?;
-        Ok(body.into_bytes())
+        read_body(out.body, &k).await
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes, StoreError> {
@@ -201,12 +205,7 @@ impl ObjectStore for S3Store {
             }
             Err(e) => return Err(map_err("get range", &k, e)),
         };
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("read {k}: {e}")))?;
-        let bytes = body.into_bytes();
+        let bytes = read_body(out.body, &k).await?;
         // Stores clamp a range that runs past the end; the contract refuses it.
         if bytes.len() as u64 != range.end - range.start {
             let len = self.head(key).await?.unwrap_or(0);

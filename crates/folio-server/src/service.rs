@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use folio_core::limits::{MAX_CLIENT_MESSAGE_BYTES, MAX_LIST_COMMITS};
+use folio_core::limits::{MAX_CLIENT_MESSAGE_BYTES, MAX_LIST_COMMITS, MAX_LIST_VOLUMES};
 use folio_core::{CommitArgs, Durability, Lsn, VolumeId, WritePagesArgs};
 use folio_proto::convert::{self, InvalidRequest};
 use folio_proto::volume::v1 as pb;
@@ -82,6 +82,37 @@ fn client(ch: Channel) -> VolumeServiceClient<Channel> {
     VolumeServiceClient::new(ch)
         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+}
+
+/// Where a validated write goes.
+enum Target<P> {
+    Local,
+    Forward(Channel, P),
+    Refused(Status),
+}
+
+/// Validates a write on whichever node receives it, so bad input gets its own status even from a
+/// follower or a node without a leader. The request is copied only when it must be forwarded:
+/// on the leader the pages move straight into the command.
+fn validate<P: Clone, A: TryFrom<P, Error = InvalidRequest>>(
+    route: Result<Route, Status>,
+    msg: P,
+) -> Result<(A, Target<P>), Status> {
+    Ok(match route {
+        Ok(Route::Local) => (A::try_from(msg)?, Target::Local),
+        Ok(Route::Forward(ch)) => (A::try_from(msg.clone())?, Target::Forward(ch, msg)),
+        Err(s) => (A::try_from(msg)?, Target::Refused(s)),
+    })
+}
+
+/// A requested list length: 0 means the maximum, and anything above the maximum is cut to it.
+fn list_limit(requested: u32, max: u32) -> usize {
+    let n = if requested == 0 {
+        max
+    } else {
+        requested.min(max)
+    };
+    n as usize
 }
 
 /// Records latency and errors for one call.
@@ -178,15 +209,18 @@ impl VolumeService for VolumeSvc {
     ) -> Result<Response<pb::WritePagesResponse>, Status> {
         let started = Instant::now();
         let res = async {
-            let route = self.shared.route(req.metadata());
-            let msg = req.into_inner();
-            let args = WritePagesArgs::try_from(msg.clone())?;
+            let (args, target) =
+                validate::<_, WritePagesArgs>(self.shared.route(req.metadata()), req.into_inner())?;
             record_volume(&args.volume);
-            if let Route::Forward(ch) = route? {
-                return client(ch)
-                    .write_pages(forwarded(msg))
-                    .await
-                    .map(Response::into_inner);
+            match target {
+                Target::Local => {}
+                Target::Refused(s) => return Err(s),
+                Target::Forward(ch, msg) => {
+                    return client(ch)
+                        .write_pages(forwarded(msg))
+                        .await
+                        .map(Response::into_inner)
+                }
             }
             match self.write(Command::WritePages { args }).await? {
                 CommandResult::PagesWritten { pages } => Ok(pb::WritePagesResponse {
@@ -207,9 +241,8 @@ impl VolumeService for VolumeSvc {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let started = Instant::now();
         let res = async {
-            let route = self.shared.route(req.metadata());
-            let msg = req.into_inner();
-            let args = CommitArgs::try_from(msg.clone())?;
+            let (args, target) =
+                validate::<_, CommitArgs>(self.shared.route(req.metadata()), req.into_inner())?;
             record_volume(&args.volume);
             if args.durability == Durability::ObjectStore {
                 return Err(Status::unimplemented(
@@ -217,8 +250,12 @@ impl VolumeService for VolumeSvc {
                      have yet; use QUORUM",
                 ));
             }
-            if let Route::Forward(ch) = route? {
-                return client(ch).commit(forwarded(msg)).await.map(Response::into_inner);
+            match target {
+                Target::Local => {}
+                Target::Refused(s) => return Err(s),
+                Target::Forward(ch, msg) => {
+                    return client(ch).commit(forwarded(msg)).await.map(Response::into_inner)
+                }
             }
             match self.write(Command::commit(args)).await? {
                 CommandResult::Committed { lsn, pages, deduplicated } => {
@@ -257,14 +294,11 @@ impl VolumeService for VolumeSvc {
             }
             let head = self.linearizable_head(volume).await?;
             let msg = req.into_inner();
-            let limit = match msg.limit {
-                0 => MAX_LIST_COMMITS,
-                n => n.min(MAX_LIST_COMMITS),
-            };
+            let limit = list_limit(msg.limit, MAX_LIST_COMMITS);
             let mut commits = self
                 .shared
                 .reader
-                .commits(volume, Lsn(msg.from_lsn.max(1)), limit as usize)
+                .commits(volume, Lsn(msg.from_lsn.max(1)), limit)
                 .map_err(|e| internal("read commits", e))?;
             // Bound the answer by size too: stop after LIST_COMMITS_PAGES_MAX page locations
             // (always at least one commit, which is within the message limit on its own).
@@ -316,14 +350,11 @@ impl VolumeService for VolumeSvc {
                     .map(Response::into_inner);
             }
             self.read_index().await?;
-            let limit = match req.get_ref().limit {
-                0 => MAX_LIST_COMMITS,
-                n => n.min(MAX_LIST_COMMITS),
-            };
+            let limit = list_limit(req.get_ref().limit, MAX_LIST_VOLUMES);
             let vols = self
                 .shared
                 .reader
-                .volumes(after, limit as usize)
+                .volumes(after, limit)
                 .map_err(|e| internal("list volumes", e))?;
             Ok(pb::ListVolumesResponse {
                 volumes: vols
