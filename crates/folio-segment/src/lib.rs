@@ -1,27 +1,44 @@
-//! The segment format. A segment is one immutable object holding pages of many volumes:
+//! The segment format. A segment is one immutable object holding pages of many volumes, and the
+//! records of the commits applied while it was open, so one PUT per flush carries both pages and
+//! history:
 //!
 //! ```text
 //! header   32 bytes   "FOLIOSEG", version u16, reserved u16, page count u32, segment id [16]
 //! pages    n × 4096   in slot order; a page's offset is its byte offset in this section
 //! index    n × 32     (volume [16], page index u32, offset u64, crc32c of the page u32),
 //!                     sorted by (volume, page index, offset) for binary search
-//! footer   32 bytes   index offset u64, page count u32, index crc32c u32, header crc32c u32,
-//!                     reserved u32, "FOLIOEND"
+//! commits  variable   commit count u32, then the commit records (below); at least 4 bytes
+//! footer   40 bytes   index offset u64, page count u32, index crc32c u32, header crc32c u32,
+//!                     commits crc32c u32, commits length u64, "FOLIOEND"
 //! ```
+//!
+//! A commit record is
+//!
+//! ```text
+//! volume [16], lsn u64, committed_at_ms u64, key length u16, key (key length bytes),
+//! page count u32, then page count × (page index u32, segment id [16], offset u64)
+//! ```
+//!
+//! Records are sorted strictly by (volume, lsn); a record's pages are in the order given. A
+//! record's pages may live in this segment or in another one (pages uploaded earlier). The count
+//! is always present, so a segment with no commits has a 4-byte commits section.
 //!
 //! All integers are little-endian. Every page has its own checksum in the index, so one page
 //! fetched with a ranged GET ([`page_range`]) is verified on its own ([`IndexEntry::verify`]); the
-//! index and header have checksums in the footer. Encoding is deterministic: the same pages in
-//! the same order give the same bytes on every replica.
+//! index, the commits section and the header have checksums in the footer, and the index and
+//! commits can each be fetched with a ranged GET ([`Footer::index_range`],
+//! [`Footer::commits_range`]). Encoding is deterministic: the same pages in the same order and the
+//! same set of commits (in any order) give the same bytes on every replica.
 
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use folio_core::{Page, PageIdx, SegmentId, VolumeId, PAGE_SIZE};
+use folio_core::limits::MAX_IDEMPOTENCY_KEY_BYTES;
+use folio_core::{Lsn, Page, PageIdx, PageLocation, SegmentId, VolumeId, PAGE_SIZE};
 
 pub const HEADER_LEN: usize = 32;
 pub const INDEX_ENTRY_LEN: usize = 32;
-pub const FOOTER_LEN: usize = 32;
+pub const FOOTER_LEN: usize = 40;
 pub const VERSION: u16 = 1;
 const MAGIC: &[u8; 8] = b"FOLIOSEG";
 const END_MAGIC: &[u8; 8] = b"FOLIOEND";
@@ -29,6 +46,20 @@ const END_MAGIC: &[u8; 8] = b"FOLIOEND";
 /// Pages in one segment; 8 MiB segments hold 2048, so this leaves ample room while bounding what
 /// a decoder allocates from a header it has not verified yet.
 pub const MAX_PAGES: u32 = 1 << 20;
+
+/// Bytes in one segment's commits section. A commit record is at most about 480 KiB (a full
+/// request of inline pages plus the most references), so this holds well over a hundred of the
+/// largest commits and many thousands of ordinary ones, while bounding what a decoder reads and
+/// allocates from a footer. Writers seal a segment before its commits reach this
+/// ([`SegmentBuilder::commits_len`]).
+pub const MAX_COMMITS_BYTES: u64 = 64 << 20;
+
+/// The commit count at the start of the commits section.
+const COMMIT_COUNT_LEN: usize = 4;
+/// A commit record with an empty key and no pages: volume, lsn, time, key length, page count.
+const COMMIT_FIXED_LEN: usize = 16 + 8 + 8 + 2 + 4;
+/// One page location in a commit record: page index, segment id, offset.
+const COMMIT_PAGE_LEN: usize = 4 + 16 + 8;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SegmentError {
@@ -42,6 +73,8 @@ pub enum SegmentError {
     Checksum(&'static str),
     #[error("segment claims {0} pages, more than the limit {MAX_PAGES}")]
     TooManyPages(u32),
+    #[error("commits section is {0} bytes, more than the limit {MAX_COMMITS_BYTES}")]
+    CommitsTooLong(u64),
     #[error("segment layout is inconsistent: {0}")]
     Layout(String),
     #[error("page {idx} of volume {volume} at offset {offset}: checksum mismatch")]
@@ -89,11 +122,37 @@ pub fn page_range(offset: u64) -> Range<u64> {
     start..start + PAGE_SIZE as u64
 }
 
-/// Builds a segment from pages in slot order.
+/// The record of one commit applied while the segment was open: which volume reached which LSN,
+/// when, under which idempotency key, and where the pages it wrote live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitEntry {
+    pub volume: VolumeId,
+    pub lsn: Lsn,
+    pub committed_at_ms: u64,
+    /// At most [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes.
+    pub idempotency_key: Bytes,
+    /// In this segment or in others; kept in the order given.
+    pub pages: Vec<PageLocation>,
+}
+
+impl CommitEntry {
+    /// Bytes of this record in the commits section.
+    fn encoded_len(&self) -> usize {
+        COMMIT_FIXED_LEN + self.idempotency_key.len() + self.pages.len() * COMMIT_PAGE_LEN
+    }
+
+    fn key(&self) -> (VolumeId, Lsn) {
+        (self.volume, self.lsn)
+    }
+}
+
+/// Builds a segment from pages in slot order and the commits applied while it was open.
 pub struct SegmentBuilder {
     id: SegmentId,
     data: BytesMut,
     index: Vec<IndexEntry>,
+    commits: Vec<CommitEntry>,
+    commits_len: usize,
 }
 
 impl SegmentBuilder {
@@ -102,6 +161,8 @@ impl SegmentBuilder {
             id,
             data: BytesMut::new(),
             index: Vec::new(),
+            commits: Vec::new(),
+            commits_len: COMMIT_COUNT_LEN,
         }
     }
 
@@ -122,12 +183,54 @@ impl SegmentBuilder {
         self.index.len()
     }
 
+    /// Adds a commit record; records are sorted by (volume, lsn) at [`finish`](Self::finish).
+    ///
+    /// Callers never add two records with the same (volume, lsn): `finish` still encodes them
+    /// (in the order added, as the sort is stable, so the bytes stay deterministic), but
+    /// [`Segment::decode`] and [`decode_commits`] reject such a segment as a layout error.
+    ///
+    /// # Panics
+    ///
+    /// If the idempotency key is longer than [`MAX_IDEMPOTENCY_KEY_BYTES`] or the commit has more
+    /// than `u32::MAX` pages; the request edge rejects both, so this is a caller bug, caught here
+    /// rather than as an unreadable segment.
+    pub fn add_commit(&mut self, c: CommitEntry) {
+        assert!(
+            c.idempotency_key.len() <= MAX_IDEMPOTENCY_KEY_BYTES,
+            "idempotency key of {} bytes exceeds {MAX_IDEMPOTENCY_KEY_BYTES}",
+            c.idempotency_key.len()
+        );
+        assert!(
+            u32::try_from(c.pages.len()).is_ok(),
+            "commit has {} pages",
+            c.pages.len()
+        );
+        self.commits_len += c.encoded_len();
+        self.commits.push(c);
+    }
+
+    pub fn commit_count(&self) -> usize {
+        self.commits.len()
+    }
+
+    /// Bytes the commits section will take, count included. Writers seal the segment before this
+    /// exceeds [`MAX_COMMITS_BYTES`]; a longer section is encoded but no decoder accepts it.
+    pub fn commits_len(&self) -> usize {
+        self.commits_len
+    }
+
     /// The encoded segment.
     pub fn finish(mut self) -> Bytes {
         let n = self.index.len() as u32;
         self.index.sort_unstable_by_key(IndexEntry::key);
+        // Stable, so duplicate (volume, lsn) records (a caller bug) still encode deterministically.
+        self.commits.sort_by_key(CommitEntry::key);
         let mut out = BytesMut::with_capacity(
-            HEADER_LEN + self.data.len() + self.index.len() * INDEX_ENTRY_LEN + FOOTER_LEN,
+            HEADER_LEN
+                + self.data.len()
+                + self.index.len() * INDEX_ENTRY_LEN
+                + self.commits_len
+                + FOOTER_LEN,
         );
         out.put_slice(MAGIC);
         out.put_u16_le(VERSION);
@@ -144,23 +247,44 @@ impl SegmentBuilder {
             out.put_u32_le(e.crc);
         }
         let index_crc = crc32c::crc32c(&out[index_offset as usize..]);
+        let commits_offset = out.len();
+        out.put_u32_le(self.commits.len() as u32);
+        for c in &self.commits {
+            out.put_slice(c.volume.as_bytes());
+            out.put_u64_le(c.lsn.0);
+            out.put_u64_le(c.committed_at_ms);
+            out.put_u16_le(c.idempotency_key.len() as u16);
+            out.put_slice(&c.idempotency_key);
+            out.put_u32_le(c.pages.len() as u32);
+            for p in &c.pages {
+                out.put_u32_le(p.idx.0);
+                out.put_slice(p.segment.as_bytes());
+                out.put_u64_le(p.offset);
+            }
+        }
+        debug_assert_eq!(out.len() - commits_offset, self.commits_len);
+        let commits_crc = crc32c::crc32c(&out[commits_offset..]);
         out.put_u64_le(index_offset);
         out.put_u32_le(n);
         out.put_u32_le(index_crc);
         out.put_u32_le(header_crc);
-        out.put_u32_le(0);
+        out.put_u32_le(commits_crc);
+        out.put_u64_le(self.commits_len as u64);
         out.put_slice(END_MAGIC);
         out.freeze()
     }
 }
 
-/// The footer: where the index is, and the checksums of index and header.
+/// The footer: where the index and commits are, and the checksums of index, header and commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footer {
     pub index_offset: u64,
     pub page_count: u32,
     pub index_crc: u32,
     pub header_crc: u32,
+    pub commits_crc: u32,
+    /// Length of the commits section, count included.
+    pub commits_len: u64,
 }
 
 impl Footer {
@@ -169,20 +293,27 @@ impl Footer {
         if tail.len() != FOOTER_LEN {
             return Err(SegmentError::TooShort(tail.len()));
         }
-        if &tail[24..] != END_MAGIC {
+        if &tail[32..] != END_MAGIC {
             return Err(SegmentError::Magic("footer"));
         }
         let u32_at = |i: usize| u32::from_le_bytes(tail[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(tail[i..i + 8].try_into().expect("8 bytes"));
         let f = Footer {
-            index_offset: u64::from_le_bytes(tail[..8].try_into().expect("8 bytes")),
+            index_offset: u64_at(0),
             page_count: u32_at(8),
             index_crc: u32_at(12),
             header_crc: u32_at(16),
+            commits_crc: u32_at(20),
+            commits_len: u64_at(24),
         };
-        if u32_at(20) != 0 {
-            return Err(SegmentError::Layout(
-                "reserved footer bytes are not zero".into(),
-            ));
+        if f.commits_len > MAX_COMMITS_BYTES {
+            return Err(SegmentError::CommitsTooLong(f.commits_len));
+        }
+        if f.commits_len < COMMIT_COUNT_LEN as u64 {
+            return Err(SegmentError::Layout(format!(
+                "commits section is {} bytes, too short for its count",
+                f.commits_len
+            )));
         }
         if f.page_count > MAX_PAGES {
             return Err(SegmentError::TooManyPages(f.page_count));
@@ -199,12 +330,18 @@ impl Footer {
 
     /// Total segment length this footer implies.
     pub fn segment_len(&self) -> u64 {
-        self.index_offset + self.index_len() as u64 + FOOTER_LEN as u64
+        self.commits_range().end + FOOTER_LEN as u64
     }
 
     /// Byte range of the index within the segment, for a ranged GET.
     pub fn index_range(&self) -> Range<u64> {
         self.index_offset..self.index_offset + self.index_len() as u64
+    }
+
+    /// Byte range of the commits section within the segment, for a ranged GET.
+    pub fn commits_range(&self) -> Range<u64> {
+        let start = self.index_range().end;
+        start..start + self.commits_len
     }
 
     fn index_len(&self) -> usize {
@@ -282,16 +419,124 @@ impl SegmentIndex {
     }
 }
 
+/// Parses and verifies a commits section (the bytes of [`Footer::commits_range`], for example
+/// from a ranged GET). Records come back sorted by (volume, lsn).
+pub fn decode_commits(footer: &Footer, bytes: &[u8]) -> Result<Vec<CommitEntry>, SegmentError> {
+    if bytes.len() as u64 != footer.commits_len {
+        return Err(SegmentError::Layout(format!(
+            "commits section is {} bytes, footer says {}",
+            bytes.len(),
+            footer.commits_len
+        )));
+    }
+    if crc32c::crc32c(bytes) != footer.commits_crc {
+        return Err(SegmentError::Checksum("commits"));
+    }
+    let mut r = Reader(bytes);
+    let count = r.u32()? as usize;
+    // Every count is bounded by the bytes left before anything is allocated for it.
+    if count > r.0.len() / COMMIT_FIXED_LEN {
+        return Err(SegmentError::Layout(format!(
+            "{count} commits cannot fit in {} bytes",
+            r.0.len()
+        )));
+    }
+    let mut commits: Vec<CommitEntry> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let volume = VolumeId::from_slice(r.take(16)?).expect("16 bytes");
+        let lsn = Lsn(r.u64()?);
+        let committed_at_ms = r.u64()?;
+        let key_len = r.u16()? as usize;
+        if key_len > MAX_IDEMPOTENCY_KEY_BYTES {
+            return Err(SegmentError::Layout(format!(
+                "idempotency key of {key_len} bytes exceeds {MAX_IDEMPOTENCY_KEY_BYTES}"
+            )));
+        }
+        let idempotency_key = Bytes::copy_from_slice(r.take(key_len)?);
+        let page_count = r.u32()? as usize;
+        if page_count > r.0.len() / COMMIT_PAGE_LEN {
+            return Err(SegmentError::Layout(format!(
+                "{page_count} commit pages cannot fit in {} bytes",
+                r.0.len()
+            )));
+        }
+        let mut pages = Vec::with_capacity(page_count);
+        for _ in 0..page_count {
+            let idx = PageIdx(r.u32()?);
+            let segment = SegmentId::from_slice(r.take(16)?).expect("16 bytes");
+            let offset = r.u64()?;
+            pages.push(PageLocation {
+                idx,
+                segment,
+                offset,
+            });
+        }
+        let c = CommitEntry {
+            volume,
+            lsn,
+            committed_at_ms,
+            idempotency_key,
+            pages,
+        };
+        if commits.last().is_some_and(|p| p.key() >= c.key()) {
+            return Err(SegmentError::Layout(
+                "commits are not strictly sorted by (volume, lsn)".into(),
+            ));
+        }
+        commits.push(c);
+    }
+    if !r.0.is_empty() {
+        return Err(SegmentError::Layout(format!(
+            "{} bytes after the last commit",
+            r.0.len()
+        )));
+    }
+    Ok(commits)
+}
+
+/// Reads little-endian fields off the front of untrusted bytes, failing instead of panicking when
+/// they run out.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SegmentError> {
+        if n > self.0.len() {
+            return Err(SegmentError::Layout("commits section is truncated".into()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], SegmentError> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+
+    fn u16(&mut self) -> Result<u16, SegmentError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, SegmentError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, SegmentError> {
+        self.array().map(u64::from_le_bytes)
+    }
+}
+
 /// A whole segment, decoded and verified.
 #[derive(Clone, Debug)]
 pub struct Segment {
     pub id: SegmentId,
     pub index: SegmentIndex,
+    /// Sorted by (volume, lsn).
+    pub commits: Vec<CommitEntry>,
     bytes: Bytes,
 }
 
 impl Segment {
-    /// Verifies header, footer, index and every page checksum.
+    /// Verifies header, footer, index, commits and every page checksum.
     pub fn decode(bytes: Bytes) -> Result<Segment, SegmentError> {
         if bytes.len() < HEADER_LEN + FOOTER_LEN {
             return Err(SegmentError::TooShort(bytes.len()));
@@ -325,7 +570,14 @@ impl Segment {
         let id = SegmentId::from_slice(&header[16..32]).expect("16 bytes");
         let r = footer.index_range();
         let index = SegmentIndex::decode(&footer, &bytes[r.start as usize..r.end as usize])?;
-        let seg = Segment { id, index, bytes };
+        let r = footer.commits_range();
+        let commits = decode_commits(&footer, &bytes[r.start as usize..r.end as usize])?;
+        let seg = Segment {
+            id,
+            index,
+            commits,
+            bytes,
+        };
         for e in seg.index.entries() {
             seg.page(e)?;
         }
@@ -352,10 +604,11 @@ mod tests {
     fn empty_segment_round_trips() {
         let id = SegmentId::new(1, GroupId(1), 0);
         let bytes = SegmentBuilder::new(id).finish();
-        assert_eq!(bytes.len(), HEADER_LEN + FOOTER_LEN);
+        assert_eq!(bytes.len(), HEADER_LEN + 4 + FOOTER_LEN);
         let s = Segment::decode(bytes).unwrap();
         assert_eq!(s.id, id);
         assert!(s.index.entries().is_empty());
+        assert!(s.commits.is_empty());
     }
 
     #[test]
@@ -383,5 +636,224 @@ mod tests {
         assert_eq!(index.get(w, PageIdx(9), o1).unwrap().offset, o1);
         assert!(index.latest(v, PageIdx(5)).is_none());
         assert!(index.get(v, PageIdx(4), o1).is_none());
+    }
+
+    fn commit(vol: u8, lsn: u64, key: &[u8], pages: Vec<PageLocation>) -> CommitEntry {
+        CommitEntry {
+            volume: VolumeId::from_array([vol; 16]),
+            lsn: Lsn(lsn),
+            committed_at_ms: 1_700_000_000_000 + lsn,
+            idempotency_key: Bytes::copy_from_slice(key),
+            pages,
+        }
+    }
+
+    /// A footer that accepts `section` as this segment's commits (for feeding the commits decoder
+    /// bytes that pass the checksum).
+    fn footer_for(section: &[u8]) -> Footer {
+        Footer {
+            index_offset: HEADER_LEN as u64,
+            page_count: 0,
+            index_crc: crc32c::crc32c(&[]),
+            header_crc: 0,
+            commits_crc: crc32c::crc32c(section),
+            commits_len: section.len() as u64,
+        }
+    }
+
+    /// The commits section of a segment with no pages holding these commits.
+    fn section(commits: Vec<CommitEntry>) -> Vec<u8> {
+        let mut b = SegmentBuilder::new(SegmentId::new(1, GroupId(1), 0));
+        for c in commits {
+            b.add_commit(c);
+        }
+        let bytes = b.finish();
+        bytes[HEADER_LEN..bytes.len() - FOOTER_LEN].to_vec()
+    }
+
+    #[test]
+    fn commits_round_trip_sorted_and_are_readable_with_a_ranged_read() {
+        let id = SegmentId::new(5, GroupId(2), 3);
+        let other = SegmentId::new(4, GroupId(2), 2);
+        let mut b = SegmentBuilder::new(id);
+        let v = VolumeId::from_array([1; 16]);
+        let o = b.push(v, PageIdx(7), &page(1));
+        let here = PageLocation {
+            idx: PageIdx(7),
+            segment: id,
+            offset: o,
+        };
+        let there = PageLocation {
+            idx: PageIdx(8),
+            segment: other,
+            offset: 8192,
+        };
+        let cs = vec![
+            commit(1, 3, &[0xab; MAX_IDEMPOTENCY_KEY_BYTES], vec![here, there]),
+            commit(0, 9, b"", vec![]),
+            commit(1, 2, b"k", vec![there]),
+        ];
+        for c in &cs {
+            b.add_commit(c.clone());
+        }
+        assert_eq!(b.commit_count(), 3);
+        let len = b.commits_len();
+        let bytes = b.finish();
+        let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..]).unwrap();
+        assert_eq!(footer.commits_len, len as u64);
+        assert_eq!(footer.segment_len(), bytes.len() as u64);
+        let r = footer.commits_range();
+        assert_eq!(r.start, footer.index_range().end);
+        assert_eq!(r.end, (bytes.len() - FOOTER_LEN) as u64);
+        let got = decode_commits(&footer, &bytes[r.start as usize..r.end as usize]).unwrap();
+        let want = vec![cs[1].clone(), cs[2].clone(), cs[0].clone()];
+        assert_eq!(got, want);
+        let seg = Segment::decode(bytes).unwrap();
+        assert_eq!(seg.commits, want);
+    }
+
+    #[test]
+    fn commits_section_has_the_documented_layout() {
+        let id = SegmentId::new(5, GroupId(2), 3);
+        let loc = PageLocation {
+            idx: PageIdx(0x0102_0304),
+            segment: id,
+            offset: 0x1000,
+        };
+        let got = section(vec![commit(7, 0x11, b"ab", vec![loc])]);
+        let mut want = Vec::new();
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&[7; 16]);
+        want.extend_from_slice(&0x11u64.to_le_bytes());
+        want.extend_from_slice(&(1_700_000_000_000u64 + 0x11).to_le_bytes());
+        want.extend_from_slice(&2u16.to_le_bytes());
+        want.extend_from_slice(b"ab");
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&0x0102_0304u32.to_le_bytes());
+        want.extend_from_slice(id.as_bytes());
+        want.extend_from_slice(&0x1000u64.to_le_bytes());
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn footer_has_the_documented_layout_and_bounds_the_commits_length() {
+        let mut b = SegmentBuilder::new(SegmentId::new(1, GroupId(1), 0));
+        b.add_commit(commit(1, 1, b"key", vec![]));
+        let bytes = b.finish();
+        let tail = &bytes[bytes.len() - FOOTER_LEN..];
+        let f = Footer::decode(tail).unwrap();
+        let commits = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
+        assert_eq!(&tail[..8], &(HEADER_LEN as u64).to_le_bytes());
+        assert_eq!(&tail[8..12], &0u32.to_le_bytes());
+        assert_eq!(&tail[12..16], &crc32c::crc32c(&[]).to_le_bytes());
+        assert_eq!(
+            &tail[16..20],
+            &crc32c::crc32c(&bytes[..HEADER_LEN]).to_le_bytes()
+        );
+        assert_eq!(&tail[20..24], &crc32c::crc32c(commits).to_le_bytes());
+        assert_eq!(&tail[24..32], &(commits.len() as u64).to_le_bytes());
+        assert_eq!(&tail[32..], b"FOLIOEND");
+        assert_eq!(f.commits_len, 4 + COMMIT_FIXED_LEN as u64 + 3);
+
+        let with_len = |len: u64| {
+            let mut t = tail.to_vec();
+            t[24..32].copy_from_slice(&len.to_le_bytes());
+            Footer::decode(&t)
+        };
+        assert_eq!(
+            with_len(MAX_COMMITS_BYTES + 1),
+            Err(SegmentError::CommitsTooLong(MAX_COMMITS_BYTES + 1))
+        );
+        assert_eq!(
+            with_len(u64::MAX),
+            Err(SegmentError::CommitsTooLong(u64::MAX))
+        );
+        assert!(matches!(with_len(3), Err(SegmentError::Layout(_))));
+        assert_eq!(
+            with_len(MAX_COMMITS_BYTES).unwrap().commits_len,
+            MAX_COMMITS_BYTES
+        );
+    }
+
+    #[test]
+    fn commits_decoder_rejects_malformed_sections() {
+        let layout = |s: &[u8]| {
+            matches!(
+                decode_commits(&footer_for(s), s),
+                Err(SegmentError::Layout(_))
+            )
+        };
+        let good = section(vec![commit(1, 1, b"a", vec![]), commit(1, 2, b"b", vec![])]);
+        assert_eq!(decode_commits(&footer_for(&good), &good).unwrap().len(), 2);
+
+        // Checksum, and a length that disagrees with the footer.
+        let mut bad = good.clone();
+        bad[10] ^= 1;
+        assert_eq!(
+            decode_commits(&footer_for(&good), &bad),
+            Err(SegmentError::Checksum("commits"))
+        );
+        assert!(matches!(
+            decode_commits(&footer_for(&good), &good[..good.len() - 1]),
+            Err(SegmentError::Layout(_))
+        ));
+
+        // Trailing bytes, a truncated record, an empty section.
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(layout(&trailing));
+        assert!(layout(&good[..good.len() - 1]));
+        assert!(layout(&[]));
+
+        // A count (of commits, or of one commit's pages) larger than the bytes could hold.
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(layout(&huge));
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&3u32.to_le_bytes());
+        assert!(layout(&huge));
+        let mut huge = good.clone();
+        let pages_at = 4 + 16 + 8 + 8 + 2 + 1;
+        huge[pages_at..pages_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(layout(&huge));
+
+        // Records out of order, or with the same (volume, lsn).
+        let mut swapped = good.clone();
+        swapped[4 + 16..4 + 24].copy_from_slice(&5u64.to_le_bytes());
+        assert!(layout(&swapped));
+        let mut b = SegmentBuilder::new(SegmentId::new(1, GroupId(1), 0));
+        b.add_commit(commit(1, 1, b"a", vec![]));
+        b.add_commit(commit(1, 1, b"b", vec![]));
+        let dup = b.finish();
+        assert_eq!(
+            &dup,
+            &{
+                let mut b = SegmentBuilder::new(SegmentId::new(1, GroupId(1), 0));
+                b.add_commit(commit(1, 1, b"a", vec![]));
+                b.add_commit(commit(1, 1, b"b", vec![]));
+                b.finish()
+            },
+            "duplicates still encode deterministically"
+        );
+        assert!(matches!(Segment::decode(dup), Err(SegmentError::Layout(_))));
+
+        // A key longer than the limit, though the bytes are there.
+        let mut long = Vec::new();
+        long.extend_from_slice(&1u32.to_le_bytes());
+        long.extend_from_slice(&[0; 32]);
+        long.extend_from_slice(&((MAX_IDEMPOTENCY_KEY_BYTES + 1) as u16).to_le_bytes());
+        long.extend_from_slice(&[0; MAX_IDEMPOTENCY_KEY_BYTES + 1]);
+        long.extend_from_slice(&0u32.to_le_bytes());
+        assert!(layout(&long));
+        let at_limit = section(vec![commit(0, 0, &[0; MAX_IDEMPOTENCY_KEY_BYTES], vec![])]);
+        assert_eq!(at_limit.len(), long.len() - 1);
+        assert!(decode_commits(&footer_for(&at_limit), &at_limit).is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "idempotency key")]
+    fn add_commit_refuses_an_oversized_key() {
+        let mut b = SegmentBuilder::new(SegmentId::new(1, GroupId(1), 0));
+        b.add_commit(commit(1, 1, &[0; MAX_IDEMPOTENCY_KEY_BYTES + 1], vec![]));
     }
 }
