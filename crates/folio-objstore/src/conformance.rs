@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use folio_core::{GroupId, Lsn, SegmentId, VolumeId};
+use folio_core::{GroupId, SegmentId};
 
 use crate::{ObjectKey, ObjectStore, PutOutcome, StoreError};
 
@@ -107,34 +107,26 @@ pub async fn ranges<S: ObjectStore>(s: &S) {
 }
 
 pub async fn listing<S: ObjectStore>(s: &S) {
-    let v = VolumeId::new_random();
-    for lsn in [3u64, 1, 2, 16, 255] {
-        let k = ObjectKey::Commit {
-            volume: v,
-            lsn: Lsn(lsn),
-        };
-        s.put_if_absent(&k, Bytes::from(lsn.to_string()))
+    // A group of its own, so objects of other tests do not show up under its prefix.
+    let g = GroupId(rand::random::<u64>() & GroupId::MAX);
+    let key = |name: &'static str| ObjectKey::Group { group: g, name };
+    for name in ["c", "a", "b", "b2", "z"] {
+        s.put_if_absent(&key(name), Bytes::from(name))
             .await
             .unwrap();
     }
-    let other = ObjectKey::Commit {
-        volume: VolumeId::new_random(),
-        lsn: Lsn(1),
+    let other = ObjectKey::Group {
+        group: GroupId((g.0 + 1) & GroupId::MAX),
+        name: "a",
     };
     s.put_if_absent(&other, Bytes::from_static(b"x"))
         .await
         .unwrap();
-    let prefix = ObjectKey::commits_prefix(v);
+    let prefix = ObjectKey::group_prefix(g);
     let all = s.list(&prefix, None, 100).await.unwrap();
-    let want: Vec<String> = [1u64, 2, 3, 16, 255]
+    let want: Vec<String> = ["a", "b", "b2", "c", "z"]
         .iter()
-        .map(|l| {
-            ObjectKey::Commit {
-                volume: v,
-                lsn: Lsn(*l),
-            }
-            .to_string()
-        })
+        .map(|n| key(n).to_string())
         .collect();
     assert_eq!(
         all, want,
@@ -147,7 +139,7 @@ pub async fn listing<S: ObjectStore>(s: &S) {
         "start_after"
     );
     assert!(s
-        .list("volumes/none-such/", None, 10)
+        .list("groups/none-such/", None, 10)
         .await
         .unwrap()
         .is_empty());

@@ -2,38 +2,35 @@
 
 use std::fmt;
 
-use folio_core::{GroupId, Lsn, SegmentId, VolumeId};
+use folio_core::{GroupId, SegmentId};
 
 /// Where an object lives in the bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectKey {
-    /// `segments/{segment id, 32 hex}`: an immutable segment (see `folio-segment`). Segment ids
-    /// start with their creation time, so listing returns segments in time order.
+    /// `segments/{segment id, 32 hex}`: an immutable segment (see `folio-segment`): the pages
+    /// of many volumes, and the commit records (volume creations at LSN 0, then commits) applied
+    /// while it was open, so one PUT makes both pages and history durable. Segment ids start
+    /// with their creation time, then the group id, so listing returns segments in time order
+    /// and each segment names the group that wrote it.
     Segment(SegmentId),
-    /// `volumes/{volume id, 32 hex}/commits/{LSN, 16 hex}`: one commit record of a volume, so a
-    /// volume's history is durable in the store; fixed-width LSNs list in commit order.
-    Commit { volume: VolumeId, lsn: Lsn },
-    /// `groups/{group id}/{name}`: a group's own metadata (for example its flush checkpoint).
-    /// `name` is a short ASCII name chosen by Folio, never user input.
+    /// `groups/{group id}/{name}`: a group's own metadata. `name` is a short ASCII name chosen by
+    /// Folio, never user input.
     Group { group: GroupId, name: &'static str },
 }
 
 impl ObjectKey {
-    /// The prefix under which every commit record of `volume` lives.
-    pub fn commits_prefix(volume: VolumeId) -> String {
-        format!("volumes/{volume}/commits/")
-    }
-
     pub const SEGMENTS_PREFIX: &'static str = "segments/";
+
+    /// The prefix under which every object of group `g` lives.
+    pub fn group_prefix(g: GroupId) -> String {
+        format!("groups/{g}/")
+    }
 }
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ObjectKey::Segment(id) => write!(f, "segments/{id}"),
-            ObjectKey::Commit { volume, lsn } => {
-                write!(f, "volumes/{volume}/commits/{:016x}", lsn.0)
-            }
             ObjectKey::Group { group, name } => write!(f, "groups/{group}/{name}"),
         }
     }
@@ -44,30 +41,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_sort_in_time_and_lsn_order() {
-        let v = VolumeId::from_array([0xab; 16]);
-        let a = ObjectKey::Commit {
-            volume: v,
-            lsn: Lsn(9),
-        }
-        .to_string();
-        let b = ObjectKey::Commit {
-            volume: v,
-            lsn: Lsn(10),
-        }
-        .to_string();
-        assert!(a < b, "{a} < {b}");
-        assert!(a.starts_with(&ObjectKey::commits_prefix(v)));
+    fn keys_sort_in_time_order_and_stay_under_their_prefix() {
         let s1 = ObjectKey::Segment(SegmentId::new(1, GroupId(1), 0)).to_string();
         let s2 = ObjectKey::Segment(SegmentId::new(2, GroupId(1), 0)).to_string();
-        assert!(s1 < s2 && s1.starts_with(ObjectKey::SEGMENTS_PREFIX));
-        assert_eq!(
-            ObjectKey::Group {
-                group: GroupId(3),
-                name: "checkpoint"
-            }
-            .to_string(),
-            "groups/3/checkpoint"
-        );
+        let s3 = ObjectKey::Segment(SegmentId::new(2, GroupId(1), 1)).to_string();
+        assert!(s1 < s2 && s2 < s3 && s1.starts_with(ObjectKey::SEGMENTS_PREFIX));
+        let g = ObjectKey::Group {
+            group: GroupId(3),
+            name: "checkpoint",
+        }
+        .to_string();
+        assert_eq!(g, "groups/3/checkpoint");
+        assert!(g.starts_with(&ObjectKey::group_prefix(GroupId(3))));
     }
 }
