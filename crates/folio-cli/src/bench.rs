@@ -12,6 +12,7 @@ use bytes::Bytes;
 use clap::Subcommand;
 use folio_client::{Client, RetryPolicy};
 use folio_core::PAGE_SIZE;
+use folio_proto::volume::v1 as pb;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -40,6 +41,10 @@ pub enum BenchCmd {
         /// Concurrent writers (each on its own volume).
         #[arg(long, default_value_t = 1)]
         writers: usize,
+        /// When a commit is acknowledged: `quorum` (fsync'd by a majority) or `object-store`
+        /// (its segment is in the object store).
+        #[arg(long, value_enum, default_value = "quorum")]
+        durability: BenchDurability,
         #[arg(long)]
         json: bool,
     },
@@ -52,6 +57,12 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BenchDurability {
+    Quorum,
+    ObjectStore,
 }
 
 /// Latency percentiles of a sample set.
@@ -115,6 +126,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             pages,
             warmup,
             writers,
+            durability,
             json,
         } => {
             anyhow::ensure!(
@@ -133,9 +145,24 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                     let mut lsn = folio_core::Lsn(0);
                     let mut samples = Vec::with_capacity(per_writer);
                     for i in 0..(warmup + per_writer) {
-                        let p = (0..pages).map(|j| (j, data.clone())).collect();
+                        let req = pb::CommitRequest {
+                            volume_id: Bytes::copy_from_slice(v.as_bytes()),
+                            expected_lsn: lsn.0,
+                            idempotency_key: Bytes::from(format!("bench-{w}-{i}")),
+                            durability: match durability {
+                                BenchDurability::Quorum => pb::Durability::Quorum,
+                                BenchDurability::ObjectStore => pb::Durability::ObjectStore,
+                            } as i32,
+                            pages: (0..pages)
+                                .map(|j| pb::PageWrite {
+                                    page_idx: j,
+                                    data: data.clone(),
+                                })
+                                .collect(),
+                            refs: vec![],
+                        };
                         let t = Instant::now();
-                        let r = c.commit(v, lsn, p, format!("bench-{w}-{i}")).await?;
+                        let r = c.commit_request(req).await?;
                         if i >= warmup {
                             samples.push(t.elapsed());
                         }
@@ -152,7 +179,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let secs = started.elapsed().as_secs_f64();
             let n = samples.len();
             Summary::of(samples).print(
-                &format!("commit {pages} page(s), {writers} writer(s)"),
+                &format!("commit {pages} page(s), {writers} writer(s), durability {durability:?}"),
                 json,
             );
             if !json {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use folio_server::config::{Config, Member};
+use folio_server::config::{Config, Member, ObjectStoreConfig};
 use folio_server::Node;
 
 #[derive(Parser)]
@@ -41,6 +41,8 @@ enum Cmd {
         /// Prometheus `/metrics` address.
         #[arg(long, default_value = "127.0.0.1:7071")]
         metrics: SocketAddr,
+        #[command(flatten)]
+        store: DevStore,
     },
     /// Operate a group.
     Admin {
@@ -52,6 +54,51 @@ enum Cmd {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
+}
+
+/// Where `folio dev` flushes segments: a local directory unless an S3 bucket is given.
+#[derive(clap::Args)]
+struct DevStore {
+    /// Directory for flushed segments [default: DATA_DIR/objects].
+    #[arg(long)]
+    objects_dir: Option<PathBuf>,
+    /// Flush to this S3 bucket instead of a local directory. Credentials come from the standard
+    /// AWS chain (for example AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "FOLIO_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "FOLIO_S3_ENDPOINT", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    #[arg(long, env = "FOLIO_S3_REGION", requires = "s3_bucket")]
+    s3_region: Option<String>,
+    /// Key prefix within the bucket.
+    #[arg(
+        long,
+        env = "FOLIO_S3_PREFIX",
+        default_value = "",
+        requires = "s3_bucket"
+    )]
+    s3_prefix: String,
+    /// Path-style addressing (most S3-compatible stores need it).
+    #[arg(long, env = "FOLIO_S3_PATH_STYLE", requires = "s3_bucket")]
+    s3_path_style: bool,
+}
+
+impl DevStore {
+    fn config(self, data_dir: &std::path::Path) -> ObjectStoreConfig {
+        match self.s3_bucket {
+            Some(bucket) => ObjectStoreConfig::S3 {
+                bucket,
+                prefix: self.s3_prefix,
+                region: self.s3_region,
+                endpoint: self.s3_endpoint,
+                path_style: self.s3_path_style,
+            },
+            None => ObjectStoreConfig::Local {
+                path: self.objects_dir.unwrap_or_else(|| data_dir.join("objects")),
+            },
+        }
+    }
 }
 
 fn init_tracing() {
@@ -116,9 +163,11 @@ async fn main() -> std::process::ExitCode {
             data_dir,
             listen,
             metrics,
+            store,
         } => {
             init_tracing();
-            dev(data_dir, listen, metrics).await
+            let store = store.config(&data_dir);
+            dev(data_dir, listen, metrics, store).await
         }
         Cmd::Admin { cmd } => admin::run(cmd).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
@@ -132,7 +181,12 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dev(data_dir: PathBuf, listen: SocketAddr, metrics: SocketAddr) -> anyhow::Result<()> {
+async fn dev(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    metrics: SocketAddr,
+    object_store: ObjectStoreConfig,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     // A port-0 listen address is resolved by binding, so the group's only member is announced with
     // the real port; the group id and node id are fixed, so restarting reuses the same data.
@@ -153,9 +207,19 @@ async fn dev(data_dir: PathBuf, listen: SocketAddr, metrics: SocketAddr) -> anyh
             id: 1,
             addr: listen.to_string(),
         }],
+        object_store,
+        flush: Default::default(),
         raft: Default::default(),
         limits: Default::default(),
     };
     println!("folio dev: data in {}", data_dir.display());
+    match &cfg.object_store {
+        ObjectStoreConfig::Local { path } => {
+            println!("folio dev: segments flushed to {}", path.display())
+        }
+        ObjectStoreConfig::S3 { bucket, .. } => {
+            println!("folio dev: segments flushed to S3 bucket {bucket}")
+        }
+    }
     run_node(cfg, true).await
 }

@@ -2,7 +2,7 @@
 //! (group commit), and a [`Response`] holds one result per command, in order.
 
 use bytes::Bytes;
-use folio_core::{CommitArgs, Lsn, PageIdx, PageLocation, VolumeId, WritePagesArgs};
+use folio_core::{CommitArgs, Lsn, PageIdx, PageLocation, SegmentId, VolumeId, WritePagesArgs};
 use serde::{Deserialize, Serialize};
 
 /// One Raft entry's payload. The leader stamps it with its clock and the group's segment size
@@ -30,6 +30,15 @@ pub enum Command {
     WritePages {
         args: WritePagesArgs,
     },
+    /// Close the open segment if it is still `segment` (the flusher's time-based seal; a segment
+    /// that filled up was already sealed by the state machine).
+    Seal {
+        segment: SegmentId,
+    },
+    /// `segment` is in the object store: every replica drops its pages from the buffer.
+    Flushed {
+        segment: SegmentId,
+    },
 }
 
 impl Command {
@@ -52,15 +61,18 @@ impl Command {
             Command::WritePages { args } => {
                 OVERHEAD + args.pages.len() * (folio_core::PAGE_SIZE + 8)
             }
+            Command::Seal { .. } | Command::Flushed { .. } => OVERHEAD,
         }
     }
 
-    pub fn volume(&self) -> VolumeId {
-        match self {
-            Command::CreateVolume { volume } => *volume,
-            Command::Commit { args, .. } => args.volume,
-            Command::WritePages { args } => args.volume,
-        }
+    /// Page bytes this command adds to the buffer.
+    pub fn page_bytes(&self) -> u64 {
+        let pages = match self {
+            Command::Commit { args, .. } => args.pages.len(),
+            Command::WritePages { args } => args.pages.len(),
+            _ => 0,
+        };
+        (pages * folio_core::PAGE_SIZE) as u64
     }
 }
 
@@ -98,10 +110,16 @@ pub enum CommandResult {
         lsn: Lsn,
         pages: Vec<PageLocation>,
         deduplicated: bool,
+        /// The segment that carries the commit record.
+        segment: SegmentId,
     },
     PagesWritten {
         pages: Vec<PageLocation>,
     },
+    /// Whether the segment was still open and is now sealed.
+    Sealed(bool),
+    /// Buffer bytes dropped (0 when the segment was already flushed).
+    Flushed(u64),
     Rejected(Rejection),
 }
 

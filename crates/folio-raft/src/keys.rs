@@ -21,13 +21,23 @@ pub const CF_PAGES: &str = "sm_pages";
 pub const CF_SLOTS: &str = "sm_slots";
 /// Page bytes not yet flushed: (segment, offset) → 4096 bytes.
 pub const CF_BUFFER: &str = "sm_buffer";
+/// Commit records a segment carries, until it is flushed: (segment, volume, LSN) → nothing.
+/// LSN 0 stands for the volume's creation.
+pub const CF_SEG_COMMITS: &str = "sm_segment_commits";
 
 /// Every column family of the state machine, in snapshot order.
-pub const SM_CFS: [&str; 7] = [
-    CF_SM_META, CF_VOLUMES, CF_COMMITS, CF_IDEM, CF_PAGES, CF_SLOTS, CF_BUFFER,
+pub const SM_CFS: [&str; 8] = [
+    CF_SM_META,
+    CF_VOLUMES,
+    CF_COMMITS,
+    CF_IDEM,
+    CF_PAGES,
+    CF_SLOTS,
+    CF_BUFFER,
+    CF_SEG_COMMITS,
 ];
 
-pub const ALL_CFS: [&str; 9] = [
+pub const ALL_CFS: [&str; 10] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -37,6 +47,7 @@ pub const ALL_CFS: [&str; 9] = [
     CF_PAGES,
     CF_SLOTS,
     CF_BUFFER,
+    CF_SEG_COMMITS,
 ];
 
 pub const META_VOTE: &[u8] = b"vote";
@@ -102,4 +113,33 @@ pub fn parse_slot_value(b: &[u8]) -> Option<(VolumeId, PageIdx)> {
 /// Value of a page-index entry: segment id and offset.
 pub fn location_value(s: SegmentId, offset: u64) -> [u8; 24] {
     slot_key(s, offset)
+}
+
+/// A segment's commit-record entry.
+pub fn seg_commit_key(s: SegmentId, v: VolumeId, lsn: Lsn) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..16].copy_from_slice(s.as_bytes());
+    k[16..32].copy_from_slice(v.as_bytes());
+    k[32..].copy_from_slice(&lsn.0.to_be_bytes());
+    k
+}
+
+pub fn parse_seg_commit_key(k: &[u8]) -> Option<(SegmentId, VolumeId, Lsn)> {
+    if k.len() != 40 {
+        return None;
+    }
+    Some((
+        SegmentId::from_slice(&k[..16]).ok()?,
+        VolumeId::from_slice(&k[16..32]).ok()?,
+        Lsn(u64::from_be_bytes(k[32..].try_into().ok()?)),
+    ))
+}
+
+/// The key range `[start, end)` that holds every key starting with segment `s`, in any column
+/// family keyed by segment first.
+pub fn segment_range(s: SegmentId) -> (Vec<u8>, Vec<u8>) {
+    let start = s.as_bytes().to_vec();
+    let mut end = start.clone();
+    end.extend_from_slice(&[0xff; 41]);
+    (start, end)
 }

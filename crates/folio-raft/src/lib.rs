@@ -14,7 +14,7 @@ pub mod state;
 pub mod store;
 
 pub use command::{Command, CommandResult, Rejection, Request, Response};
-pub use store::{open_store, LogStore, StateMachine, StateReader, StoreError};
+pub use store::{open_store, LogStore, SegmentObject, StateMachine, StateReader, StoreError};
 
 openraft::declare_raft_types!(
     /// Folio's openraft types: one log entry carries one [`Request`], a batch of client commands.

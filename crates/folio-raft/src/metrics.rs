@@ -37,6 +37,14 @@ pub static BUFFERED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static SEALED_SEGMENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "folio_sealed_segments",
+        "Segments sealed but not yet confirmed in the object store"
+    )
+    .expect("metric registers once")
+});
+
 pub static SNAPSHOTS_BUILT: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "folio_raft_snapshots_built_total",

@@ -19,6 +19,8 @@ pub struct CommitRecord {
     pub fingerprint: u128,
     pub committed_at_ms: u64,
     pub pages: Vec<PageLocation>,
+    /// The segment that carries this record to the object store.
+    pub segment: SegmentId,
 }
 
 /// What an idempotency key maps to.
@@ -39,14 +41,28 @@ pub struct GroupState {
     pub last_time_ms: u64,
     /// Page bytes held in the local buffer (not yet in the object store).
     pub buffered_bytes: u64,
-    /// Segments that reached the size limit and were closed, oldest first, not yet flushed.
+    /// Segments that were closed (full, or sealed by the flusher), oldest first, not yet in the
+    /// object store.
     pub sealed: Vec<SealedSegment>,
+    /// Segments flushed so far.
+    pub flushed_segments: u64,
+}
+
+impl GroupState {
+    /// Whether `segment`, which this replica has seen opened, has been flushed: it is neither
+    /// open nor sealed.
+    pub fn is_flushed(&self, segment: SegmentId) -> bool {
+        self.open.is_none_or(|o| o.id != segment) && !self.sealed.iter().any(|s| s.id == segment)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenSegment {
     pub id: SegmentId,
+    /// Byte offset of the next page; also the page bytes the segment holds.
     pub next_offset: u64,
+    /// Bytes of commit records the segment carries so far.
+    pub record_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,20 +11,24 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use folio_core::limits::IDEMPOTENCY_RETAIN_COMMITS;
 use folio_core::{GroupId, Lsn, PageIdx, PageLocation, SegmentId, VolumeId, PAGE_SIZE};
+use folio_segment::{CommitEntry, SegmentBuilder};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
 };
+use tokio::sync::watch;
 
 use crate::command::{decode, encode, Command, CommandResult, Rejection, Request, Response};
 use crate::keys::*;
@@ -268,14 +272,16 @@ pub struct StateMachine {
     meta: SmMeta,
     snapshots: PathBuf,
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
-    shared: Arc<Mutex<GroupState>>,
+    shared: watch::Sender<Arc<GroupState>>,
+    /// Bytes of commands applied since this node started (for byte-based snapshot triggers).
+    applied_bytes: Arc<AtomicU64>,
 }
 
 impl StateMachine {
     fn open(db: Arc<DB>, group_id: GroupId, snapshots: PathBuf) -> Result<Self, StoreError> {
         let meta = load_meta(&db)?;
         metrics::BUFFERED_BYTES.set(meta.group.buffered_bytes as i64);
-        let shared = Arc::new(Mutex::new(meta.group.clone()));
+        let (shared, _) = watch::channel(Arc::new(meta.group.clone()));
         Ok(StateMachine {
             db,
             group_id,
@@ -283,6 +289,7 @@ impl StateMachine {
             snapshots,
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
             shared,
+            applied_bytes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -291,15 +298,15 @@ impl StateMachine {
         StateReader {
             db: self.db.clone(),
             group: self.shared.clone(),
+            applied_bytes: self.applied_bytes.clone(),
         }
     }
 
     fn publish(&self) {
-        metrics::BUFFERED_BYTES.set(self.meta.group.buffered_bytes as i64);
-        *self
-            .shared
-            .lock()
-            .expect("group state lock is never poisoned") = self.meta.group.clone();
+        let g = &self.meta.group;
+        metrics::BUFFERED_BYTES.set(g.buffered_bytes as i64);
+        metrics::SEALED_SEGMENTS.set(g.sealed.len() as i64);
+        self.shared.send_replace(Arc::new(g.clone()));
     }
 }
 
@@ -402,8 +409,48 @@ impl<'a> ApplyTx<'a> {
     }
 }
 
+/// Bytes a commit record takes in a segment's commits section (see `folio-segment`).
+fn record_bytes(key_len: usize, pages: usize) -> u64 {
+    (16 + 8 + 8 + 2 + key_len + 4 + pages * 28) as u64
+}
+
 impl StateMachine {
-    /// Places one page in the open segment, opening a new segment when the current one is full.
+    /// Closes the open segment, if any, and queues it for the flusher.
+    fn seal_open(&mut self) -> Option<SegmentId> {
+        let g = &mut self.meta.group;
+        let o = g.open.take()?;
+        g.sealed.push(SealedSegment {
+            id: o.id,
+            bytes: o.next_offset,
+        });
+        Some(o.id)
+    }
+
+    /// The open segment, with room for `bytes` more (pages or records), sealing the current one
+    /// and opening the next when it is full. A segment always takes at least one item, so an item
+    /// larger than the limit still fits in a segment of its own.
+    fn open_segment(&mut self, req: &Request, bytes: u64) -> &mut OpenSegment {
+        let full = self.meta.group.open.is_some_and(|o| {
+            let used = o.next_offset + o.record_bytes;
+            used > 0 && used + bytes > req.segment_bytes_max
+        });
+        if full {
+            self.seal_open();
+        }
+        let g = &mut self.meta.group;
+        g.open.get_or_insert_with(|| {
+            g.last_time_ms = g.last_time_ms.max(req.time_ms);
+            let id = SegmentId::new(g.last_time_ms, self.group_id, g.next_segment_seq);
+            g.next_segment_seq += 1;
+            OpenSegment {
+                id,
+                next_offset: 0,
+                record_bytes: 0,
+            }
+        })
+    }
+
+    /// Places one page in the open segment.
     fn place_page(
         &mut self,
         tx: &mut ApplyTx<'_>,
@@ -412,31 +459,15 @@ impl StateMachine {
         idx: PageIdx,
         data: &Bytes,
     ) -> PageLocation {
-        let g = &mut self.meta.group;
         let page = PAGE_SIZE as u64;
-        let full = g
-            .open
-            .is_some_and(|o| o.next_offset + page > req.segment_bytes_max.max(page));
-        if full {
-            let o = g.open.take().expect("checked above");
-            g.sealed.push(SealedSegment {
-                id: o.id,
-                bytes: o.next_offset,
-            });
-        }
-        let open = g.open.get_or_insert_with(|| {
-            g.last_time_ms = g.last_time_ms.max(req.time_ms);
-            let id = SegmentId::new(g.last_time_ms, self.group_id, g.next_segment_seq);
-            g.next_segment_seq += 1;
-            OpenSegment { id, next_offset: 0 }
-        });
+        let open = self.open_segment(req, page);
         let loc = PageLocation {
             idx,
             segment: open.id,
             offset: open.next_offset,
         };
         open.next_offset += page;
-        g.buffered_bytes += page;
+        self.meta.group.buffered_bytes += page;
         tx.batch.put_cf(
             cf(tx.db, CF_BUFFER),
             slot_key(loc.segment, loc.offset),
@@ -449,6 +480,44 @@ impl StateMachine {
         );
         tx.slots.insert((loc.segment, loc.offset), (volume, idx));
         loc
+    }
+
+    /// Adds a commit record (LSN 0: the volume's creation) to the open segment; returns the
+    /// segment.
+    fn place_record(
+        &mut self,
+        tx: &mut ApplyTx<'_>,
+        req: &Request,
+        volume: VolumeId,
+        lsn: Lsn,
+        bytes: u64,
+    ) -> SegmentId {
+        let open = self.open_segment(req, bytes);
+        open.record_bytes += bytes;
+        let id = open.id;
+        tx.batch.put_cf(
+            cf(tx.db, CF_SEG_COMMITS),
+            seg_commit_key(id, volume, lsn),
+            [],
+        );
+        id
+    }
+
+    /// Drops a flushed segment's pages and records from the buffer. Returns the bytes dropped, 0
+    /// when the segment was flushed before (two leaders may both report one upload).
+    fn drop_flushed(&mut self, tx: &mut ApplyTx<'_>, segment: SegmentId) -> u64 {
+        let g = &mut self.meta.group;
+        let Some(pos) = g.sealed.iter().position(|s| s.id == segment) else {
+            return 0;
+        };
+        let s = g.sealed.remove(pos);
+        g.buffered_bytes = g.buffered_bytes.saturating_sub(s.bytes);
+        g.flushed_segments += 1;
+        let (start, end) = segment_range(segment);
+        tx.batch.delete_range_cf(cf(tx.db, CF_BUFFER), &start, &end);
+        tx.batch
+            .delete_range_cf(cf(tx.db, CF_SEG_COMMITS), &start, &end);
+        s.bytes
     }
 
     fn apply_command(
@@ -470,6 +539,8 @@ impl StateMachine {
                         created_at_ms: time_ms,
                     },
                 );
+                // The creation travels to the object store as the volume's LSN-0 record.
+                self.place_record(tx, req, *volume, Lsn::ZERO, record_bytes(0, 0));
                 Ok(CommandResult::VolumeCreated { volume: *volume })
             }
             Command::WritePages { args } => {
@@ -505,6 +576,7 @@ impl StateMachine {
                             lsn: rec.lsn,
                             pages: original.pages,
                             deduplicated: true,
+                            segment: original.segment,
                         });
                     }
                 }
@@ -553,12 +625,20 @@ impl StateMachine {
                         location_value(p.segment, p.offset),
                     );
                 }
+                let segment = self.place_record(
+                    tx,
+                    req,
+                    v,
+                    lsn,
+                    record_bytes(args.idempotency_key.len(), pages.len()),
+                );
                 let rec = CommitRecord {
                     lsn,
                     idempotency_key: args.idempotency_key.clone(),
                     fingerprint: *fingerprint,
                     committed_at_ms: time_ms,
                     pages: pages.clone(),
+                    segment,
                 };
                 tx.batch
                     .put_cf(cf(tx.db, CF_COMMITS), commit_key(v, lsn), encode(&rec));
@@ -601,7 +681,18 @@ impl StateMachine {
                     lsn,
                     pages,
                     deduplicated: false,
+                    segment,
                 })
+            }
+            Command::Seal { segment } => {
+                let open = self.meta.group.open.is_some_and(|o| o.id == *segment);
+                if open {
+                    self.seal_open();
+                }
+                Ok(CommandResult::Sealed(open))
+            }
+            Command::Flushed { segment } => {
+                Ok(CommandResult::Flushed(self.drop_flushed(tx, *segment)))
             }
         }
     }
@@ -649,6 +740,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(req) => {
                     let mut results = Vec::with_capacity(req.commands.len());
                     for cmd in &req.commands {
+                        self.applied_bytes
+                            .fetch_add(cmd.size_bytes() as u64, Ordering::Relaxed);
                         let r = self
                             .apply_command(&mut tx, &req, cmd)
                             .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?;
@@ -756,12 +849,22 @@ impl RaftSnapshotBuilder<TypeConfig> for snapshot::Builder {
 // ---------------------------------------------------------------------------------------------
 // Reads for clients
 
+/// A sealed segment's object, as uploaded.
+#[derive(Clone, Debug)]
+pub struct SegmentObject {
+    pub id: SegmentId,
+    pub pages: u64,
+    pub commits: u64,
+    pub bytes: Bytes,
+}
+
 /// Read access to the applied state, for serving clients. Reads see the latest applied state of
 /// this replica.
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
-    group: Arc<Mutex<GroupState>>,
+    group: watch::Sender<Arc<GroupState>>,
+    applied_bytes: Arc<AtomicU64>,
 }
 
 impl StateReader {
@@ -832,11 +935,127 @@ impl StateReader {
             .map(Bytes::from))
     }
 
-    pub fn group_state(&self) -> GroupState {
-        self.group
-            .lock()
-            .expect("group state lock is never poisoned")
-            .clone()
+    /// The group's segment state as of this replica's last applied entry.
+    pub fn group_state(&self) -> Arc<GroupState> {
+        self.group.borrow().clone()
+    }
+
+    /// A receiver that sees every new group state, to wait for seals and flushes.
+    pub fn watch_group(&self) -> watch::Receiver<Arc<GroupState>> {
+        self.group.subscribe()
+    }
+
+    /// Bytes of commands this replica applied since it started.
+    pub fn applied_bytes(&self) -> u64 {
+        self.applied_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Builds the object for a sealed, unflushed segment from this replica's buffer, reading
+    /// one consistent RocksDB snapshot. Every replica that applied the seal builds the same
+    /// bytes. `None` when the segment is not sealed-and-unflushed here (already flushed, or not
+    /// sealed yet).
+    pub fn build_segment(&self, segment: SegmentId) -> Result<Option<SegmentObject>, StoreError> {
+        let snap = self.db.snapshot();
+        let opts = || {
+            let mut o = ReadOptions::default();
+            o.set_snapshot(&snap);
+            o
+        };
+        let get = |cf_name: &'static str, key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.db.get_cf_opt(cf(&self.db, cf_name), key, &opts())?)
+        };
+        let group: GroupState = match get(CF_SM_META, META_GROUP)? {
+            Some(b) => decode(&b).map_err(|e| corrupt(CF_SM_META, e))?,
+            None => return Ok(None),
+        };
+        let Some(sealed) = group.sealed.iter().find(|s| s.id == segment).copied() else {
+            return Ok(None);
+        };
+        let (start, end) = segment_range(segment);
+        let range = |cf_name: &'static str| {
+            let mut o = opts();
+            o.set_iterate_upper_bound(end.clone());
+            self.db.iterator_cf_opt(
+                cf(&self.db, cf_name),
+                o,
+                IteratorMode::From(&start, Direction::Forward),
+            )
+        };
+        let mut builder = SegmentBuilder::new(segment);
+        let mut slots = range(CF_SLOTS);
+        let mut pages = 0u64;
+        for item in range(CF_BUFFER) {
+            let (k, data) = item?;
+            let (sk, sv) = slots
+                .next()
+                .ok_or_else(|| corrupt(CF_SLOTS, format!("segment {segment}: slot missing")))??;
+            if sk != k {
+                return Err(corrupt(
+                    CF_SLOTS,
+                    format!("segment {segment}: slots and buffer disagree"),
+                ));
+            }
+            let (volume, idx) =
+                parse_slot_value(&sv).ok_or_else(|| corrupt(CF_SLOTS, "bad slot value"))?;
+            let page = folio_core::Page::new(Bytes::from(data.into_vec()))
+                .map_err(|e| corrupt(CF_BUFFER, e))?;
+            let offset = builder.push(volume, idx, &page);
+            if slot_key(segment, offset).as_slice() != &*k {
+                return Err(corrupt(
+                    CF_BUFFER,
+                    format!("segment {segment}: gap at offset {offset}"),
+                ));
+            }
+            pages += 1;
+        }
+        if pages * PAGE_SIZE as u64 != sealed.bytes {
+            return Err(corrupt(
+                CF_BUFFER,
+                format!(
+                    "segment {segment}: {pages} pages buffered, {} bytes sealed",
+                    sealed.bytes
+                ),
+            ));
+        }
+        let mut commits = 0u64;
+        for item in range(CF_SEG_COMMITS) {
+            let (k, _) = item?;
+            let (_, volume, lsn) =
+                parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
+            let entry = if lsn == Lsn::ZERO {
+                let head: VolumeHead = get(CF_VOLUMES, volume.as_bytes())?
+                    .map(|b| decode(&b).map_err(|e| corrupt(CF_VOLUMES, e)))
+                    .transpose()?
+                    .ok_or_else(|| corrupt(CF_VOLUMES, format!("volume {volume} missing")))?;
+                CommitEntry {
+                    volume,
+                    lsn,
+                    committed_at_ms: head.created_at_ms,
+                    idempotency_key: Bytes::new(),
+                    pages: Vec::new(),
+                }
+            } else {
+                let rec: CommitRecord = get(CF_COMMITS, &commit_key(volume, lsn))?
+                    .map(|b| decode(&b).map_err(|e| corrupt(CF_COMMITS, e)))
+                    .transpose()?
+                    .ok_or_else(|| corrupt(CF_COMMITS, format!("commit {volume}@{lsn} missing")))?;
+                CommitEntry {
+                    volume,
+                    lsn,
+                    committed_at_ms: rec.committed_at_ms,
+                    idempotency_key: rec.idempotency_key,
+                    pages: rec.pages,
+                }
+            };
+            builder.add_commit(entry);
+            commits += 1;
+        }
+        Ok(Some(SegmentObject {
+            id: segment,
+            pages,
+            commits,
+            bytes: builder.finish(),
+        }))
     }
 
     /// Number of volumes (an estimate from RocksDB for large counts).

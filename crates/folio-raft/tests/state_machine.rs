@@ -264,8 +264,8 @@ async fn pages_fill_segments_up_to_the_limit_in_order() {
     let mut h = Harness::new();
     let v = VolumeId::new_random();
     h.one(Command::CreateVolume { volume: v }).await;
-    // Three pages per segment.
-    let limit = 3 * PAGE_SIZE as u64;
+    // Three pages per segment, and room for a few commit records (which count too).
+    let limit = 3 * PAGE_SIZE as u64 + 1024;
     let rs = h
         .apply_with(
             limit,
@@ -376,4 +376,131 @@ async fn snapshot_moves_the_whole_state_to_a_fresh_replica() {
     f.write_all(&bad).await.unwrap();
     assert!(c.sm.install_snapshot(&snap.meta, f).await.is_err());
     assert!(c.sm.reader().volume(v).unwrap().is_none());
+}
+
+fn open_segment(h: &Harness) -> folio_core::SegmentId {
+    h.sm.reader()
+        .group_state()
+        .open
+        .expect("a segment is open")
+        .id
+}
+
+#[tokio::test]
+async fn seal_then_flushed_drops_the_buffer_and_both_are_idempotent() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    let rs = h.apply(vec![commit(v, 0, "a", &[(3, 1), (4, 2)])]).await;
+    let CommandResult::Committed { pages, segment, .. } = &rs[0] else {
+        panic!("commit expected")
+    };
+    let id = open_segment(&h);
+    assert_eq!(*segment, id, "the record rides in the open segment");
+    let reader = h.sm.reader();
+    assert!(
+        reader.build_segment(id).unwrap().is_none(),
+        "not sealed yet"
+    );
+    assert_eq!(
+        h.one(Command::Seal { segment: id }).await,
+        CommandResult::Sealed(true)
+    );
+    assert_eq!(
+        h.one(Command::Seal { segment: id }).await,
+        CommandResult::Sealed(false)
+    );
+    let g = reader.group_state();
+    assert!(g.open.is_none());
+    assert_eq!(g.sealed.len(), 1);
+    assert!(!g.is_flushed(id));
+
+    let obj = reader
+        .build_segment(id)
+        .unwrap()
+        .expect("sealed segment builds");
+    assert_eq!((obj.pages, obj.commits), (2, 2));
+    let seg = folio_segment::Segment::decode(obj.bytes.clone()).unwrap();
+    assert_eq!(seg.id, id);
+    for p in pages {
+        let e = seg
+            .index
+            .get(v, p.idx, p.offset)
+            .expect("page in the index");
+        let want = if p.idx == PageIdx(3) {
+            page(1)
+        } else {
+            page(2)
+        };
+        assert_eq!(seg.page(e).unwrap(), want);
+    }
+    let lsns: Vec<u64> = seg.commits.iter().map(|c| c.lsn.0).collect();
+    assert_eq!(
+        lsns,
+        vec![0, 1],
+        "the volume's creation and its first commit"
+    );
+    assert_eq!(seg.commits[1].idempotency_key.as_ref(), b"a");
+    assert_eq!(seg.commits[1].pages, *pages);
+
+    assert_eq!(
+        h.one(Command::Flushed { segment: id }).await,
+        CommandResult::Flushed(2 * PAGE_SIZE as u64)
+    );
+    assert_eq!(
+        h.one(Command::Flushed { segment: id }).await,
+        CommandResult::Flushed(0)
+    );
+    let g = reader.group_state();
+    assert!(g.is_flushed(id) && g.sealed.is_empty());
+    assert_eq!((g.buffered_bytes, g.flushed_segments), (0, 1));
+    assert!(reader.buffered_page(id, 0).unwrap().is_none());
+    assert!(reader.build_segment(id).unwrap().is_none());
+    // History stays: the commit and its page locations are metadata, not buffer.
+    assert_eq!(reader.commits(v, Lsn(1), 10).unwrap()[0].pages, *pages);
+}
+
+#[tokio::test]
+async fn every_replica_builds_the_same_segment_bytes() {
+    let (mut a, mut b) = (Harness::new(), Harness::new());
+    let v = VolumeId::new_random();
+    let entries = vec![
+        vec![Command::CreateVolume { volume: v }],
+        vec![
+            commit(v, 0, "a", &[(1, 1), (2, 2)]),
+            commit(v, 1, "b", &[(1, 3)]),
+        ],
+        vec![commit(v, 2, "c", &[])],
+    ];
+    for e in &entries {
+        assert_eq!(a.apply(e.clone()).await, b.apply(e.clone()).await);
+    }
+    let id = open_segment(&a);
+    assert_eq!(id, open_segment(&b));
+    a.one(Command::Seal { segment: id }).await;
+    b.one(Command::Seal { segment: id }).await;
+    let (x, y) = (
+        a.sm.reader().build_segment(id).unwrap().unwrap(),
+        b.sm.reader().build_segment(id).unwrap().unwrap(),
+    );
+    assert_eq!(x.bytes, y.bytes);
+}
+
+#[tokio::test]
+async fn a_refs_only_commit_still_carries_its_record() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    let first = open_segment(&h);
+    h.one(Command::Seal { segment: first }).await;
+    h.one(Command::Flushed { segment: first }).await;
+    assert!(h.sm.reader().group_state().open.is_none());
+    // An empty commit opens a segment for its record alone.
+    let rs = h.apply(vec![commit(v, 0, "empty", &[])]).await;
+    let CommandResult::Committed { segment, pages, .. } = &rs[0] else {
+        panic!()
+    };
+    assert!(pages.is_empty());
+    assert_eq!(*segment, open_segment(&h));
+    assert!(*segment > first);
 }

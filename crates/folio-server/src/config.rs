@@ -38,10 +38,77 @@ pub struct Config {
     /// `folio admin add-node` leaves this empty.
     #[serde(default)]
     pub initial_members: Vec<Member>,
+    /// The object store that is the group's system of record. Every member of a group must
+    /// name the same store.
+    pub object_store: ObjectStoreConfig,
+    #[serde(default)]
+    pub flush: FlushConfig,
     #[serde(default)]
     pub raft: RaftConfig,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// Where flushed segments go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ObjectStoreConfig {
+    /// A directory on a local file system: `folio dev`'s default, or a shared mount. Every node
+    /// of a group must see the same directory.
+    Local { path: PathBuf },
+    /// AWS S3 or an S3-compatible store. Credentials come from the standard AWS chain
+    /// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, SSO, instance and container
+    /// roles). The store must enforce `If-None-Match: *` on PUT.
+    S3 {
+        bucket: String,
+        /// Every key is stored under this prefix.
+        #[serde(default)]
+        prefix: String,
+        #[serde(default)]
+        region: Option<String>,
+        /// For S3-compatible stores, e.g. `http://127.0.0.1:9000`.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Path-style URLs, which most S3-compatible stores need.
+        #[serde(default)]
+        path_style: bool,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlushConfig {
+    /// The leader seals the open segment this long after it was opened (or sooner, when it
+    /// reaches `limits.segment_bytes_max`). An idle group seals and uploads nothing.
+    pub interval_ms: u64,
+    /// Page bytes the local buffer may hold before writes are refused with UNAVAILABLE (retry).
+    /// While the object store is reachable the buffer holds about one flush interval of writes;
+    /// this bounds it, on disk and in snapshots, when the store is down or slow.
+    pub buffer_bytes_max: u64,
+    /// While this many segments wait for upload, the leader stops sealing by time (sealing by
+    /// size goes on), so an outage makes fewer, larger segments instead of many small ones.
+    pub sealed_segments_max: usize,
+    /// Segment uploads in flight at once.
+    pub upload_concurrency: usize,
+    /// Longest a commit with `OBJECT_STORE` durability waits for its segment to be flushed. Past
+    /// it the commit is answered UNAVAILABLE; it has committed, and a retry with the same
+    /// idempotency key waits again.
+    pub object_store_ack_timeout_ms: u64,
+    /// Upload retries back off from 100 ms up to this.
+    pub retry_backoff_max_ms: u64,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig {
+            interval_ms: 1000,
+            buffer_bytes_max: 256 << 20,
+            sealed_segments_max: 16,
+            upload_concurrency: 4,
+            object_store_ack_timeout_ms: 30_000,
+            retry_backoff_max_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,6 +127,9 @@ pub struct RaftConfig {
     pub install_snapshot_timeout_ms: u64,
     /// Log entries are purged (after a snapshot) only this many at a time, at least.
     pub purge_batch_size: u64,
+    /// Also build a snapshot (and so purge the log) after this many bytes of commands were
+    /// applied, so the log's size on disk is bounded by bytes and not only by entry count.
+    pub snapshot_log_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -73,6 +143,7 @@ impl Default for RaftConfig {
             logs_to_keep_after_snapshot: 2_000,
             install_snapshot_timeout_ms: 10_000,
             purge_batch_size: 256,
+            snapshot_log_bytes: 256 << 20,
         }
     }
 }
@@ -110,6 +181,10 @@ impl Default for Limits {
         }
     }
 }
+
+/// Largest `segment_bytes_max`: segments are uploaded in one PUT and built in memory, and the
+/// segment format bounds the commit records a segment carries.
+pub const SEGMENT_BYTES_MAX_LIMIT: u64 = 64 << 20;
 
 mod defaults {
     pub fn group_id() -> u64 {
@@ -174,6 +249,11 @@ impl Config {
         if l.segment_bytes_max < folio_core::PAGE_SIZE as u64 {
             return bad("segment_bytes_max must hold at least one page".into());
         }
+        if l.segment_bytes_max > SEGMENT_BYTES_MAX_LIMIT {
+            return bad(format!(
+                "segment_bytes_max must be at most {SEGMENT_BYTES_MAX_LIMIT} bytes"
+            ));
+        }
         // Largest entry: a batch, or one maximal request; times entries per message.
         let entry = l
             .batch_bytes_max
@@ -187,7 +267,36 @@ impl Config {
                 folio_raft::network::PEER_MESSAGE_BYTES_MAX
             ));
         }
+        let f = &self.flush;
+        if f.interval_ms == 0
+            || f.upload_concurrency == 0
+            || f.sealed_segments_max == 0
+            || f.object_store_ack_timeout_ms == 0
+            || f.retry_backoff_max_ms < 100
+        {
+            return bad(
+                "flush settings must be positive (retry_backoff_max_ms at least 100)".into(),
+            );
+        }
+        if f.buffer_bytes_max < l.segment_bytes_max {
+            return bad(format!(
+                "flush.buffer_bytes_max ({}) must hold at least one segment ({})",
+                f.buffer_bytes_max, l.segment_bytes_max
+            ));
+        }
+        match &self.object_store {
+            ObjectStoreConfig::S3 { bucket, .. } if bucket.is_empty() => {
+                return bad("object_store.bucket must not be empty".into())
+            }
+            ObjectStoreConfig::Local { path } if path.as_os_str().is_empty() => {
+                return bad("object_store.path must not be empty".into())
+            }
+            _ => {}
+        }
         let r = &self.raft;
+        if r.snapshot_log_bytes == 0 {
+            return bad("raft.snapshot_log_bytes must be positive".into());
+        }
         if r.election_timeout_min_ms <= r.heartbeat_interval_ms
             || r.election_timeout_max_ms <= r.election_timeout_min_ms
         {

@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod batcher;
 pub mod config;
+pub mod flusher;
 pub mod metrics;
 pub mod node;
+pub mod objstore;
 pub mod route;
 pub mod service;
 

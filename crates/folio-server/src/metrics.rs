@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_histogram_vec, register_int_counter_vec, Histogram, HistogramVec,
-    IntCounterVec, TextEncoder,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
 };
 
 pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -54,6 +54,78 @@ pub static BATCH_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static OBJECT_STORE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_object_store_requests_total",
+        "Object-store requests by operation and outcome",
+        &["op", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
+pub static OBJECT_STORE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "folio_object_store_request_seconds",
+        "Object-store request latency by operation",
+        &["op"],
+        folio_raft::metrics::latency_buckets()
+    )
+    .expect("metric registers once")
+});
+
+pub static FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_flush_latency_seconds",
+        "From a segment's seal being seen by the leader to its Flushed entry applying (build, \
+         upload, confirm)",
+        folio_raft::metrics::latency_buckets()
+    )
+    .expect("metric registers once")
+});
+
+pub static SEGMENT_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_segment_bytes",
+        "Size of each uploaded segment object",
+        prometheus::exponential_buckets(4096.0, 2.0, 14).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+pub static SEGMENT_PAGES: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_segment_pages",
+        "Pages in each uploaded segment",
+        prometheus::exponential_buckets(1.0, 2.0, 14).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+pub static SEGMENTS_FLUSHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_segments_flushed_total",
+        "Segments this node uploaded and confirmed as leader"
+    )
+    .expect("metric registers once")
+});
+
+pub static UPLOAD_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_segment_upload_errors_total",
+        "Failed segment uploads, by reason (retried until they succeed)",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+pub static WRITES_REFUSED_BUFFER_FULL: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_writes_refused_buffer_full_total",
+        "Writes refused because the local buffer was at its byte limit"
+    )
+    .expect("metric registers once")
+});
+
 /// Renders every registered metric in the Prometheus text format.
 pub fn render() -> String {
     // Touch the lazily registered metrics so they appear before their first observation.
@@ -67,6 +139,15 @@ pub fn render() -> String {
     LazyLock::force(&folio_raft::metrics::BUFFERED_BYTES);
     LazyLock::force(&folio_raft::metrics::SNAPSHOTS_BUILT);
     LazyLock::force(&folio_raft::metrics::SNAPSHOTS_INSTALLED);
+    LazyLock::force(&folio_raft::metrics::SEALED_SEGMENTS);
+    LazyLock::force(&OBJECT_STORE_REQUESTS);
+    LazyLock::force(&OBJECT_STORE_SECONDS);
+    LazyLock::force(&FLUSH_SECONDS);
+    LazyLock::force(&SEGMENT_BYTES);
+    LazyLock::force(&SEGMENT_PAGES);
+    LazyLock::force(&SEGMENTS_FLUSHED);
+    LazyLock::force(&UPLOAD_ERRORS);
+    LazyLock::force(&WRITES_REFUSED_BUFFER_FULL);
     TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))

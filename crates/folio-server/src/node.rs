@@ -11,13 +11,14 @@ use folio_raft::network::{Network, PeerService};
 use folio_raft::{open_store, Raft};
 use openraft::BasicNode;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::admin::AdminSvc;
 use crate::batcher::Batcher;
 use crate::config::Config;
+use crate::flusher::Flusher;
 use crate::route::Shared;
 use crate::service::VolumeSvc;
 
@@ -36,6 +37,25 @@ pub struct Node {
     pub raft: Raft,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Background work (flusher, snapshot trigger), aborted at shutdown.
+    tasks: JoinSet<()>,
+}
+
+/// Builds a snapshot whenever `every` bytes of commands were applied since the last one this task
+/// asked for, so the Raft log (which openraft purges after a snapshot) stays bounded in bytes
+/// even when entries are large. openraft's own policy counts entries only.
+async fn snapshot_by_bytes(raft: Raft, reader: folio_raft::StateReader, every: u64) {
+    let mut last = reader.applied_bytes();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = reader.applied_bytes();
+        if now.saturating_sub(last) >= every {
+            last = now;
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "could not trigger a snapshot");
+            }
+        }
+    }
 }
 
 impl Node {
@@ -79,13 +99,34 @@ impl Node {
             raft.initialize(members).await.context("bootstrap group")?;
         }
 
+        let store = crate::objstore::open(&cfg.object_store)
+            .await
+            .context("open the object store")?;
         let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
         let shared = Arc::new(Shared::new(
             cfg.node_id,
             group,
             raft.clone(),
+            reader.clone(),
+            batcher.clone(),
+            cfg.flush.clone(),
+        ));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(
+            Flusher {
+                node_id: cfg.node_id,
+                raft: raft.clone(),
+                reader: reader.clone(),
+                batcher,
+                store,
+                cfg: cfg.flush.clone(),
+            }
+            .run(),
+        );
+        tasks.spawn(snapshot_by_bytes(
+            raft.clone(),
             reader,
-            batcher,
+            cfg.raft.snapshot_log_bytes,
         ));
 
         let (health, health_svc) = tonic_health::server::health_reporter();
@@ -135,6 +176,7 @@ impl Node {
             raft,
             stop: Some(stop),
             server,
+            tasks,
         })
     }
 
@@ -143,6 +185,7 @@ impl Node {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+        self.tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
         self.raft.shutdown().await.context("shut down raft")?;
         Ok(())

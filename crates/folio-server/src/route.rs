@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::batcher::{Batcher, WriteError};
+use crate::config::FlushConfig;
 
 /// How long a forwarded call may take at the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,6 +25,7 @@ pub struct Shared {
     pub raft: Raft,
     pub reader: StateReader,
     pub batcher: Batcher,
+    pub flush: FlushConfig,
     channels: ChannelCache,
 }
 
@@ -33,13 +35,21 @@ pub enum Route {
 }
 
 impl Shared {
-    pub fn new(id: u64, group: GroupId, raft: Raft, reader: StateReader, batcher: Batcher) -> Self {
+    pub fn new(
+        id: u64,
+        group: GroupId,
+        raft: Raft,
+        reader: StateReader,
+        batcher: Batcher,
+        flush: FlushConfig,
+    ) -> Self {
         Shared {
             id,
             group,
             raft,
             reader,
             batcher,
+            flush,
             channels: ChannelCache::new(Duration::from_secs(1), Some(FORWARD_TIMEOUT)),
         }
     }

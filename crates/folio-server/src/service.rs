@@ -3,11 +3,11 @@
 //! read-index check so they are linearizable.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use folio_core::limits::{MAX_CLIENT_MESSAGE_BYTES, MAX_LIST_COMMITS, MAX_LIST_VOLUMES};
-use folio_core::{CommitArgs, Durability, Lsn, VolumeId, WritePagesArgs};
+use folio_core::{CommitArgs, Durability, Lsn, SegmentId, VolumeId, WritePagesArgs};
 use folio_proto::convert::{self, InvalidRequest};
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
@@ -71,10 +71,54 @@ impl VolumeSvc {
     }
 
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
+        // Backpressure: the buffer is bounded. The check is the leader's view, so the buffer may
+        // pass the limit by what is already in flight (at most a few batches), never more.
+        let incoming = cmd.page_bytes();
+        if incoming > 0 {
+            let buffered = self.shared.reader.group_state().buffered_bytes;
+            let max = self.shared.flush.buffer_bytes_max;
+            if buffered + incoming > max {
+                metrics::WRITES_REFUSED_BUFFER_FULL.inc();
+                return Err(Status::unavailable(format!(
+                    "the write buffer is full ({buffered} of {max} bytes wait for the object \
+                     store, which is unreachable or slow); nothing was written; retry with backoff"
+                )));
+            }
+        }
         match self.shared.batcher.submit(cmd).await? {
             CommandResult::Rejected(r) => Err(rejection_status(r)),
             ok => Ok(ok),
         }
+    }
+}
+
+impl VolumeSvc {
+    /// Waits until every one of `segments` is in the object store, for `OBJECT_STORE`
+    /// durability. The commit has already committed; a timeout says so.
+    async fn wait_flushed(&self, lsn: Lsn, segments: &[SegmentId]) -> Result<(), Status> {
+        let mut rx = self.shared.reader.watch_group();
+        let timeout = Duration::from_millis(self.shared.flush.object_store_ack_timeout_ms);
+        let wait = async {
+            loop {
+                if segments
+                    .iter()
+                    .all(|s| rx.borrow_and_update().is_flushed(*s))
+                {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The node is shutting down.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            Status::unavailable(format!(
+                "committed at LSN {lsn} (durable in the group's quorum), but its segment did not \
+                 reach the object store within {timeout:?}; retry with the same idempotency key \
+                 to wait again"
+            ))
+        })
     }
 }
 
@@ -244,22 +288,33 @@ impl VolumeService for VolumeSvc {
             let (args, target) =
                 validate::<_, CommitArgs>(self.shared.route(req.metadata()), req.into_inner())?;
             record_volume(&args.volume);
-            if args.durability == Durability::ObjectStore {
-                return Err(Status::unimplemented(
-                    "durability OBJECT_STORE needs the object-store flush, which this build does not \
-                     have yet; use QUORUM",
-                ));
-            }
+            let durability = args.durability;
             match target {
                 Target::Local => {}
                 Target::Refused(s) => return Err(s),
                 Target::Forward(ch, msg) => {
-                    return client(ch).commit(forwarded(msg)).await.map(Response::into_inner)
+                    return client(ch)
+                        .commit(forwarded(msg))
+                        .await
+                        .map(Response::into_inner)
                 }
             }
             match self.write(Command::commit(args)).await? {
-                CommandResult::Committed { lsn, pages, deduplicated } => {
+                CommandResult::Committed {
+                    lsn,
+                    pages,
+                    deduplicated,
+                    segment,
+                } => {
                     tracing::debug!(lsn = lsn.0, pages = pages.len(), deduplicated, "committed");
+                    if durability == Durability::ObjectStore {
+                        let mut segments: Vec<SegmentId> =
+                            pages.iter().map(|p| p.segment).collect();
+                        segments.push(segment);
+                        segments.sort_unstable();
+                        segments.dedup();
+                        self.wait_flushed(lsn, &segments).await?;
+                    }
                     Ok(pb::CommitResponse {
                         lsn: lsn.0,
                         pages: pages.into_iter().map(Into::into).collect(),

@@ -1,0 +1,209 @@
+//! The flusher: on the leader, seals the open segment every flush interval and uploads every
+//! sealed segment to the object store, then proposes `Flushed` so every replica drops those
+//! bytes from its buffer.
+//!
+//! Everything it does is safe to repeat and safe to race with an old leader. A segment's bytes
+//! are built from replicated state, so every replica builds the same object; the upload is a
+//! conditional put, and when the object already exists its bytes are compared; a `Flushed` for
+//! a segment already flushed is a no-op. A new leader therefore simply uploads every sealed
+//! segment it finds, including those its predecessor sealed but did not confirm.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use folio_core::SegmentId;
+use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
+use folio_raft::{Command, CommandResult, Raft, StateReader};
+use tokio::task::JoinSet;
+
+use crate::batcher::{Batcher, WriteError};
+use crate::config::FlushConfig;
+use crate::metrics;
+
+/// The first retry of a failed upload waits this long; each further one doubles it.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+enum FlushError {
+    #[error("build segment: {0}")]
+    Build(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error(
+        "segment {0} already exists in the object store with different bytes; refusing to mark \
+         it flushed (its pages stay in the buffer)"
+    )]
+    Mismatch(SegmentId),
+    #[error("propose Flushed: {0}")]
+    Propose(#[from] WriteError),
+}
+
+impl FlushError {
+    fn reason(&self) -> &'static str {
+        match self {
+            FlushError::Build(_) => "build",
+            FlushError::Store(e) if e.is_retryable() => "store_unavailable",
+            FlushError::Store(_) => "store_error",
+            FlushError::Mismatch(_) => "mismatch",
+            FlushError::Propose(_) => "propose",
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the flusher needs from its node.
+pub struct Flusher {
+    pub node_id: u64,
+    pub raft: Raft,
+    pub reader: StateReader,
+    pub batcher: Batcher,
+    pub store: Arc<dyn ObjectStore>,
+    pub cfg: FlushConfig,
+}
+
+/// Retry state of one segment whose upload failed.
+struct Backoff {
+    next: Instant,
+    delay: Duration,
+}
+
+impl Flusher {
+    /// Runs until the node shuts down (the task is aborted).
+    pub async fn run(self) {
+        let interval = Duration::from_millis(self.cfg.interval_ms);
+        let tick = (interval / 10).clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let this = Arc::new(self);
+        let mut changes = this.reader.watch_group();
+        let mut uploads: JoinSet<(SegmentId, Result<(), FlushError>)> = JoinSet::new();
+        let mut uploading: HashSet<SegmentId> = HashSet::new();
+        let mut backoff: HashMap<SegmentId, Backoff> = HashMap::new();
+        let mut sealing: JoinSet<()> = JoinSet::new();
+        let mut first_seen: HashMap<SegmentId, Instant> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                r = changes.changed() => if r.is_err() { return },
+                Some(done) = uploads.join_next(), if !uploads.is_empty() => {
+                    let Ok((id, res)) = done else { continue };
+                    uploading.remove(&id);
+                    match res {
+                        Ok(()) => {
+                            backoff.remove(&id);
+                            if let Some(t) = first_seen.remove(&id) {
+                                metrics::FLUSH_SECONDS.observe(t.elapsed().as_secs_f64());
+                            }
+                        }
+                        Err(e) => {
+                            metrics::UPLOAD_ERRORS.with_label_values(&[e.reason()]).inc();
+                            let max = Duration::from_millis(this.cfg.retry_backoff_max_ms);
+                            let b = backoff.entry(id).or_insert(Backoff {
+                                next: Instant::now(),
+                                delay: RETRY_BACKOFF_MIN / 2,
+                            });
+                            b.delay = (b.delay * 2).min(max);
+                            b.next = Instant::now() + b.delay;
+                            if matches!(e, FlushError::Mismatch(_)) {
+                                tracing::error!(segment = %id, error = %e, "segment upload refused");
+                            } else {
+                                tracing::warn!(segment = %id, error = %e, retry_in = ?b.delay, "segment upload failed");
+                            }
+                        }
+                    }
+                }
+                Some(_) = sealing.join_next(), if !sealing.is_empty() => {}
+            }
+            if !this.is_leader() {
+                first_seen.clear();
+                continue;
+            }
+            let g = this.reader.group_state();
+            // Seal by time. While many sealed segments wait (the store is down or slow), stop:
+            // the open segment then grows to its size limit instead of adding tiny segments.
+            if let Some(open) = g.open {
+                let due = now_ms() >= open.id.time_ms() + this.cfg.interval_ms;
+                if due && sealing.is_empty() && g.sealed.len() < this.cfg.sealed_segments_max {
+                    let batcher = this.batcher.clone();
+                    sealing.spawn(async move {
+                        match batcher.submit(Command::Seal { segment: open.id }).await {
+                            Ok(CommandResult::Sealed(_)) => {}
+                            Ok(other) => tracing::error!(?other, "unexpected result for Seal"),
+                            Err(e) => tracing::debug!(error = %e, "seal not proposed; will retry"),
+                        }
+                    });
+                }
+            }
+            let now = Instant::now();
+            for s in &g.sealed {
+                first_seen.entry(s.id).or_insert(now);
+            }
+            first_seen
+                .retain(|id, _| g.sealed.iter().any(|s| s.id == *id) || uploading.contains(id));
+            backoff.retain(|id, _| g.sealed.iter().any(|s| s.id == *id));
+            for s in &g.sealed {
+                if uploading.len() >= this.cfg.upload_concurrency {
+                    break;
+                }
+                if uploading.contains(&s.id) || backoff.get(&s.id).is_some_and(|b| b.next > now) {
+                    continue;
+                }
+                uploading.insert(s.id);
+                let me = this.clone();
+                let id = s.id;
+                uploads.spawn(async move { (id, me.flush(id).await) });
+            }
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// Builds, uploads and confirms one sealed segment.
+    async fn flush(&self, id: SegmentId) -> Result<(), FlushError> {
+        let reader = self.reader.clone();
+        let built = tokio::task::spawn_blocking(move || reader.build_segment(id))
+            .await
+            .map_err(|e| FlushError::Build(e.to_string()))?
+            .map_err(|e| FlushError::Build(e.to_string()))?;
+        let Some(obj) = built else {
+            // Flushed meanwhile (for example by the previous leader's confirmation).
+            return Ok(());
+        };
+        let key = ObjectKey::Segment(id);
+        match self.store.put_if_absent(&key, obj.bytes.clone()).await? {
+            PutOutcome::Created => {}
+            PutOutcome::AlreadyExists => {
+                // An earlier attempt (ours or a previous leader's) got there first. The bytes
+                // must be the same, since both were built from the same replicated state.
+                let existing = self.store.get(&key).await?;
+                if existing != obj.bytes {
+                    return Err(FlushError::Mismatch(id));
+                }
+            }
+        }
+        metrics::SEGMENT_BYTES.observe(obj.bytes.len() as f64);
+        metrics::SEGMENT_PAGES.observe(obj.pages as f64);
+        match self
+            .batcher
+            .submit(Command::Flushed { segment: id })
+            .await?
+        {
+            CommandResult::Flushed(_) => {}
+            other => {
+                return Err(FlushError::Propose(WriteError::Unavailable(format!(
+                    "unexpected result {other:?}"
+                ))))
+            }
+        }
+        metrics::SEGMENTS_FLUSHED.inc();
+        tracing::debug!(segment = %id, bytes = obj.bytes.len(), pages = obj.pages, commits = obj.commits, "segment flushed");
+        Ok(())
+    }
+}
