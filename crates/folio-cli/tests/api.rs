@@ -253,9 +253,6 @@ async fn bad_input_gets_a_clear_status() -> anyhow::Result<()> {
         offset: 0,
     });
     assert_eq!(code(r.commit(bad_ref).await), Code::InvalidArgument);
-    let mut store = commit_req(v, 0, "k", vec![]);
-    store.durability = pb::Durability::ObjectStore as i32;
-    assert_eq!(code(r.commit(store).await), Code::Unimplemented);
     let mut bad_dur = commit_req(v, 0, "k", vec![]);
     bad_dur.durability = 42;
     assert_eq!(code(r.commit(bad_dur).await), Code::InvalidArgument);

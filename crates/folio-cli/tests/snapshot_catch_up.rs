@@ -1,6 +1,7 @@
 //! A follower that was down while the leader snapshotted and purged its log catches up through an
 //! InstallSnapshot transfer, then serves as a full member: with the old leader killed, it is part
-//! of every quorum, and the history is intact.
+//! of every quorum, the history is intact, and its buffer drains to the object store. Snapshots
+//! here are triggered by bytes of log, not by entry count.
 
 use std::time::Duration;
 
@@ -8,14 +9,18 @@ use bytes::Bytes;
 use folio_core::{Lsn, PAGE_SIZE};
 use folio_testkit::Cluster;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_folio");
 const COMMITS_WHILE_DOWN: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_through_a_snapshot() -> anyhow::Result<()> {
-    // Snapshot every 50 entries, keep only 10 after it: 200 commits purge what the follower lacks.
-    let extra = "snapshot_logs_since_last = 50\nlogs_to_keep_after_snapshot = 10\n\
-                 purge_batch_size = 8\nsnapshot_chunk_bytes = 65536\n";
+    // Snapshot after 256 KiB of commands (the entry-count policy is out of reach), keep only 10
+    // entries after it: 200 one-page commits purge what the follower lacks.
+    let extra = "snapshot_logs_since_last = 1000000\nlogs_to_keep_after_snapshot = 10\n\
+                 purge_batch_size = 8\nsnapshot_chunk_bytes = 65536\n\
+                 snapshot_log_bytes = 262144\n";
     let mut c = Cluster::start_with(BIN, 3, extra)?;
     let res = run(&mut c).await;
     if res.is_err() {
@@ -70,6 +75,8 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
         .await?;
     let history = client.all_commits(v).await?;
     assert_eq!(history.len() as u64, COMMITS_WHILE_DOWN + 1);
+    // The caught-up follower flushes and drops its buffer like everyone else.
+    common::wait_drained(c, Duration::from_secs(30)).await?;
     assert!(history
         .iter()
         .enumerate()

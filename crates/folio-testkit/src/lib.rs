@@ -29,10 +29,36 @@ impl ProcNode {
 /// A group of node processes.
 pub struct Cluster {
     bin: PathBuf,
-    raft_extra: String,
+    opts: Options,
     dir: tempfile::TempDir,
     pub nodes: Vec<ProcNode>,
 }
+
+/// Extra configuration for every node of a [`Cluster`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Lines for the `[raft]` section.
+    pub raft: String,
+    /// Lines for the `[flush]` section.
+    pub flush: String,
+    /// Lines for the `[limits]` section.
+    pub limits: String,
+    /// Lines for the `[object_store]` section; `None` gives every node the same local directory
+    /// inside the cluster's temporary directory.
+    pub object_store: Option<String>,
+}
+
+impl Options {
+    /// An S3 object store at `endpoint` (for example a [`moto::Moto`]), path-style.
+    pub fn s3(endpoint: &str, bucket: &str) -> String {
+        format!(
+            "kind = \"s3\"\nbucket = \"{bucket}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\npath_style = true\n"
+        )
+    }
+}
+
+pub mod moto;
+pub mod proxy;
 
 /// Reserves a free port on 127.0.0.1 by binding port 0 and releasing it.
 pub fn free_port() -> u16 {
@@ -42,13 +68,15 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_config(
     path: &Path,
     id: u64,
     addr: &str,
     data: &Path,
     members: &[(u64, String)],
-    raft_extra: &str,
+    opts: &Options,
+    objects: &Path,
     metrics_addr: &str,
 ) -> anyhow::Result<()> {
     let mut s = format!(
@@ -64,7 +92,19 @@ fn write_config(
     s.push_str(
         "[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n",
     );
-    s.push_str(raft_extra);
+    s.push_str(&opts.raft);
+    s.push_str("\n[flush]\n");
+    s.push_str(&opts.flush);
+    s.push_str("\n[limits]\n");
+    s.push_str(&opts.limits);
+    s.push_str("\n[object_store]\n");
+    match &opts.object_store {
+        Some(o) => s.push_str(o),
+        None => s.push_str(&format!(
+            "kind = \"local\"\npath = \"{}\"\n",
+            objects.display()
+        )),
+    }
     std::fs::write(path, s).with_context(|| format!("write {}", path.display()))
 }
 
@@ -80,6 +120,18 @@ impl Cluster {
         n: u64,
         raft_extra: &str,
     ) -> anyhow::Result<Cluster> {
+        Self::start_opts(
+            bin,
+            n,
+            Options {
+                raft: raft_extra.to_string(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Like [`Cluster::start`], with extra configuration for every node.
+    pub fn start_opts(bin: impl Into<PathBuf>, n: u64, opts: Options) -> anyhow::Result<Cluster> {
         let bin = bin.into();
         let dir = tempfile::Builder::new()
             .prefix("folio-cluster-")
@@ -87,10 +139,9 @@ impl Cluster {
         let members: Vec<(u64, String)> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
-        let raft_extra = raft_extra.to_string();
         let mut c = Cluster {
             bin,
-            raft_extra,
+            opts,
             dir,
             nodes: Vec::new(),
         };
@@ -123,7 +174,8 @@ impl Cluster {
             &addr,
             &data_dir,
             members,
-            &self.raft_extra,
+            &self.opts,
+            &self.objects_dir(),
             &metrics_addr,
         )?;
         let mut node = ProcNode {
@@ -150,6 +202,11 @@ impl Cluster {
             .arg("--config")
             .arg(&node.config)
             .env("FOLIO_LOG", "info,openraft=warn")
+            // Test credentials for an S3-compatible test server (moto accepts any); never
+            // look for instance metadata on a test machine.
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -252,12 +309,7 @@ impl Cluster {
 
     /// The value of a metric (a counter or gauge without labels) scraped from a node's `/metrics`.
     pub fn metric(&self, id: u64, name: &str) -> anyhow::Result<f64> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.node(id).metrics_addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
+        let body = self.scrape(id)?;
         let line = body
             .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
@@ -268,6 +320,38 @@ impl Cluster {
     /// Where node logs and data live (kept while the cluster lives).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The local object-store directory the nodes share when no other store is configured.
+    pub fn objects_dir(&self) -> PathBuf {
+        self.dir.path().join("objects")
+    }
+
+    /// Every sample of a metric on a node's `/metrics`, labels included, as (labels, value).
+    pub fn metric_samples(&self, id: u64, name: &str) -> anyhow::Result<Vec<(String, f64)>> {
+        let body = self.scrape(id)?;
+        Ok(body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (key, value) = l.rsplit_once(' ')?;
+                let (metric, labels) = match key.split_once('{') {
+                    Some((m, rest)) => (m, rest.trim_end_matches('}').to_string()),
+                    None => (key, String::new()),
+                };
+                (metric == name).then(|| Some((labels, value.parse().ok()?)))?
+            })
+            .collect())
+    }
+
+    fn scrape(&self, id: u64) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.node(id).metrics_addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
     }
 
     /// Prints the tail of every node's log to stderr (for failing tests).
