@@ -28,6 +28,7 @@ for i in 1 2 3; do
     echo "data_dir = \"$WORK/node-$i\""
     echo "metrics_addr = \"${metrics[$((i-1))]}\""
     for j in 1 2 3; do printf '[[initial_members]]\nid = %s\naddr = "%s"\n' "$j" "${addrs[$((j-1))]}"; done
+    printf '[object_store]\nkind = "local"\npath = "%s"\n' "$WORK/objects"
   } > "$WORK/node-$i.toml"
   FOLIO_LOG=warn "$BIN" server --config "$WORK/node-$i.toml" >"$WORK/node-$i.log" 2>&1 &
   pids+=($!)

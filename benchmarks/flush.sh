@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The flush path on this machine: a 3-node group of release-built `folio server` processes
+# flushing to a real S3-compatible server (moto) on 127.0.0.1. Under a steady load of many small
+# commits it reports object-store PUTs per second (about one per flush interval is expected, not
+# one per commit), the sizes of the segments written, and the commit latency of QUORUM next to
+# OBJECT_STORE durability on the same group. Tears everything down on exit.
+#   benchmarks/flush.sh [COMMITS] [WRITERS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+. scripts/env.sh
+COMMITS=${1:-20000}
+WRITERS=${2:-16}
+cargo build --release --workspace --bins >/dev/null
+BIN="$CARGO_TARGET_DIR/release/folio"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/folio-flush-bench.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+S3_PORT=$(port)
+python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $S3_PORT), 0.2)" 2>/dev/null && break
+  sleep 0.1
+done
+python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$S3_PORT/folio', method='PUT'))"
+
+addrs=(); metrics=()
+for i in 1 2 3; do addrs+=("127.0.0.1:$(port)"); metrics+=("127.0.0.1:$(port)"); done
+for i in 1 2 3; do
+  {
+    echo "node_id = $i"
+    echo "listen_addr = \"${addrs[$((i-1))]}\""
+    echo "data_dir = \"$WORK/node-$i\""
+    echo "metrics_addr = \"${metrics[$((i-1))]}\""
+    for j in 1 2 3; do printf '[[initial_members]]\nid = %s\naddr = "%s"\n' "$j" "${addrs[$((j-1))]}"; done
+    printf '[object_store]\nkind = "s3"\nbucket = "folio"\nregion = "us-east-1"\n'
+    printf 'endpoint = "http://127.0.0.1:%s"\npath_style = true\n' "$S3_PORT"
+  } > "$WORK/node-$i.toml"
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true FOLIO_LOG=warn \
+    "$BIN" server --config "$WORK/node-$i.toml" >"$WORK/node-$i.log" 2>&1 &
+  pids+=($!)
+done
+
+leader=""
+for _ in $(seq 1 100); do
+  leader=$("$BIN" admin status --addr "${addrs[0]}" --json 2>/dev/null \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["leader_addr"] if d["leader_id"] else "")' || true)
+  [ -n "$leader" ] && break
+  sleep 0.1
+done
+[ -n "$leader" ] || { echo "no leader elected" >&2; exit 1; }
+for i in 1 2 3; do [ "${addrs[$((i-1))]}" = "$leader" ] && leader_metrics=${metrics[$((i-1))]}; done
+
+# Counters from the leader's /metrics: PUTs, segments (count/sum of the size histogram), pages.
+scrape() {
+  python3 - "$leader_metrics" <<'PY'
+import re, sys, time, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+def val(pattern):
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+puts = val(r'^folio_object_store_requests_total\{[^}]*op="put"[^}]*\} (\S+)$')
+print(time.time(), puts, val(r"^folio_segment_bytes_count (\S+)$"), val(r"^folio_segment_bytes_sum (\S+)$"),
+      val(r"^folio_segment_pages_sum (\S+)$"), val(r"^folio_flush_latency_seconds_sum (\S+)$"),
+      val(r"^folio_flush_latency_seconds_count (\S+)$"))
+PY
+}
+
+echo "machine: $(nproc) cores, $(uname -r); object store: moto on 127.0.0.1; flush interval 1 s"
+read -r t0 p0 n0 b0 g0 fs0 fc0 < <(scrape)
+"$BIN" bench commit --addr "$leader" --count "$COMMITS" --writers "$WRITERS" --warmup 5
+sleep 2.5   # let the last segment seal and upload
+read -r t1 p1 n1 b1 g1 fs1 fc1 < <(scrape)
+python3 - <<PY
+secs = $t1 - $t0
+puts, segs = $p1 - $p0, $n1 - $n0
+print(f"steady load: $COMMITS commits by $WRITERS writers in {secs:.1f}s (incl. 2.5s drain)")
+print(f"  object-store PUTs: {puts:.0f} ({puts/secs:.2f}/s), {($COMMITS)/max(puts,1):.0f} commits per PUT")
+print(f"  segments: {segs:.0f}, mean {($b1-$b0)/max(segs,1)/1024:.0f} KiB, mean {($g1-$g0)/max(segs,1):.0f} pages")
+print(f"  flush latency (seal seen -> Flushed applied): mean {($fs1-$fs0)/max($fc1-$fc0,1)*1000:.0f} ms")
+PY
+
+echo "latency, same group, 1 writer:"
+"$BIN" bench commit --addr "$leader" --count 200 --warmup 5 --durability quorum
+"$BIN" bench commit --addr "$leader" --count 40 --warmup 2 --durability object-store
+echo "latency, same group, $WRITERS writers:"
+"$BIN" bench commit --addr "$leader" --count 640 --writers "$WRITERS" --warmup 2 --durability object-store
