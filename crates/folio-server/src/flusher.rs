@@ -9,12 +9,14 @@
 //! segment it finds, including those its predecessor sealed but did not confirm.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use folio_core::SegmentId;
 use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
 use folio_raft::{Command, CommandResult, Raft, StateReader};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::batcher::{Batcher, WriteError};
@@ -58,6 +60,37 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Commits waiting for `OBJECT_STORE` durability on this node. While any wait, the flusher seals
+/// the open segment as soon as no other segment is waiting for upload, instead of at the end of
+/// the flush interval: those commits then wait for about one upload, not up to a whole interval.
+/// Segments (and PUTs) get more frequent only while such commits wait, and never overlap.
+#[derive(Default)]
+pub struct FlushDemand {
+    waiters: AtomicUsize,
+    wake: Notify,
+}
+
+impl FlushDemand {
+    /// Registers a waiting commit until the guard is dropped.
+    pub fn wait(self: &Arc<Self>) -> DemandGuard {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+        DemandGuard(self.clone())
+    }
+
+    fn wanted(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+}
+
+pub struct DemandGuard(Arc<FlushDemand>);
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What the flusher needs from its node.
 pub struct Flusher {
     pub node_id: u64,
@@ -66,6 +99,7 @@ pub struct Flusher {
     pub batcher: Batcher,
     pub store: Arc<dyn ObjectStore>,
     pub cfg: FlushConfig,
+    pub demand: Arc<FlushDemand>,
 }
 
 /// Retry state of one segment whose upload failed.
@@ -89,6 +123,7 @@ impl Flusher {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
+                _ = this.demand.wake.notified() => {}
                 r = changes.changed() => if r.is_err() { return },
                 Some(done) = uploads.join_next(), if !uploads.is_empty() => {
                     let Ok((id, res)) = done else { continue };
@@ -127,7 +162,8 @@ impl Flusher {
             // Seal by time. While many sealed segments wait (the store is down or slow), stop:
             // the open segment then grows to its size limit instead of adding tiny segments.
             if let Some(open) = g.open {
-                let due = now_ms() >= open.id.time_ms() + this.cfg.interval_ms;
+                let due = now_ms() >= open.id.time_ms() + this.cfg.interval_ms
+                    || (this.demand.wanted() && g.sealed.is_empty() && uploading.is_empty());
                 if due && sealing.is_empty() && g.sealed.len() < this.cfg.sealed_segments_max {
                     let batcher = this.batcher.clone();
                     sealing.spawn(async move {

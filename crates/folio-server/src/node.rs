@@ -18,7 +18,7 @@ use tokio_stream::StreamExt;
 use crate::admin::AdminSvc;
 use crate::batcher::Batcher;
 use crate::config::Config;
-use crate::flusher::Flusher;
+use crate::flusher::{FlushDemand, Flusher};
 use crate::route::Shared;
 use crate::service::VolumeSvc;
 
@@ -103,6 +103,7 @@ impl Node {
             .await
             .context("open the object store")?;
         let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
+        let demand = Arc::new(FlushDemand::default());
         let shared = Arc::new(Shared::new(
             cfg.node_id,
             group,
@@ -110,6 +111,7 @@ impl Node {
             reader.clone(),
             batcher.clone(),
             cfg.flush.clone(),
+            demand.clone(),
         ));
         let mut tasks = JoinSet::new();
         tasks.spawn(
@@ -120,6 +122,7 @@ impl Node {
                 batcher,
                 store,
                 cfg: cfg.flush.clone(),
+                demand,
             }
             .run(),
         );

@@ -2,6 +2,7 @@
 //! a retryable status that names the leader. Also the single place where internal errors become
 //! gRPC statuses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use folio_core::GroupId;
@@ -14,6 +15,7 @@ use tonic::{Code, Status};
 
 use crate::batcher::{Batcher, WriteError};
 use crate::config::FlushConfig;
+use crate::flusher::FlushDemand;
 
 /// How long a forwarded call may take at the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,6 +28,7 @@ pub struct Shared {
     pub reader: StateReader,
     pub batcher: Batcher,
     pub flush: FlushConfig,
+    pub flush_demand: Arc<FlushDemand>,
     channels: ChannelCache,
 }
 
@@ -42,6 +45,7 @@ impl Shared {
         reader: StateReader,
         batcher: Batcher,
         flush: FlushConfig,
+        flush_demand: Arc<FlushDemand>,
     ) -> Self {
         Shared {
             id,
@@ -50,6 +54,7 @@ impl Shared {
             reader,
             batcher,
             flush,
+            flush_demand,
             channels: ChannelCache::new(Duration::from_secs(1), Some(FORWARD_TIMEOUT)),
         }
     }

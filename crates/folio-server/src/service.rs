@@ -97,6 +97,7 @@ impl VolumeSvc {
     /// durability. The commit has already committed; a timeout says so.
     async fn wait_flushed(&self, lsn: Lsn, segments: &[SegmentId]) -> Result<(), Status> {
         let mut rx = self.shared.reader.watch_group();
+        let _demand = self.shared.flush_demand.wait();
         let timeout = Duration::from_millis(self.shared.flush.object_store_ack_timeout_ms);
         let wait = async {
             loop {
