@@ -48,6 +48,17 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Page read latency against a running group: writes `count` pages, flushes them (an
+    /// OBJECT_STORE commit), then reads each page once (a ranged GET on its segment, as nothing
+    /// is cached yet) and once more (from the node's page cache), one page per call.
+    Read {
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a trivial gRPC call (admin Status) to one node: the loopback floor.
     Rpc {
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -187,6 +198,70 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                     "  throughput: {:.0} commits/s ({n} commits in {secs:.2}s incl. warm-up)",
                     n as f64 / secs
                 );
+            }
+            Ok(())
+        }
+        BenchCmd::Read { addr, count, json } => {
+            anyhow::ensure!(count > 1, "count must be at least 2");
+            let c = Client::new([addr.clone()], RetryPolicy::default())?;
+            let v = c.create_volume(None).await?;
+            let mut lsn = folio_core::Lsn(0);
+            let chunks: Vec<Vec<u32>> = (0..count)
+                .collect::<Vec<_>>()
+                .chunks(256)
+                .map(|c| c.to_vec())
+                .collect();
+            let last = chunks.len() - 1;
+            for (n, idxs) in chunks.into_iter().enumerate() {
+                let req = pb::CommitRequest {
+                    volume_id: Bytes::copy_from_slice(v.as_bytes()),
+                    expected_lsn: lsn.0,
+                    idempotency_key: Bytes::from(format!("bench-read-{n}")),
+                    durability: if n == last {
+                        pb::Durability::ObjectStore
+                    } else {
+                        pb::Durability::Quorum
+                    } as i32,
+                    pages: idxs
+                        .iter()
+                        .map(|i| pb::PageWrite {
+                            page_idx: *i,
+                            data: Bytes::from(vec![(*i % 251) as u8; PAGE_SIZE]),
+                        })
+                        .collect(),
+                    refs: vec![],
+                };
+                lsn = c.commit_request(req).await?.lsn;
+            }
+            // Every segment flushed: reads must go to the object store.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Client::node_status(&addr, Duration::from_secs(2))
+                .await?
+                .buffered_bytes
+                > 0
+            {
+                anyhow::ensure!(Instant::now() < deadline, "the buffer did not drain");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for what in [
+                "read 1 page, ranged GET on the segment",
+                "read 1 page, page cache",
+            ] {
+                let mut samples = Vec::with_capacity(count as usize);
+                for i in 0..count {
+                    let t = Instant::now();
+                    let p = c.read_pages(v, lsn, &[i]).await?;
+                    let took = t.elapsed();
+                    anyhow::ensure!(
+                        p.len() == 1 && p[0].data[0] == (i % 251) as u8,
+                        "page {i} read back wrong"
+                    );
+                    // The first read of the segment also fetches its index.
+                    if i > 0 {
+                        samples.push(took);
+                    }
+                }
+                Summary::of(samples).print(what, json);
             }
             Ok(())
         }

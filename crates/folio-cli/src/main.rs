@@ -209,6 +209,7 @@ async fn dev(
         }],
         object_store,
         flush: Default::default(),
+        read: Default::default(),
         raft: Default::default(),
         limits: Default::default(),
     };

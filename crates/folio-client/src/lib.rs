@@ -370,6 +370,77 @@ impl Client {
         }
     }
 
+    /// The latest LSN and every page changed after `since` (0: every page ever written).
+    pub async fn pull_changes(
+        &self,
+        volume: VolumeId,
+        since: Lsn,
+    ) -> Result<(Lsn, roaring::RoaringBitmap)> {
+        let r = self
+            .retrying(|ch| async move {
+                let req = pb::PullChangesRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                    since_lsn: since.0,
+                };
+                Self::volume_client(ch)
+                    .pull_changes(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await;
+        let resp = Self::finish(r)?;
+        let set =
+            roaring::RoaringBitmap::deserialize_from(&resp.changed_pages[..]).map_err(|e| {
+                Error::Other(Status::internal(format!("server sent a bad bitmap: {e}")))
+            })?;
+        Ok((Lsn(resp.lsn), set))
+    }
+
+    /// Pages as of snapshot `lsn`, in the order asked (at most 1024 per call).
+    pub async fn read_pages(
+        &self,
+        volume: VolumeId,
+        lsn: Lsn,
+        pages: &[u32],
+    ) -> Result<Vec<pb::PageData>> {
+        let r = self
+            .retrying(|ch| async move {
+                let req = pb::ReadPagesRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                    lsn: lsn.0,
+                    page_idx: pages.to_vec(),
+                };
+                Self::volume_client(ch)
+                    .read_pages(req)
+                    .await
+                    .map(|r| r.into_inner().pages)
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// A stream of the volume's commits after `since`, in order, as they are applied. The stream
+    /// ends on an error (for example the serving node going away); resume with the last LSN seen.
+    pub async fn watch(
+        &self,
+        volume: VolumeId,
+        since: Lsn,
+    ) -> Result<tonic::Streaming<pb::WatchVolumeEvent>> {
+        let r = self
+            .retrying(|ch| async move {
+                let req = pb::WatchVolumeRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                    since_lsn: since.0,
+                };
+                Self::volume_client(ch)
+                    .watch_volume(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await;
+        Self::finish(r)
+    }
+
     /// Volumes the group serves, after `after`.
     pub async fn list_volumes(
         &self,

@@ -898,6 +898,28 @@ impl StateReader {
         Ok(out)
     }
 
+    /// Page indexes written by commits `from..=to` of `v`, rolled up: each named once.
+    pub fn changed_pages(
+        &self,
+        v: VolumeId,
+        from: Lsn,
+        to: Lsn,
+    ) -> Result<roaring::RoaringBitmap, StoreError> {
+        let mut set = roaring::RoaringBitmap::new();
+        let mut next = from;
+        while next <= to {
+            let batch = self.commits(v, next, 1024)?;
+            let Some(last) = batch.last().map(|c| c.lsn) else {
+                break;
+            };
+            for c in batch.iter().filter(|c| c.lsn <= to) {
+                set.extend(c.pages.iter().map(|p| p.idx.0));
+            }
+            next = last.next();
+        }
+        Ok(set)
+    }
+
     /// Volumes with ids after `after`, at most `limit`.
     pub fn volumes(
         &self,
@@ -921,6 +943,42 @@ impl StateReader {
             out.push((id, decode(&val).map_err(|e| corrupt(CF_VOLUMES, e))?));
         }
         Ok(out)
+    }
+
+    /// The version of page `idx` of `v` visible at snapshot `lsn`: the LSN that wrote it and
+    /// where its bytes are; `None` when the page was never written as of `lsn`.
+    pub fn page_at(
+        &self,
+        v: VolumeId,
+        idx: PageIdx,
+        lsn: Lsn,
+    ) -> Result<Option<(Lsn, PageLocation)>, StoreError> {
+        let key = page_key(v, idx, lsn);
+        let mut it = self.db.iterator_cf(
+            cf(&self.db, CF_PAGES),
+            IteratorMode::From(&key, Direction::Reverse),
+        );
+        let Some(item) = it.next() else {
+            return Ok(None);
+        };
+        let (k, val) = item?;
+        if k.len() != 28 || k[..20] != key[..20] {
+            return Ok(None);
+        }
+        let written = Lsn(u64::from_be_bytes(k[20..].try_into().expect("8 bytes")));
+        if val.len() != 24 {
+            return Err(corrupt(CF_PAGES, "bad location"));
+        }
+        let segment = SegmentId::from_slice(&val[..16]).map_err(|e| corrupt(CF_PAGES, e))?;
+        let offset = u64::from_be_bytes(val[16..].try_into().expect("8 bytes"));
+        Ok(Some((
+            written,
+            PageLocation {
+                idx,
+                segment,
+                offset,
+            },
+        )))
     }
 
     /// The bytes of a page still in the local buffer.

@@ -44,6 +44,8 @@ pub struct Config {
     #[serde(default)]
     pub flush: FlushConfig,
     #[serde(default)]
+    pub read: ReadConfig,
+    #[serde(default)]
     pub raft: RaftConfig,
     #[serde(default)]
     pub limits: Limits,
@@ -73,6 +75,29 @@ pub enum ObjectStoreConfig {
         #[serde(default)]
         path_style: bool,
     },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadConfig {
+    /// Bytes of flushed pages kept in memory (a sixteenth of this again for segment indexes).
+    pub page_cache_bytes: u64,
+    /// An object-store read that has not answered after this long is sent a second time; the
+    /// first answer wins.
+    pub hedge_after_ms: u64,
+    /// A ReadPages for an LSN this replica has not applied yet waits this long for it, then goes
+    /// to the leader.
+    pub replica_wait_ms: u64,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig {
+            page_cache_bytes: 256 << 20,
+            hedge_after_ms: 200,
+            replica_wait_ms: 1000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -283,6 +308,9 @@ impl Config {
                 "flush.buffer_bytes_max ({}) must hold at least one segment ({})",
                 f.buffer_bytes_max, l.segment_bytes_max
             ));
+        }
+        if self.read.hedge_after_ms == 0 {
+            return bad("read.hedge_after_ms must be positive".into());
         }
         match &self.object_store {
             ObjectStoreConfig::S3 { bucket, .. } if bucket.is_empty() => {

@@ -8,6 +8,7 @@ pub mod flusher;
 pub mod metrics;
 pub mod node;
 pub mod objstore;
+pub mod pages;
 pub mod route;
 pub mod service;
 

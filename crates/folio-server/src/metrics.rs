@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
+    register_int_gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, TextEncoder,
 };
 
 pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -126,6 +126,34 @@ pub static WRITES_REFUSED_BUFFER_FULL: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static PAGE_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_page_reads_total",
+        "Page versions read, by where the bytes came from (cache, buffer, object_store)",
+        &["source"]
+    )
+    .expect("metric registers once")
+});
+
+pub static HEDGED_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_hedged_reads_total",
+        "Object-store reads hedged with a second request (sent), and those the second won (won)",
+        &["event"]
+    )
+    .expect("metric registers once")
+});
+
+pub static PAGES_READ: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("folio_pages_read_total", "Pages returned by ReadPages")
+        .expect("metric registers once")
+});
+
+pub static WATCHERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("folio_watch_streams", "Open WatchVolume streams")
+        .expect("metric registers once")
+});
+
 /// Renders every registered metric in the Prometheus text format.
 pub fn render() -> String {
     // Touch the lazily registered metrics so they appear before their first observation.
@@ -148,6 +176,10 @@ pub fn render() -> String {
     LazyLock::force(&SEGMENTS_FLUSHED);
     LazyLock::force(&UPLOAD_ERRORS);
     LazyLock::force(&WRITES_REFUSED_BUFFER_FULL);
+    LazyLock::force(&PAGE_READS);
+    LazyLock::force(&HEDGED_READS);
+    LazyLock::force(&PAGES_READ);
+    LazyLock::force(&WATCHERS);
     TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))

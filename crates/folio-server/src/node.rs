@@ -19,6 +19,7 @@ use crate::admin::AdminSvc;
 use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::flusher::{FlushDemand, Flusher};
+use crate::pages::PageReader;
 use crate::route::Shared;
 use crate::service::VolumeSvc;
 
@@ -104,15 +105,23 @@ impl Node {
             .context("open the object store")?;
         let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
         let demand = Arc::new(FlushDemand::default());
-        let shared = Arc::new(Shared::new(
-            cfg.node_id,
+        let shared = Arc::new(Shared {
+            id: cfg.node_id,
             group,
-            raft.clone(),
-            reader.clone(),
-            batcher.clone(),
-            cfg.flush.clone(),
-            demand.clone(),
-        ));
+            raft: raft.clone(),
+            reader: reader.clone(),
+            batcher: batcher.clone(),
+            flush: cfg.flush.clone(),
+            flush_demand: demand.clone(),
+            pages: PageReader::new(
+                reader.clone(),
+                store.clone(),
+                cfg.read.page_cache_bytes,
+                Duration::from_millis(cfg.read.hedge_after_ms),
+            ),
+            read: cfg.read.clone(),
+            channels: Shared::forward_channels(),
+        });
         let mut tasks = JoinSet::new();
         tasks.spawn(
             Flusher {

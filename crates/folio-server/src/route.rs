@@ -14,8 +14,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::batcher::{Batcher, WriteError};
-use crate::config::FlushConfig;
+use crate::config::{FlushConfig, ReadConfig};
 use crate::flusher::FlushDemand;
+use crate::pages::PageReader;
 
 /// How long a forwarded call may take at the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,7 +30,9 @@ pub struct Shared {
     pub batcher: Batcher,
     pub flush: FlushConfig,
     pub flush_demand: Arc<FlushDemand>,
-    channels: ChannelCache,
+    pub pages: PageReader,
+    pub read: ReadConfig,
+    pub channels: ChannelCache,
 }
 
 pub enum Route {
@@ -38,25 +41,9 @@ pub enum Route {
 }
 
 impl Shared {
-    pub fn new(
-        id: u64,
-        group: GroupId,
-        raft: Raft,
-        reader: StateReader,
-        batcher: Batcher,
-        flush: FlushConfig,
-        flush_demand: Arc<FlushDemand>,
-    ) -> Self {
-        Shared {
-            id,
-            group,
-            raft,
-            reader,
-            batcher,
-            flush,
-            flush_demand,
-            channels: ChannelCache::new(Duration::from_secs(1), Some(FORWARD_TIMEOUT)),
-        }
+    /// The channel cache for forwarding to the leader.
+    pub fn forward_channels() -> ChannelCache {
+        ChannelCache::new(Duration::from_secs(1), Some(FORWARD_TIMEOUT))
     }
 
     pub fn term(&self) -> u64 {
@@ -75,6 +62,10 @@ impl Shared {
                 .get_node(&l)
                 .map(|n| n.addr.clone()),
         ))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader().is_some_and(|(l, _)| l == self.id)
     }
 
     /// Decides where a call runs. A call that was already forwarded once is never forwarded

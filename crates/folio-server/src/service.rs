@@ -15,6 +15,7 @@ use folio_proto::volume::v1::volume_service_server::{VolumeService, VolumeServic
 use folio_raft::state::VolumeHead;
 use folio_raft::{Command, CommandResult};
 use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -92,7 +93,44 @@ impl VolumeSvc {
     }
 }
 
+/// Page indexes in one ReadPages call.
+pub const MAX_READ_PAGES: usize = folio_core::limits::MAX_PAGES_PER_REQUEST;
+/// Commits buffered for one WatchVolume subscriber before the server waits for it to read.
+pub const WATCH_BUFFER: usize = 64;
+
 impl VolumeSvc {
+    /// Waits (at most `wait`) until this replica has applied `volume` up to `lsn`; returns
+    /// whether it has.
+    async fn wait_applied(
+        &self,
+        volume: VolumeId,
+        lsn: Lsn,
+        wait: Duration,
+    ) -> Result<bool, Status> {
+        let mut rx = self.shared.reader.watch_group();
+        let reached = || -> Result<bool, Status> {
+            Ok(self
+                .shared
+                .reader
+                .volume(volume)
+                .map_err(|e| internal("read volume head", e))?
+                .is_some_and(|h| h.lsn >= lsn))
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            rx.borrow_and_update();
+            if reached()? {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return reached();
+            }
+        }
+    }
+
     /// Waits until every one of `segments` is in the object store, for `OBJECT_STORE`
     /// durability. The commit has already committed; a timeout says so.
     async fn wait_flushed(&self, lsn: Lsn, segments: &[SegmentId]) -> Result<(), Status> {
@@ -121,6 +159,33 @@ impl VolumeSvc {
             ))
         })
     }
+}
+
+fn page_idxs(raw: &[u32]) -> Result<Vec<folio_core::PageIdx>, Status> {
+    if raw.len() > MAX_READ_PAGES {
+        return Err(Status::resource_exhausted(format!(
+            "the request reads {} pages; the limit is {MAX_READ_PAGES}",
+            raw.len()
+        )));
+    }
+    raw.iter()
+        .map(|i| {
+            if *i > folio_core::limits::MAX_PAGE_IDX {
+                Err(Status::out_of_range(format!(
+                    "page index {i} is above the maximum {}",
+                    folio_core::limits::MAX_PAGE_IDX
+                )))
+            } else {
+                Ok(folio_core::PageIdx(*i))
+            }
+        })
+        .collect()
+}
+
+fn future_lsn(what: &str, lsn: u64, head: Lsn) -> Status {
+    Status::out_of_range(format!(
+        "{what} {lsn} is in the future: the volume's latest LSN is {head}"
+    ))
 }
 
 fn client(ch: Channel) -> VolumeServiceClient<Channel> {
@@ -176,12 +241,199 @@ fn unexpected(r: CommandResult) -> Status {
     internal("unexpected state machine result", format!("{r:?}"))
 }
 
+/// Counts a WatchVolume stream while it lives.
+struct WatcherGauge;
+
+impl Drop for WatcherGauge {
+    fn drop(&mut self) {
+        metrics::WATCHERS.dec();
+    }
+}
+
 fn record_volume(v: &VolumeId) {
     tracing::Span::current().record("volume", tracing::field::display(v));
 }
 
 #[tonic::async_trait]
 impl VolumeService for VolumeSvc {
+    type WatchVolumeStream = ReceiverStream<Result<pb::WatchVolumeEvent, Status>>;
+
+    async fn pull_changes(
+        &self,
+        req: Request<pb::PullChangesRequest>,
+    ) -> Result<Response<pb::PullChangesResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let volume = convert::volume_id(&req.get_ref().volume_id)?;
+            record_volume(&volume);
+            if let Route::Forward(ch) = self.shared.route(req.metadata())? {
+                return client(ch)
+                    .pull_changes(forwarded(req.into_inner()))
+                    .await
+                    .map(Response::into_inner);
+            }
+            let head = self.linearizable_head(volume).await?;
+            let since = req.get_ref().since_lsn;
+            if since > head.lsn.0 {
+                return Err(future_lsn("since_lsn", since, head.lsn));
+            }
+            let reader = self.shared.reader.clone();
+            let set = tokio::task::spawn_blocking(move || {
+                reader.changed_pages(volume, Lsn(since + 1), head.lsn)
+            })
+            .await
+            .map_err(|e| internal("changed pages task", e))?
+            .map_err(|e| internal("read changed pages", e))?;
+            let mut bytes = Vec::with_capacity(set.serialized_size());
+            set.serialize_into(&mut bytes)
+                .map_err(|e| internal("encode bitmap", e))?;
+            Ok(pb::PullChangesResponse {
+                lsn: head.lsn.0,
+                changed_pages: Bytes::from(bytes),
+                changed_count: set.len(),
+            })
+        }
+        .instrument(self.span("PullChanges"))
+        .await;
+        observe("PullChanges", started, &res);
+        res.map(Response::new)
+    }
+
+    async fn read_pages(
+        &self,
+        req: Request<pb::ReadPagesRequest>,
+    ) -> Result<Response<pb::ReadPagesResponse>, Status> {
+        let started = Instant::now();
+        let res = async {
+            let volume = convert::volume_id(&req.get_ref().volume_id)?;
+            record_volume(&volume);
+            let idxs = page_idxs(&req.get_ref().page_idx)?;
+            let lsn = Lsn(req.get_ref().lsn);
+            // Snapshots are immutable: any replica that has applied `lsn` answers. The leader
+            // knows the latest LSN for sure (after a read-index check); a follower that has not
+            // applied `lsn` waits briefly, then hands the call to the leader.
+            let mut local = self.wait_applied(volume, lsn, Duration::ZERO).await?;
+            if !local {
+                if self.shared.is_leader() {
+                    let head = self.linearizable_head(volume).await?;
+                    if lsn > head.lsn {
+                        return Err(future_lsn("lsn", lsn.0, head.lsn));
+                    }
+                    local = true;
+                } else {
+                    let wait = Duration::from_millis(self.shared.read.replica_wait_ms);
+                    local = self.wait_applied(volume, lsn, wait).await?;
+                }
+            }
+            if !local {
+                return match self.shared.route(req.metadata())? {
+                    Route::Forward(ch) => client(ch)
+                        .read_pages(forwarded(req.into_inner()))
+                        .await
+                        .map(Response::into_inner),
+                    Route::Local => Err(Status::unavailable(
+                        "leadership changed during the read; retry",
+                    )),
+                };
+            }
+            let pages = self
+                .shared
+                .pages
+                .read(volume, lsn, &idxs)
+                .await
+                .map_err(|e| match e {
+                    crate::pages::ReadError::Store(s) if s.is_retryable() => {
+                        Status::unavailable(format!("object store: {s}; retry"))
+                    }
+                    other => internal("read pages", other),
+                })?;
+            metrics::PAGES_READ.inc_by(pages.len() as u64);
+            Ok(pb::ReadPagesResponse {
+                lsn: lsn.0,
+                pages: pages
+                    .into_iter()
+                    .map(|p| pb::PageData {
+                        page_idx: p.idx.0,
+                        data: p.data,
+                        written_lsn: p.written.0,
+                    })
+                    .collect(),
+            })
+        }
+        .instrument(self.span("ReadPages"))
+        .await;
+        observe("ReadPages", started, &res);
+        res.map(Response::new)
+    }
+
+    async fn watch_volume(
+        &self,
+        req: Request<pb::WatchVolumeRequest>,
+    ) -> Result<Response<Self::WatchVolumeStream>, Status> {
+        let volume = convert::volume_id(&req.get_ref().volume_id)?;
+        let since = Lsn(req.get_ref().since_lsn);
+        let reader = self.shared.reader.clone();
+        // Any replica streams its applied history in order. One that does not know the volume
+        // yet is not the place to ask: the leader answers NOT_FOUND for sure.
+        let head = reader
+            .volume(volume)
+            .map_err(|e| internal("read volume head", e))?;
+        let head = match head {
+            Some(h) => h,
+            None if self.shared.is_leader() => {
+                let h = self.linearizable_head(volume).await?;
+                h
+            }
+            None => {
+                return Err(crate::route::not_leader(
+                    self.shared.leader(),
+                    "this replica does not know the volume yet",
+                ))
+            }
+        };
+        if since > head.lsn && self.shared.is_leader() {
+            return Err(future_lsn("since_lsn", since.0, head.lsn));
+        }
+        metrics::WATCHERS.inc();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            let _gauge = WatcherGauge;
+            let mut changes = reader.watch_group();
+            let mut next = since.next();
+            loop {
+                changes.borrow_and_update();
+                let batch = match reader.commits(volume, next, WATCH_BUFFER) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(internal("read commits", e))).await;
+                        return;
+                    }
+                };
+                for c in &batch {
+                    let mut idxs: Vec<u32> = c.pages.iter().map(|p| p.idx.0).collect();
+                    idxs.sort_unstable();
+                    let ev = pb::WatchVolumeEvent {
+                        lsn: c.lsn.0,
+                        committed_at_ms: c.committed_at_ms,
+                        page_idx: idxs,
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return; // the subscriber went away
+                    }
+                    next = c.lsn.next();
+                }
+                if batch.len() < WATCH_BUFFER {
+                    // Caught up: wait for the next applied entry (or notice a gone subscriber).
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn create_volume(
         &self,
         req: Request<pb::CreateVolumeRequest>,

@@ -1,0 +1,242 @@
+//! Reading pages as of a snapshot. The multi-version page index names each page version's
+//! segment and offset; the bytes come from the local buffer while the segment is unflushed, from
+//! a byte-bounded memory cache, or from a ranged GET on the segment object, verified against the
+//! segment's index (itself fetched by range and cached). Object-store reads are hedged: when the
+//! first request has not answered within `hedge_after`, a second one is sent and the first answer
+//! wins.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId, PAGE_SIZE};
+use folio_objstore::{ObjectKey, ObjectStore, StoreError};
+use folio_raft::StateReader;
+use folio_segment::{Footer, SegmentIndex, FOOTER_LEN};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use moka::future::Cache;
+
+use crate::metrics;
+
+/// Object-store reads of one ReadPages call in flight at once.
+const FETCH_CONCURRENCY: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("object store: {0}")]
+    Store(#[from] StoreError),
+    #[error("segment {segment}: {reason}")]
+    Corrupt { segment: SegmentId, reason: String },
+    #[error("local state: {0}")]
+    Local(String),
+}
+
+/// One page as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageVersion {
+    pub idx: PageIdx,
+    /// The LSN that wrote it; `Lsn(0)` for a page never written (zeros).
+    pub written: Lsn,
+    pub data: Bytes,
+}
+
+pub struct PageReader {
+    state: StateReader,
+    store: Arc<dyn ObjectStore>,
+    pages: Cache<(SegmentId, u64), Bytes>,
+    indexes: Cache<SegmentId, Arc<SegmentIndex>>,
+    hedge_after: Duration,
+    zeros: Bytes,
+}
+
+impl PageReader {
+    /// `cache_bytes` bounds the page cache, and a sixteenth of it the segment-index cache.
+    pub fn new(
+        state: StateReader,
+        store: Arc<dyn ObjectStore>,
+        cache_bytes: u64,
+        hedge_after: Duration,
+    ) -> PageReader {
+        let pages = Cache::builder()
+            .weigher(|_: &(SegmentId, u64), v: &Bytes| v.len() as u32 + 64)
+            .max_capacity(cache_bytes)
+            .build();
+        let indexes = Cache::builder()
+            .weigher(|_: &SegmentId, v: &Arc<SegmentIndex>| {
+                (v.entries().len() * 32 + 64).min(u32::MAX as usize) as u32
+            })
+            .max_capacity((cache_bytes / 16).max(1 << 20))
+            .build();
+        PageReader {
+            state,
+            store,
+            pages,
+            indexes,
+            hedge_after,
+            zeros: Bytes::from(vec![0u8; PAGE_SIZE]),
+        }
+    }
+
+    /// Pages `idxs` of `volume` as of `lsn`, in request order. The caller has checked that this
+    /// replica has applied `lsn` (snapshots are immutable, so any such replica answers the same).
+    pub async fn read(
+        &self,
+        volume: VolumeId,
+        lsn: Lsn,
+        idxs: &[PageIdx],
+    ) -> Result<Vec<PageVersion>, ReadError> {
+        let mut located = Vec::with_capacity(idxs.len());
+        for idx in idxs {
+            let found = self
+                .state
+                .page_at(volume, *idx, lsn)
+                .map_err(|e| ReadError::Local(e.to_string()))?;
+            located.push((*idx, found));
+        }
+        stream::iter(located)
+            .map(|(idx, found)| async move {
+                match found {
+                    None => Ok(PageVersion {
+                        idx,
+                        written: Lsn(0),
+                        data: self.zeros.clone(),
+                    }),
+                    Some((written, loc)) => Ok(PageVersion {
+                        idx,
+                        written,
+                        data: self.fetch(volume, loc).await?,
+                    }),
+                }
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// One page version's bytes: cache, then local buffer, then the object store.
+    async fn fetch(&self, volume: VolumeId, loc: PageLocation) -> Result<Bytes, ReadError> {
+        let key = (loc.segment, loc.offset);
+        if let Some(b) = self.pages.get(&key).await {
+            metrics::PAGE_READS.with_label_values(&["cache"]).inc();
+            return Ok(b);
+        }
+        if let Some(b) = self
+            .state
+            .buffered_page(loc.segment, loc.offset)
+            .map_err(|e| ReadError::Local(e.to_string()))?
+        {
+            // Not cached: the buffer is local and the bytes may be dropped after the flush.
+            metrics::PAGE_READS.with_label_values(&["buffer"]).inc();
+            return Ok(b);
+        }
+        // Flushed (possibly just now, between the index lookup and here): read the segment.
+        let index = self.index(loc.segment).await?;
+        let entry = index
+            .get(volume, loc.idx, loc.offset)
+            .copied()
+            .ok_or_else(|| ReadError::Corrupt {
+                segment: loc.segment,
+                reason: format!(
+                    "index has no page {} of volume {volume} at offset {}",
+                    loc.idx, loc.offset
+                ),
+            })?;
+        let obj = ObjectKey::Segment(loc.segment);
+        let bytes = self
+            .get_range(&obj, folio_segment::page_range(loc.offset))
+            .await?;
+        let page = entry.verify(bytes).map_err(|e| ReadError::Corrupt {
+            segment: loc.segment,
+            reason: e.to_string(),
+        })?;
+        metrics::PAGE_READS
+            .with_label_values(&["object_store"])
+            .inc();
+        let data = page.bytes().clone();
+        self.pages.insert(key, data.clone()).await;
+        Ok(data)
+    }
+
+    /// A segment's verified index: footer and index by ranged GETs, cached.
+    async fn index(&self, segment: SegmentId) -> Result<Arc<SegmentIndex>, ReadError> {
+        self.indexes
+            .try_get_with(segment, async {
+                let key = ObjectKey::Segment(segment);
+                let corrupt = |reason: String| ReadError::Corrupt { segment, reason };
+                let len = self
+                    .store
+                    .head(&key)
+                    .await?
+                    .ok_or_else(|| corrupt("segment object is missing".into()))?;
+                if len < FOOTER_LEN as u64 {
+                    return Err(corrupt(format!("object is only {len} bytes")));
+                }
+                let tail = self.get_range(&key, len - FOOTER_LEN as u64..len).await?;
+                let footer = Footer::decode(&tail).map_err(|e| corrupt(e.to_string()))?;
+                if footer.segment_len() != len {
+                    return Err(corrupt(format!(
+                        "object is {len} bytes, footer implies {}",
+                        footer.segment_len()
+                    )));
+                }
+                let raw = self.get_range(&key, footer.index_range()).await?;
+                let index =
+                    SegmentIndex::decode(&footer, &raw).map_err(|e| corrupt(e.to_string()))?;
+                Ok(Arc::new(index))
+            })
+            .await
+            .map_err(|e: Arc<ReadError>| match &*e {
+                ReadError::Store(s) => ReadError::Store(clone_store_error(s)),
+                ReadError::Corrupt { segment, reason } => ReadError::Corrupt {
+                    segment: *segment,
+                    reason: reason.clone(),
+                },
+                ReadError::Local(s) => ReadError::Local(s.clone()),
+            })
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes, StoreError> {
+        hedged_get_range(self.store.as_ref(), key, range, self.hedge_after).await
+    }
+}
+
+fn clone_store_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound(k) => StoreError::NotFound(k.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+/// A ranged GET, hedged: if the first request has not answered within `after`, a second one is
+/// sent, and whichever answers first wins. A failed first request does not wait for the delay.
+pub async fn hedged_get_range(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+    range: Range<u64>,
+    after: Duration,
+) -> Result<Bytes, StoreError> {
+    let first = store.get_range(key, range.clone());
+    tokio::pin!(first);
+    tokio::select! {
+        r = &mut first => return r,
+        _ = tokio::time::sleep(after) => {}
+    }
+    metrics::HEDGED_READS.with_label_values(&["sent"]).inc();
+    let second = store.get_range(key, range);
+    tokio::pin!(second);
+    tokio::select! {
+        r = &mut first => match r {
+            Ok(b) => Ok(b),
+            Err(_) => second.await,
+        },
+        r = &mut second => match r {
+            Ok(b) => {
+                metrics::HEDGED_READS.with_label_values(&["won"]).inc();
+                Ok(b)
+            }
+            Err(_) => first.await,
+        },
+    }
+}
