@@ -3,7 +3,8 @@
 # flushing to a real S3-compatible server (moto) on 127.0.0.1. Under a steady load of many small
 # commits it reports object-store PUTs per second (about one per flush interval is expected, not
 # one per commit), the sizes of the segments written, and the commit latency of QUORUM next to
-# OBJECT_STORE durability on the same group. Tears everything down on exit.
+# OBJECT_STORE durability on the same group, then page-read latency (ranged GET vs cache).
+# Tears everything down on exit.
 #   benchmarks/flush.sh [COMMITS] [WRITERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,3 +89,6 @@ echo "latency, same group, 1 writer:"
 "$BIN" bench commit --addr "$leader" --count 40 --warmup 2 --durability object-store
 echo "latency, same group, $WRITERS writers:"
 "$BIN" bench commit --addr "$leader" --count 640 --writers "$WRITERS" --warmup 2 --durability object-store
+
+echo "page reads through the leader, pages flushed to moto (1 page per call):"
+"$BIN" bench read --addr "$leader" --count 2000
