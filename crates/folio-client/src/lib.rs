@@ -5,6 +5,7 @@
 //! This crate depends on neither RocksDB nor openraft.
 
 mod retry;
+pub mod volume;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 pub use retry::RetryPolicy;
+pub use volume::{Transaction, TxCommitted, TxError, Volume};
 
 /// What went wrong, sorted by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn from_status(s: Status) -> Error {
+    pub fn from_status(s: Status) -> Error {
         let message = s.message().to_string();
         match s.code() {
             Code::Aborted => {
