@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,11 @@ enum Cmd {
         metrics: SocketAddr,
         #[command(flatten)]
         store: DevStore,
+    },
+    /// Work with volumes: create, list, info, log, pull, read, write, import, export.
+    Volume {
+        #[command(subcommand)]
+        cmd: volume::VolumeCmd,
     },
     /// Operate a group.
     Admin {
@@ -170,15 +176,37 @@ async fn main() -> std::process::ExitCode {
             dev(data_dir, listen, metrics, store).await
         }
         Cmd::Admin { cmd } => admin::run(cmd).await,
+        Cmd::Volume { cmd } => volume::run(cmd).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            exit_code(&e)
         }
     }
+}
+
+/// Exit codes scripts can rely on: 0 success, 1 any other failure, 2 bad usage (clap),
+/// 3 conflict (CAS or transaction), 4 not found, 5 unavailable after retries, 6 invalid request.
+fn exit_code(e: &anyhow::Error) -> std::process::ExitCode {
+    use folio_client::{Error, TxError};
+    let client = e
+        .downcast_ref::<Error>()
+        .or_else(|| match e.downcast_ref::<TxError>() {
+            Some(TxError::Client(c)) => Some(c),
+            _ => None,
+        });
+    let code = match (client, e.downcast_ref::<TxError>()) {
+        (_, Some(TxError::Conflict { .. } | TxError::TooManyRebases(_))) => 3,
+        (Some(Error::Conflict { .. }), _) => 3,
+        (Some(Error::NotFound(_)), _) => 4,
+        (Some(Error::Unavailable { .. }), _) => 5,
+        (Some(Error::Invalid { .. } | Error::AlreadyExists(_)), _) => 6,
+        _ => 1,
+    };
+    std::process::ExitCode::from(code)
 }
 
 async fn dev(

@@ -1,0 +1,453 @@
+//! `folio volume`: create, list, inspect, read, write, import and export volumes.
+//!
+//! A file imported with `folio volume import` is stored as pages: page 0 is a header
+//! ("FOLIOFIL", format version u32, file length u64, little-endian, zero-padded), pages 1.. hold
+//! the bytes, the last one zero-padded. `export` reads the header and writes exactly that many
+//! bytes, so the round trip is byte-identical.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Subcommand;
+use folio_client::{Client, RetryPolicy, Volume};
+use folio_core::limits::{MAX_PAGES_PER_REQUEST, MAX_REFS_PER_COMMIT};
+use folio_core::{Lsn, VolumeId, PAGE_SIZE};
+use serde_json::json;
+
+const FILE_MAGIC: &[u8; 8] = b"FOLIOFIL";
+const FILE_VERSION: u32 = 1;
+
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// Members' addresses, comma-separated (any one will do).
+    #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+    addr: Vec<String>,
+    /// Machine-readable output (one JSON object).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// Create an empty volume; prints its id.
+    Create {
+        #[command(flatten)]
+        t: Target,
+        /// Choose the id (32 hex digits) instead of letting Folio pick one.
+        #[arg(long)]
+        id: Option<VolumeId>,
+    },
+    /// List the group's volumes.
+    List {
+        #[command(flatten)]
+        t: Target,
+    },
+    /// A volume's latest LSN and history length.
+    Info {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+    },
+    /// A volume's commits, oldest first.
+    Log {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// The latest LSN and the pages changed since an LSN.
+    Pull {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Write one page's bytes (4096) to stdout or a file.
+    Read {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        #[arg(long)]
+        page: u32,
+        /// Snapshot to read [default: latest].
+        #[arg(long)]
+        lsn: Option<u64>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Commit one page from a file or stdin (at most 4096 bytes, zero-padded).
+    Write {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        #[arg(long)]
+        page: u32,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Store a file in a volume (header page 0, data from page 1), committed atomically in
+    /// commits of up to 64 MiB.
+    Import {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        file: PathBuf,
+    },
+    /// Write a file stored with `import` back out, byte for byte.
+    Export {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        file: PathBuf,
+        #[arg(long)]
+        lsn: Option<u64>,
+    },
+}
+
+fn client(t: &Target) -> anyhow::Result<Arc<Client>> {
+    Ok(Arc::new(Client::new(
+        t.addr.clone(),
+        RetryPolicy::default(),
+    )?))
+}
+
+/// A one-line progress bar on stderr, drawn only on a terminal.
+struct Progress {
+    what: &'static str,
+    total: u64,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: u64) -> Progress {
+        Progress {
+            what,
+            total,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&self, done: u64) {
+        if !self.tty || self.total == 0 {
+            return;
+        }
+        let width = 40;
+        let filled = (done * width / self.total) as usize;
+        eprint!(
+            "\r{} [{}{}] {:.1}/{:.1} MiB",
+            self.what,
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled),
+            done as f64 / 1048576.0,
+            self.total as f64 / 1048576.0
+        );
+        if done >= self.total {
+            eprintln!();
+        }
+    }
+}
+
+pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
+    match cmd {
+        VolumeCmd::Create { t, id } => {
+            let v = client(&t)?.create_volume(id).await?;
+            if t.json {
+                println!("{}", json!({"volume_id": v.to_string(), "lsn": 0}));
+            } else {
+                println!("{v}");
+            }
+        }
+        VolumeCmd::List { t } => {
+            let c = client(&t)?;
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = c.list_volumes(after, 0).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(VolumeId::from_slice(&last.volume_id)?);
+                all.extend(page);
+            }
+            if t.json {
+                let vols: Vec<_> = all
+                    .iter()
+                    .map(|v| {
+                        json!({"volume_id": hex(&v.volume_id), "lsn": v.lsn,
+                               "created_at_ms": v.created_at_ms})
+                    })
+                    .collect();
+                println!("{}", json!({ "volumes": vols }));
+            } else {
+                for v in all {
+                    println!("{}  lsn {}", hex(&v.volume_id), v.lsn);
+                }
+            }
+        }
+        VolumeCmd::Info { t, volume } => {
+            let c = client(&t)?;
+            let lsn = c.snapshot(volume).await?;
+            let (_, changed) = c.pull_changes(volume, Lsn(0)).await?;
+            if t.json {
+                println!(
+                    "{}",
+                    json!({"volume_id": volume.to_string(), "lsn": lsn.0,
+                           "pages_written": changed.len()})
+                );
+            } else {
+                println!(
+                    "volume {volume}\nlsn {}\npages written {}",
+                    lsn.0,
+                    changed.len()
+                );
+            }
+        }
+        VolumeCmd::Log {
+            t,
+            volume,
+            from,
+            limit,
+        } => {
+            let r = client(&t)?.list_commits(volume, Lsn(from), limit).await?;
+            if t.json {
+                let commits: Vec<_> = r
+                    .commits
+                    .iter()
+                    .map(|c| {
+                        json!({"lsn": c.lsn, "committed_at_ms": c.committed_at_ms,
+                               "pages": c.pages.iter().map(|p| p.page_idx).collect::<Vec<_>>()})
+                    })
+                    .collect();
+                println!("{}", json!({"head_lsn": r.head_lsn, "commits": commits}));
+            } else {
+                for c in r.commits {
+                    println!(
+                        "lsn {:>8}  {} ms  {} page(s)",
+                        c.lsn,
+                        c.committed_at_ms,
+                        c.pages.len()
+                    );
+                }
+            }
+        }
+        VolumeCmd::Pull { t, volume, since } => {
+            let (lsn, set) = client(&t)?.pull_changes(volume, Lsn(since)).await?;
+            if t.json {
+                println!(
+                    "{}",
+                    json!({"lsn": lsn.0, "changed_pages": set.iter().collect::<Vec<_>>()})
+                );
+            } else {
+                println!(
+                    "lsn {} ; {} page(s) changed since {since}",
+                    lsn.0,
+                    set.len()
+                );
+                for r in ranges(set.iter()) {
+                    println!("  {r}");
+                }
+            }
+        }
+        VolumeCmd::Read {
+            t,
+            volume,
+            page,
+            lsn,
+            out,
+        } => {
+            let c = client(&t)?;
+            let lsn = match lsn {
+                Some(l) => Lsn(l),
+                None => c.snapshot(volume).await?,
+            };
+            let p = c.read_pages(volume, lsn, &[page]).await?;
+            let data = &p.first().context("no page returned")?.data;
+            match out {
+                Some(path) => std::fs::write(&path, data)
+                    .with_context(|| format!("write {}", path.display()))?,
+                None => std::io::stdout().write_all(data)?,
+            }
+        }
+        VolumeCmd::Write {
+            t,
+            volume,
+            page,
+            file,
+        } => {
+            let mut data = match file {
+                Some(p) => std::fs::read(&p).with_context(|| format!("read {}", p.display()))?,
+                None => {
+                    let mut b = Vec::new();
+                    std::io::stdin()
+                        .take(PAGE_SIZE as u64 + 1)
+                        .read_to_end(&mut b)?;
+                    b
+                }
+            };
+            if data.len() > PAGE_SIZE {
+                bail!("a page holds {PAGE_SIZE} bytes; got more");
+            }
+            data.resize(PAGE_SIZE, 0);
+            let v = Volume::open(client(&t)?, volume, 1 << 20).await?;
+            let mut tx = v.begin();
+            tx.write(page, Bytes::from(data))?;
+            let r = tx.commit().await?;
+            if t.json {
+                println!("{}", json!({"lsn": r.lsn.0, "rebases": r.rebases}));
+            } else {
+                println!("committed lsn {}", r.lsn.0);
+            }
+        }
+        VolumeCmd::Import { t, volume, file } => import(&t, volume, &file).await?,
+        VolumeCmd::Export {
+            t,
+            volume,
+            file,
+            lsn,
+        } => export(&t, volume, &file, lsn).await?,
+    }
+    Ok(())
+}
+
+async fn import(t: &Target, volume: VolumeId, path: &PathBuf) -> anyhow::Result<()> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let v = Volume::open(client(t)?, volume, 1 << 20).await?;
+    let progress = Progress::new("import", len);
+    let mut header = vec![0u8; PAGE_SIZE];
+    header[..8].copy_from_slice(FILE_MAGIC);
+    header[8..12].copy_from_slice(&FILE_VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&len.to_le_bytes());
+    // Up to MAX_REFS_PER_COMMIT pages per commit (64 MiB); the header goes in the last one, so
+    // a reader never sees a header promising bytes that are not committed yet.
+    let pages = len.div_ceil(PAGE_SIZE as u64);
+    let per_commit = MAX_REFS_PER_COMMIT as u64 - 1;
+    let mut next = 0u64;
+    let lsn = loop {
+        let mut tx = v.begin();
+        let end = (next + per_commit).min(pages);
+        for p in next..end {
+            let mut buf = vec![0u8; PAGE_SIZE];
+            let want = (len - p * PAGE_SIZE as u64).min(PAGE_SIZE as u64) as usize;
+            f.read_exact(&mut buf[..want])?;
+            tx.write(page_for(p)?, Bytes::from(buf))?;
+        }
+        if end == pages {
+            tx.write(0, Bytes::from(header.clone()))?;
+        }
+        let lsn = tx.commit().await?.lsn;
+        v.sync().await?;
+        progress.update((end * PAGE_SIZE as u64).min(len));
+        next = end;
+        if next >= pages {
+            break lsn;
+        }
+    };
+    if t.json {
+        println!(
+            "{}",
+            json!({"lsn": lsn.0, "bytes": len, "pages": pages + 1})
+        );
+    } else {
+        println!(
+            "imported {len} bytes as {} pages at lsn {}",
+            pages + 1,
+            lsn.0
+        );
+    }
+    Ok(())
+}
+
+fn page_for(data_page: u64) -> anyhow::Result<u32> {
+    u32::try_from(data_page + 1)
+        .ok()
+        .filter(|p| *p <= folio_core::limits::MAX_PAGE_IDX)
+        .context("file too large for one volume")
+}
+
+async fn export(
+    t: &Target,
+    volume: VolumeId,
+    path: &PathBuf,
+    lsn: Option<u64>,
+) -> anyhow::Result<()> {
+    let c = client(t)?;
+    let lsn = match lsn {
+        Some(l) => Lsn(l),
+        None => c.snapshot(volume).await?,
+    };
+    let header = c.read_pages(volume, lsn, &[0]).await?;
+    let h = &header.first().context("no header page")?.data;
+    if &h[..8] != FILE_MAGIC {
+        bail!(
+            "volume {volume} does not hold an imported file at LSN {}",
+            lsn.0
+        );
+    }
+    let version = u32::from_le_bytes(h[8..12].try_into()?);
+    if version != FILE_VERSION {
+        bail!("unsupported file format version {version}");
+    }
+    let len = u64::from_le_bytes(h[12..20].try_into()?);
+    let pages = len.div_ceil(PAGE_SIZE as u64);
+    let mut out =
+        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let progress = Progress::new("export", len);
+    let mut written = 0u64;
+    let mut p = 0u64;
+    while p < pages {
+        let end = (p + MAX_PAGES_PER_REQUEST as u64).min(pages);
+        let idxs: Vec<u32> = (p..end).map(page_for).collect::<anyhow::Result<_>>()?;
+        for page in c.read_pages(volume, lsn, &idxs).await? {
+            let take = (len - written).min(PAGE_SIZE as u64) as usize;
+            out.write_all(&page.data[..take])?;
+            written += take as u64;
+        }
+        progress.update(written);
+        p = end;
+    }
+    out.sync_all()?;
+    if t.json {
+        println!("{}", json!({"lsn": lsn.0, "bytes": len}));
+    } else {
+        println!("exported {len} bytes from lsn {}", lsn.0);
+    }
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// "3", "5-9": runs of consecutive page indexes.
+fn ranges(it: impl Iterator<Item = u32>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut run: Option<(u32, u32)> = None;
+    for p in it {
+        run = match run {
+            Some((a, b)) if p == b + 1 => Some((a, p)),
+            Some((a, b)) => {
+                out.push(if a == b {
+                    format!("{a}")
+                } else {
+                    format!("{a}-{b}")
+                });
+                Some((p, p))
+            }
+            None => Some((p, p)),
+        };
+    }
+    if let Some((a, b)) = run {
+        out.push(if a == b {
+            format!("{a}")
+        } else {
+            format!("{a}-{b}")
+        });
+    }
+    out
+}
