@@ -22,3 +22,9 @@ if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
   echo "setup: installing moto[server] (S3-compatible test server)" >&2
   python3 -m pip install -q 'moto[server]' >/dev/null
 fi
+# The Python client (clients/python) is generated from proto/ with grpcio-tools; pyroaring
+# decodes PullChanges bitmaps.
+if ! python3 -c 'import grpc, grpc_tools, pyroaring' >/dev/null 2>&1; then
+  echo "setup: installing grpcio, grpcio-tools and pyroaring (Python client)" >&2
+  python3 -m pip install -q grpcio grpcio-tools pyroaring >/dev/null
+fi
