@@ -149,6 +149,17 @@ impl Volume {
         *s = to;
     }
 
+    /// Keeps the view fresh by syncing every `interval` until a sync fails (for clients that
+    /// prefer polling to holding a stream open).
+    pub async fn poll(self: Arc<Self>, interval: std::time::Duration) -> Result<()> {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sync().await?;
+        }
+    }
+
     /// Keeps the view fresh by following `WatchVolume` until the stream ends or errors (a
     /// caller restarts it, or falls back to [`Volume::sync`] on an interval).
     pub async fn follow(self: Arc<Self>) -> Result<()> {
