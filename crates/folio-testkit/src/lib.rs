@@ -60,12 +60,22 @@ impl Options {
 pub mod moto;
 pub mod proxy;
 
-/// Reserves a free port on 127.0.0.1 by binding port 0 and releasing it.
+/// Reserves a free port on 127.0.0.1 by binding port 0 and releasing it. A port is never handed
+/// out twice in one process: a released port can come back from the kernel before the process
+/// it was meant for binds it, and two nodes would then fight over it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port on 127.0.0.1");
+        let mut given = GIVEN.lock().expect("port list lock is never poisoned");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
