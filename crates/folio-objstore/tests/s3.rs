@@ -2,59 +2,15 @@
 //! started on 127.0.0.1 by this test. moto enforces `If-None-Match: *` atomically, also under
 //! concurrent racers, which the suite checks. `scripts/test.sh` installs moto when missing.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use folio_objstore::{conformance, S3Config, S3Store};
+use folio_testkit::moto::Moto;
 
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_moto() -> (Moto, String) {
-    let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect(
-            "start python3 -m moto.server (install with: python3 -m pip install 'moto[server]')",
-        );
-    let moto = Moto(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return (moto, endpoint);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("moto did not listen on {endpoint} within 10 s; is moto[server] installed?");
+fn start_moto() -> (Moto, String) {
+    let moto = Moto::start().expect("start moto (install: python3 -m pip install 'moto[server]')");
+    let endpoint = moto.endpoint();
+    (moto, endpoint)
 }
 
 fn config(endpoint: &str, bucket: &str, prefix: &str) -> S3Config {
@@ -90,7 +46,7 @@ async fn create_bucket(endpoint: &str, bucket: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_conforms_against_moto() {
-    let (_moto, endpoint) = start_moto().await;
+    let (_moto, endpoint) = start_moto();
     create_bucket(&endpoint, "folio-test").await;
     // Under a prefix, as a shared bucket would be used, and at the bucket root.
     conformance::run_all(Arc::new(
@@ -109,7 +65,7 @@ async fn s3_store_conforms_against_moto() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_reports_a_missing_bucket() {
-    let (_moto, endpoint) = start_moto().await;
+    let (_moto, endpoint) = start_moto();
     let s = S3Store::connect(config(&endpoint, "no-such-bucket", ""))
         .await
         .unwrap();
