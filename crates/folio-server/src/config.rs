@@ -208,8 +208,9 @@ impl Default for Limits {
 }
 
 /// Largest `segment_bytes_max`: segments are uploaded in one PUT and built in memory, and the
-/// segment format bounds the commit records a segment carries.
-pub const SEGMENT_BYTES_MAX_LIMIT: u64 = 64 << 20;
+/// segment format bounds the commit records a segment carries (64 MiB); half of that leaves room
+/// for the one record that may overflow a segment plus the section's count.
+pub const SEGMENT_BYTES_MAX_LIMIT: u64 = 32 << 20;
 
 mod defaults {
     pub fn group_id() -> u64 {

@@ -15,16 +15,43 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use folio_core::SegmentId;
 use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
-use folio_raft::{Command, CommandResult, Raft, StateReader};
+use folio_raft::{Command, CommandResult, Raft, Request, StateReader};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::batcher::{Batcher, WriteError};
+use crate::batcher::WriteError;
 use crate::config::FlushConfig;
 use crate::metrics;
 
 /// The first retry of a failed upload waits this long; each further one doubles it.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest one segment's build, upload and confirmation may take before it is abandoned and
+/// retried (the object store SDK has no overall deadline of its own).
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Proposes a flusher command straight to Raft. Seal and Flushed do not queue behind client
+/// writes, so a busy group cannot starve its own flushes (and with them, its buffer space).
+async fn propose(
+    raft: &Raft,
+    segment_bytes_max: u64,
+    cmd: Command,
+) -> Result<CommandResult, WriteError> {
+    let req = Request {
+        time_ms: now_ms(),
+        segment_bytes_max,
+        commands: vec![cmd],
+    };
+    match tokio::time::timeout(crate::batcher::PROPOSAL_TIMEOUT, raft.client_write(req)).await {
+        Err(_) => Err(WriteError::Unavailable("proposal timed out".into())),
+        Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
+        Ok(Ok(resp)) => resp
+            .data
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| WriteError::Unavailable("empty response".into())),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum FlushError {
@@ -96,7 +123,8 @@ pub struct Flusher {
     pub node_id: u64,
     pub raft: Raft,
     pub reader: StateReader,
-    pub batcher: Batcher,
+    /// Stamped on Seal and Flushed entries, like the batcher stamps client entries.
+    pub segment_bytes_max: u64,
     pub store: Arc<dyn ObjectStore>,
     pub cfg: FlushConfig,
     pub demand: Arc<FlushDemand>,
@@ -120,13 +148,25 @@ impl Flusher {
         let mut backoff: HashMap<SegmentId, Backoff> = HashMap::new();
         let mut sealing: JoinSet<()> = JoinSet::new();
         let mut first_seen: HashMap<SegmentId, Instant> = HashMap::new();
+        let mut open_seen: Option<(SegmentId, Instant)> = None;
+        let mut tasks: HashMap<tokio::task::Id, SegmentId> = HashMap::new();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = this.demand.wake.notified() => {}
                 r = changes.changed() => if r.is_err() { return },
-                Some(done) = uploads.join_next(), if !uploads.is_empty() => {
-                    let Ok((id, res)) = done else { continue };
+                Some(done) = uploads.join_next_with_id(), if !uploads.is_empty() => {
+                    // A task that panicked still frees its slot and is retried after a backoff.
+                    let (id, res) = match done {
+                        Ok((task, (id, res))) => {
+                            tasks.remove(&task);
+                            (id, res)
+                        }
+                        Err(e) => {
+                            let Some(id) = tasks.remove(&e.id()) else { continue };
+                            (id, Err(FlushError::Build(format!("upload task failed: {e}"))))
+                        }
+                    };
                     uploading.remove(&id);
                     match res {
                         Ok(()) => {
@@ -156,18 +196,30 @@ impl Flusher {
             }
             if !this.is_leader() {
                 first_seen.clear();
+                open_seen = None;
                 continue;
             }
             let g = this.reader.group_state();
             // Seal by time. While many sealed segments wait (the store is down or slow), stop:
             // the open segment then grows to its size limit instead of adding tiny segments.
             if let Some(open) = g.open {
-                let due = now_ms() >= open.id.time_ms() + this.cfg.interval_ms
+                // Age by this node's monotonic clock since it first saw the segment open, not by
+                // the id's timestamp: ids never go back, so one fast clock in the group's past
+                // would otherwise delay every seal.
+                let opened = match open_seen {
+                    Some((id, t)) if id == open.id => t,
+                    _ => {
+                        let t = Instant::now();
+                        open_seen = Some((open.id, t));
+                        t
+                    }
+                };
+                let due = opened.elapsed() >= interval
                     || (this.demand.wanted() && g.sealed.is_empty() && uploading.is_empty());
                 if due && sealing.is_empty() && g.sealed.len() < this.cfg.sealed_segments_max {
-                    let batcher = this.batcher.clone();
+                    let (raft, max) = (this.raft.clone(), this.segment_bytes_max);
                     sealing.spawn(async move {
-                        match batcher.submit(Command::Seal { segment: open.id }).await {
+                        match propose(&raft, max, Command::Seal { segment: open.id }).await {
                             Ok(CommandResult::Sealed(_)) => {}
                             Ok(other) => tracing::error!(?other, "unexpected result for Seal"),
                             Err(e) => tracing::debug!(error = %e, "seal not proposed; will retry"),
@@ -192,7 +244,16 @@ impl Flusher {
                 uploading.insert(s.id);
                 let me = this.clone();
                 let id = s.id;
-                uploads.spawn(async move { (id, me.flush(id).await) });
+                let h = uploads.spawn(async move {
+                    let res = match tokio::time::timeout(FLUSH_TIMEOUT, me.flush(id)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(FlushError::Store(StoreError::Unavailable(format!(
+                            "no answer within {FLUSH_TIMEOUT:?}"
+                        )))),
+                    };
+                    (id, res)
+                });
+                tasks.insert(h.id(), id);
             }
         }
     }
@@ -226,10 +287,12 @@ impl Flusher {
         }
         metrics::SEGMENT_BYTES.observe(obj.bytes.len() as f64);
         metrics::SEGMENT_PAGES.observe(obj.pages as f64);
-        match self
-            .batcher
-            .submit(Command::Flushed { segment: id })
-            .await?
+        match propose(
+            &self.raft,
+            self.segment_bytes_max,
+            Command::Flushed { segment: id },
+        )
+        .await?
         {
             CommandResult::Flushed(_) => {}
             other => {

@@ -113,6 +113,7 @@ impl Node {
             batcher: batcher.clone(),
             flush: cfg.flush.clone(),
             flush_demand: demand.clone(),
+            buffer_reserved: Default::default(),
             pages: PageReader::new(
                 reader.clone(),
                 store.clone(),
@@ -128,7 +129,7 @@ impl Node {
                 node_id: cfg.node_id,
                 raft: raft.clone(),
                 reader: reader.clone(),
-                batcher,
+                segment_bytes_max: cfg.limits.segment_bytes_max,
                 store,
                 cfg: cfg.flush.clone(),
                 demand,

@@ -2,6 +2,7 @@
 //! receives them, then run on the leader: writes through the group-commit batcher, reads after a
 //! read-index check so they are linearizable.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,20 +73,30 @@ impl VolumeSvc {
     }
 
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
-        // Backpressure: the buffer is bounded. The check is the leader's view, so the buffer may
-        // pass the limit by what is already in flight (at most a few batches), never more.
+        // Backpressure: the buffer is bounded. Bytes admitted but not applied yet count too, so
+        // concurrent writers cannot all pass the check before the buffer moves. A write into an
+        // empty buffer is always admitted, so no single request is refused forever.
         let incoming = cmd.page_bytes();
-        if incoming > 0 {
+        let _reservation = if incoming > 0 {
             let buffered = self.shared.reader.group_state().buffered_bytes;
             let max = self.shared.flush.buffer_bytes_max;
-            if buffered + incoming > max {
+            let reserved = self
+                .shared
+                .buffer_reserved
+                .fetch_add(incoming, Ordering::SeqCst);
+            let guard = Reservation(&self.shared.buffer_reserved, incoming);
+            let pending = buffered + reserved;
+            if pending > 0 && pending + incoming > max {
                 metrics::WRITES_REFUSED_BUFFER_FULL.inc();
                 return Err(Status::unavailable(format!(
-                    "the write buffer is full ({buffered} of {max} bytes wait for the object \
+                    "the write buffer is full ({pending} of {max} bytes wait for the object \
                      store, which is unreachable or slow); nothing was written; retry with backoff"
                 )));
             }
-        }
+            Some(guard)
+        } else {
+            None
+        };
         match self.shared.batcher.submit(cmd).await? {
             CommandResult::Rejected(r) => Err(rejection_status(r)),
             ok => Ok(ok),
@@ -241,6 +252,16 @@ fn unexpected(r: CommandResult) -> Status {
     internal("unexpected state machine result", format!("{r:?}"))
 }
 
+/// Bytes a write holds in `Shared::buffer_reserved` until its command has been applied (or
+/// failed).
+struct Reservation<'a>(&'a std::sync::atomic::AtomicU64, u64);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
+    }
+}
+
 /// Counts a WatchVolume stream while it lives.
 struct WatcherGauge;
 
@@ -391,8 +412,15 @@ impl VolumeService for VolumeSvc {
                 ))
             }
         };
-        if since > head.lsn && self.shared.is_leader() {
+        if since.0 == u64::MAX {
             return Err(future_lsn("since_lsn", since.0, head.lsn));
+        }
+        if since > head.lsn && self.shared.is_leader() {
+            // A new leader may not have applied its predecessor's last entries yet.
+            let head = self.linearizable_head(volume).await?;
+            if since > head.lsn {
+                return Err(future_lsn("since_lsn", since.0, head.lsn));
+            }
         }
         metrics::WATCHERS.inc();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
