@@ -418,7 +418,20 @@ impl Client {
                     .map(|r| r.into_inner().pages)
             })
             .await;
-        Self::finish(r)
+        let got = Self::finish(r)?;
+        // Callers index into these bytes: a short page or a missing answer is the server's
+        // error, reported as such, never a panic in the application.
+        let well_formed = got.len() == pages.len()
+            && got
+                .iter()
+                .zip(pages)
+                .all(|(p, want)| p.page_idx == *want && p.data.len() == folio_core::PAGE_SIZE);
+        if !well_formed {
+            return Err(Error::Other(Status::internal(
+                "the server's ReadPages answer does not match the request (page order, count or size)",
+            )));
+        }
+        Ok(got)
     }
 
     /// A stream of the volume's commits after `since`, in order, as they are applied. The stream

@@ -275,6 +275,10 @@ impl Transaction {
                 len: data.len(),
             });
         }
+        // Bounded here, not only at commit, so a runaway writer cannot grow memory first.
+        if self.writes.len() >= MAX_REFS_PER_COMMIT && !self.writes.contains_key(&idx) {
+            return Err(TxError::TooLarge(self.writes.len() + 1));
+        }
         self.writes.insert(idx, data);
         Ok(())
     }
@@ -286,9 +290,6 @@ impl Transaction {
     pub async fn commit(self) -> std::result::Result<TxCommitted, TxError> {
         let v = &self.volume;
         let n = self.writes.len();
-        if n > MAX_REFS_PER_COMMIT {
-            return Err(TxError::TooLarge(n));
-        }
         let key = Bytes::from(format!("tx-{:032x}", rand::random::<u128>()));
         // Large transactions upload their pages once (WritePages) and commit references, so a
         // rebase re-sends only the references.

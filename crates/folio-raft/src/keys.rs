@@ -37,18 +37,10 @@ pub const SM_CFS: [&str; 8] = [
     CF_SEG_COMMITS,
 ];
 
-pub const ALL_CFS: [&str; 10] = [
-    CF_LOG,
-    CF_RAFT_META,
-    CF_SM_META,
-    CF_VOLUMES,
-    CF_COMMITS,
-    CF_IDEM,
-    CF_PAGES,
-    CF_SLOTS,
-    CF_BUFFER,
-    CF_SEG_COMMITS,
-];
+/// Every column family of a node: the Raft log and metadata, then the state machine's.
+pub fn all_cfs() -> impl Iterator<Item = &'static str> {
+    [CF_LOG, CF_RAFT_META].into_iter().chain(SM_CFS)
+}
 
 pub const META_VOTE: &[u8] = b"vote";
 pub const META_COMMITTED: &[u8] = b"committed";

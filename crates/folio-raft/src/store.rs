@@ -71,9 +71,7 @@ pub fn open_store(dir: &Path, group: GroupId) -> Result<(LogStore, StateMachine)
     opts.create_missing_column_families(true);
     // Bound the WAL so an idle node does not keep old log files forever.
     opts.set_max_total_wal_size(256 << 20);
-    let cfs = ALL_CFS
-        .iter()
-        .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+    let cfs = all_cfs().map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
     let db = Arc::new(DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?);
     let snapshots = dir.join("snapshots");
     std::fs::create_dir_all(&snapshots)?;

@@ -114,6 +114,9 @@ impl Node {
             flush: cfg.flush.clone(),
             flush_demand: demand.clone(),
             buffer_reserved: Default::default(),
+            watch_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::service::WATCH_STREAMS_MAX,
+            )),
             pages: PageReader::new(
                 reader.clone(),
                 store.clone(),

@@ -30,6 +30,8 @@ pub struct Shared {
     pub batcher: Batcher,
     pub flush: FlushConfig,
     pub flush_demand: Arc<FlushDemand>,
+    /// One permit per WatchVolume stream this node may serve.
+    pub watch_slots: Arc<tokio::sync::Semaphore>,
     /// Page bytes of writes admitted past the buffer check and not yet applied.
     pub buffer_reserved: std::sync::atomic::AtomicU64,
     pub pages: PageReader,

@@ -108,6 +108,8 @@ impl VolumeSvc {
 pub const MAX_READ_PAGES: usize = folio_core::limits::MAX_PAGES_PER_REQUEST;
 /// Commits buffered for one WatchVolume subscriber before the server waits for it to read.
 pub const WATCH_BUFFER: usize = 64;
+/// WatchVolume streams one node serves at once.
+pub const WATCH_STREAMS_MAX: usize = 10_000;
 
 impl VolumeSvc {
     /// Waits (at most `wait`) until this replica has applied `volume` up to `lsn`; returns
@@ -262,10 +264,10 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Counts a WatchVolume stream while it lives.
-struct WatcherGauge;
+/// Holds one of the node's WatchVolume slots and counts the stream while it lives.
+struct WatchSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
-impl Drop for WatcherGauge {
+impl Drop for WatchSlot {
     fn drop(&mut self) {
         metrics::WATCHERS.dec();
     }
@@ -401,10 +403,7 @@ impl VolumeService for VolumeSvc {
             .map_err(|e| internal("read volume head", e))?;
         let head = match head {
             Some(h) => h,
-            None if self.shared.is_leader() => {
-                let h = self.linearizable_head(volume).await?;
-                h
-            }
+            None if self.shared.is_leader() => self.linearizable_head(volume).await?,
             None => {
                 return Err(crate::route::not_leader(
                     self.shared.leader(),
@@ -422,10 +421,22 @@ impl VolumeService for VolumeSvc {
                 return Err(future_lsn("since_lsn", since.0, head.lsn));
             }
         }
+        let permit = self
+            .shared
+            .watch_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                "this node already serves {WATCH_STREAMS_MAX} WatchVolume streams; retry later or \
+                 on another member"
+            ))
+            })?;
         metrics::WATCHERS.inc();
+        let slot = WatchSlot(permit);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
-            let _gauge = WatcherGauge;
+            let _slot = slot;
             let mut changes = reader.watch_group();
             let mut next = since.next();
             loop {
