@@ -8,18 +8,10 @@
 #   benchmarks/flush.sh [COMMITS] [WRITERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-. scripts/env.sh
 COMMITS=${1:-20000}
 WRITERS=${2:-16}
-cargo build --release --workspace --bins >/dev/null
-BIN="$CARGO_TARGET_DIR/release/folio"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/folio-flush-bench.XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+. benchmarks/lib.sh
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 S3_PORT=$(port)
 python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
 pids+=($!)
@@ -28,33 +20,8 @@ for _ in $(seq 1 200); do
   sleep 0.1
 done
 python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$S3_PORT/folio', method='PUT'))"
-
-addrs=(); metrics=()
-for i in 1 2 3; do addrs+=("127.0.0.1:$(port)"); metrics+=("127.0.0.1:$(port)"); done
-for i in 1 2 3; do
-  {
-    echo "node_id = $i"
-    echo "listen_addr = \"${addrs[$((i-1))]}\""
-    echo "data_dir = \"$WORK/node-$i\""
-    echo "metrics_addr = \"${metrics[$((i-1))]}\""
-    for j in 1 2 3; do printf '[[initial_members]]\nid = %s\naddr = "%s"\n' "$j" "${addrs[$((j-1))]}"; done
-    printf '[object_store]\nkind = "s3"\nbucket = "folio"\nregion = "us-east-1"\n'
-    printf 'endpoint = "http://127.0.0.1:%s"\npath_style = true\n' "$S3_PORT"
-  } > "$WORK/node-$i.toml"
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true FOLIO_LOG=warn \
-    "$BIN" server --config "$WORK/node-$i.toml" >"$WORK/node-$i.log" 2>&1 &
-  pids+=($!)
-done
-
-leader=""
-for _ in $(seq 1 100); do
-  leader=$("$BIN" admin status --addr "${addrs[0]}" --json 2>/dev/null \
-    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["leader_addr"] if d["leader_id"] else "")' || true)
-  [ -n "$leader" ] && break
-  sleep 0.1
-done
-[ -n "$leader" ] || { echo "no leader elected" >&2; exit 1; }
-for i in 1 2 3; do [ "${addrs[$((i-1))]}" = "$leader" ] && leader_metrics=${metrics[$((i-1))]}; done
+OBJECT_STORE_TOML=$(printf 'kind = "s3"\nbucket = "folio"\nregion = "us-east-1"\nendpoint = "http://127.0.0.1:%s"\npath_style = true' "$S3_PORT")
+start_group
 
 # Counters from the leader's /metrics: PUTs, segments (count/sum of the size histogram), pages.
 scrape() {

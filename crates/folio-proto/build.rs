@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // The manifest dir of this build, read at run time: `env!` would bake in the checkout that
+    // compiled the build script, and checkouts sharing one target directory (CI clones next to
+    // a working copy) reuse that binary, which then compiled the other checkout's protos.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let protos = [
         "folio/volume/v1/volume.proto",
         "folio/raft/v1/raft.proto",
@@ -20,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .file_descriptor_set_path(out.join("folio_descriptor.bin"))
         .compile_protos(&protos, std::slice::from_ref(&root))?;
-    println!("cargo:rerun-if-changed={}", root.display());
+    // Relative to the package root, so the check follows whichever checkout is being built.
+    println!("cargo:rerun-if-changed=../../proto");
     Ok(())
 }

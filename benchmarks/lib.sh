@@ -1,0 +1,44 @@
+# Shared by the benchmark scripts: build, a work directory torn down on exit, and a 3-node group
+# of release-built `folio server` processes on 127.0.0.1. Source it from the repository root.
+#   OBJECT_STORE_TOML   the [object_store] section every node gets (required by start_group)
+#   after start_group:  BIN, WORK, addrs[], metrics[], leader, leader_metrics, follower
+scripts/setup.sh
+. scripts/env.sh
+cargo build --release --workspace --bins >/dev/null
+BIN="$CARGO_TARGET_DIR/release/folio"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/folio-bench.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_group() {
+  addrs=(); metrics=()
+  for i in 1 2 3; do addrs+=("127.0.0.1:$(port)"); metrics+=("127.0.0.1:$(port)"); done
+  for i in 1 2 3; do
+    {
+      echo "node_id = $i"
+      echo "listen_addr = \"${addrs[$((i-1))]}\""
+      echo "data_dir = \"$WORK/node-$i\""
+      echo "metrics_addr = \"${metrics[$((i-1))]}\""
+      for j in 1 2 3; do printf '[[initial_members]]\nid = %s\naddr = "%s"\n' "$j" "${addrs[$((j-1))]}"; done
+      printf '[object_store]\n%s\n' "$OBJECT_STORE_TOML"
+    } > "$WORK/node-$i.toml"
+    AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test} \
+      AWS_EC2_METADATA_DISABLED=true FOLIO_LOG=warn \
+      "$BIN" server --config "$WORK/node-$i.toml" >"$WORK/node-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  leader=""
+  for _ in $(seq 1 100); do
+    leader=$("$BIN" admin status --addr "${addrs[0]}" --json 2>/dev/null \
+      | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["leader_addr"] if d["leader_id"] else "")' || true)
+    [ -n "$leader" ] && break
+    sleep 0.1
+  done
+  [ -n "$leader" ] || { echo "no leader elected" >&2; exit 1; }
+  follower=$(printf '%s\n' "${addrs[@]}" | grep -v -x "$leader" | head -1)
+  for i in 1 2 3; do [ "${addrs[$((i-1))]}" = "$leader" ] && leader_metrics=${metrics[$((i-1))]}; done
+  return 0
+}
