@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing Folio needs on a fresh Debian machine, and nothing when it is
-# already there: clang and libclang for RocksDB's bindings, moto for the S3 tests. protoc comes
-# from the protoc-bin-vendored crate, so no system protobuf compiler is needed. Safe to rerun.
+# already there: clang and libclang for RocksDB's bindings, protoc for etcd-client's protos (Folio's
+# own protos use the protoc-bin-vendored crate), moto for the S3 tests. Safe to rerun.
 set -euo pipefail
 
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
   || need+=(libclang-dev)
+# etcd-client (the benchmark's etcd baseline) compiles etcd's protos with the system protoc.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
