@@ -28,5 +28,29 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// What every Raft group Folio runs has in common, whatever its state machine: u64 node ids,
+/// nodes known by address, openraft's own entry type (MessagePack-encoded in the log and on the
+/// wire). The write tier ([`TypeConfig`]) and the registry both satisfy it, and share
+/// [`LogStore`] and [`network`] through it.
+pub trait GroupTypes:
+    openraft::RaftTypeConfig<
+    NodeId = u64,
+    Node = openraft::BasicNode,
+    Entry = openraft::Entry<Self>,
+    AsyncRuntime = openraft::TokioRuntime,
+>
+{
+}
+
+impl<T> GroupTypes for T where
+    T: openraft::RaftTypeConfig<
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<T>,
+        AsyncRuntime = openraft::TokioRuntime,
+    >
+{
+}
+
 /// The Raft handle for a Folio group.
 pub type Raft = openraft::Raft<TypeConfig>;

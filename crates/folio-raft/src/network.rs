@@ -26,8 +26,10 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use std::marker::PhantomData;
+
 use crate::command::{decode, encode};
-use crate::{Raft, TypeConfig};
+use crate::GroupTypes;
 
 /// Largest Raft peer message, either way. Large enough for `max_payload_entries` full batches.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -35,26 +37,38 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Connect timeout for a peer; openraft's own TTLs bound each call.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Creates peer clients, sharing one HTTP/2 channel per peer address.
-#[derive(Clone)]
-pub struct Network {
+/// Creates peer clients, sharing one HTTP/2 channel per peer address. Generic over the group's
+/// types: the write tier and the registry use the same transport.
+pub struct Network<C> {
     group: GroupId,
     channels: Arc<ChannelCache>,
+    _types: PhantomData<fn() -> C>,
 }
 
-impl Network {
-    pub fn new(group: GroupId) -> Self {
+impl<C> Clone for Network<C> {
+    fn clone(&self) -> Self {
         Network {
-            group,
-            channels: Arc::new(ChannelCache::new(CONNECT_TIMEOUT, None)),
+            group: self.group,
+            channels: self.channels.clone(),
+            _types: PhantomData,
         }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerClient;
+impl<C: GroupTypes> Network<C> {
+    pub fn new(group: GroupId) -> Self {
+        Network {
+            group,
+            channels: Arc::new(ChannelCache::new(CONNECT_TIMEOUT, None)),
+            _types: PhantomData,
+        }
+    }
+}
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+impl<C: GroupTypes> RaftNetworkFactory<C> for Network<C> {
+    type Network = PeerClient<C>;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient<C> {
         let client = self.channels.get(&node.addr).map(|c| {
             RaftServiceClient::new(c)
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -64,15 +78,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             group: self.group,
             client,
+            _types: PhantomData,
         }
     }
 }
 
 /// Calls to one peer.
-pub struct PeerClient {
+pub struct PeerClient<C> {
     target: u64,
     group: GroupId,
     client: Result<RaftServiceClient<Channel>, String>,
+    _types: PhantomData<fn() -> C>,
 }
 
 type RpcErr<E> = RPCError<u64, BasicNode, RaftError<u64, E>>;
@@ -84,7 +100,7 @@ enum Kind {
     Snapshot,
 }
 
-impl PeerClient {
+impl<C: GroupTypes> PeerClient<C> {
     async fn call<Req, Resp, E>(
         &mut self,
         kind: Kind,
@@ -133,10 +149,10 @@ fn status_to_rpc_error<E: std::error::Error>(s: &Status) -> RpcErr<E> {
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl<C: GroupTypes> RaftNetwork<C> for PeerClient<C> {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
         self.call(Kind::Append, &rpc, Bytes::new(), &option).await
@@ -144,7 +160,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
         {
@@ -165,14 +181,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 /// The server side of peer traffic: hands requests to the local Raft.
-pub struct PeerService {
-    raft: Raft,
+pub struct PeerService<C: GroupTypes> {
+    raft: openraft::Raft<C>,
     group: GroupId,
     node: u64,
 }
 
-impl PeerService {
-    pub fn new(raft: Raft, group: GroupId, node: u64) -> RaftServiceServer<PeerService> {
+impl<C: GroupTypes> PeerService<C> {
+    pub fn new(raft: openraft::Raft<C>, group: GroupId, node: u64) -> RaftServiceServer<Self> {
         RaftServiceServer::new(PeerService { raft, group, node })
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -210,12 +226,12 @@ impl PeerService {
 }
 
 #[tonic::async_trait]
-impl RaftService for PeerService {
+impl<C: GroupTypes> RaftService for PeerService<C> {
     async fn append_entries(
         &self,
         r: Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
-        let (req, _): (AppendEntriesRequest<TypeConfig>, _) = self.open(r)?;
+        let (req, _): (AppendEntriesRequest<C>, _) = self.open(r)?;
         let res = self.raft.append_entries(req).await;
         self.reply(&res)
     }
@@ -230,7 +246,7 @@ impl RaftService for PeerService {
         &self,
         r: Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
-        let (mut req, data): (InstallSnapshotRequest<TypeConfig>, _) = self.open(r)?;
+        let (mut req, data): (InstallSnapshotRequest<C>, _) = self.open(r)?;
         req.data = data.to_vec();
         let res = self.raft.install_snapshot(req).await;
         self.reply(&res)

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +36,7 @@ use crate::keys::*;
 use crate::metrics;
 use crate::snapshot;
 use crate::state::{CommitRecord, GroupState, IdemRecord, OpenSegment, SealedSegment, VolumeHead};
-use crate::TypeConfig;
+use crate::{GroupTypes, TypeConfig};
 
 type SErr = StorageError<u64>;
 
@@ -76,19 +77,38 @@ pub fn open_store(dir: &Path, group: GroupId) -> Result<(LogStore, StateMachine)
     let snapshots = dir.join("snapshots");
     std::fs::create_dir_all(&snapshots)?;
     let sm = StateMachine::open(db.clone(), group, snapshots)?;
-    Ok((LogStore { db }, sm))
+    Ok((LogStore::new(db), sm))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Log store
 
-/// The Raft log and vote, in RocksDB. Cloning shares the database.
-#[derive(Clone)]
-pub struct LogStore {
+/// The Raft log and vote, in RocksDB. Cloning shares the database. Generic over the group's
+/// type configuration, so the write tier and the registry share one log implementation; the
+/// database must have the [`CF_LOG`] and [`CF_RAFT_META`] column families.
+pub struct LogStore<C = TypeConfig> {
     db: Arc<DB>,
+    _types: PhantomData<fn() -> C>,
 }
 
-impl LogStore {
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            db: self.db.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<C: GroupTypes> LogStore<C> {
+    /// A log store on `db`, which must have been opened with [`CF_LOG`] and [`CF_RAFT_META`].
+    pub fn new(db: Arc<DB>) -> Self {
+        LogStore {
+            db,
+            _types: PhantomData,
+        }
+    }
+
     fn meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
         let v = self
             .db
@@ -111,11 +131,11 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+    ) -> Result<Vec<Entry<C>>, SErr> {
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i + 1,
@@ -133,7 +153,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&idx) {
                 break;
             }
-            let entry: Entry<TypeConfig> =
+            let entry: Entry<C> =
                 decode(&v).map_err(|e| StorageIOError::read_log_at_index(idx, &e))?;
             out.push(entry);
         }
@@ -141,16 +161,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = LogStore<C>;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, SErr> {
         let last_purged: Option<LogId<u64>> = self.meta(META_PURGED)?;
         let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
         let last = match it.next() {
             Some(item) => {
                 let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let e: Entry<TypeConfig> = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                let e: Entry<C> = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(e.log_id)
             }
             None => last_purged,
@@ -194,9 +214,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.meta::<Option<LogId<u64>>>(META_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), SErr>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let started = Instant::now();
