@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "folio/volume/v1/volume.proto",
         "folio/raft/v1/raft.proto",
         "folio/admin/v1/admin.proto",
+        "folio/registry/v1/registry.proto",
     ]
     .map(|p| root.join(p));
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

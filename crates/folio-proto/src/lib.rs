@@ -20,6 +20,11 @@ pub mod admin {
         tonic::include_proto!("folio.admin.v1");
     }
 }
+pub mod registry {
+    pub mod v1 {
+        tonic::include_proto!("folio.registry.v1");
+    }
+}
 
 /// Encoded file descriptors of every Folio proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("folio_descriptor");
@@ -32,4 +37,9 @@ pub mod meta {
     pub const LEADER_ADDR: &str = "folio-leader-addr";
     /// Set by a node that forwards a call to its leader, so the call is forwarded at most once.
     pub const FORWARDED: &str = "folio-forwarded";
+    /// On `NOT_FOUND` from a group that does not serve the volume: the group that does, its
+    /// region, and its members' addresses (comma-separated), as the registry knows them.
+    pub const HOME_GROUP: &str = "folio-home-group";
+    pub const HOME_REGION: &str = "folio-home-region";
+    pub const HOME_MEMBERS: &str = "folio-home-members";
 }

@@ -1,0 +1,503 @@
+//! The registry's gRPC API. Reads of placements are answered by any registry node that has the
+//! answer; everything else (placing volumes, heartbeats, the health view) runs on the registry
+//! leader: a follower forwards the call once, or answers UNAVAILABLE naming the leader.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use folio_client::{Client, RetryPolicy};
+use folio_core::VolumeId;
+use folio_proto::channels::ChannelCache;
+use folio_proto::meta;
+use folio_proto::registry::v1 as pb;
+use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
+use folio_proto::registry::v1::registry_service_server::{RegistryService, RegistryServiceServer};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::state::{GroupRecord, SharedState};
+use crate::{
+    valid_region, RegCommand, RegRaft, GROUP_MEMBERS_MAX, MEMBER_ADDR_MAX, REGISTRY_GROUP,
+};
+
+/// How long a forwarded call may take at the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Liveness settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// How often groups are asked to send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A group not heard from for this long is unhealthy.
+    pub group_timeout: Duration,
+}
+
+/// What this leader has heard from each group (soft state: not replicated).
+#[derive(Default)]
+struct Heard {
+    /// The Raft term this view belongs to; a new term starts a new view.
+    term: u64,
+    since: Option<Instant>,
+    groups: HashMap<u64, (Instant, String)>,
+}
+
+pub struct RegistrySvc {
+    id: u64,
+    raft: RegRaft,
+    state: SharedState,
+    live: Liveness,
+    heard: Mutex<Heard>,
+    channels: ChannelCache,
+    /// Retry policy for creating volumes on groups.
+    group_policy: RetryPolicy,
+}
+
+enum Route {
+    Local,
+    Forward(Channel),
+}
+
+fn forwarded<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert(meta::FORWARDED, MetadataValue::from_static("1"));
+    r
+}
+
+fn members_pb(m: &[(u64, String)]) -> Vec<pb::GroupMember> {
+    m.iter()
+        .map(|(id, a)| pb::GroupMember {
+            node_id: *id,
+            addr: a.clone(),
+        })
+        .collect()
+}
+
+fn client(ch: Channel) -> RegistryServiceClient<Channel> {
+    RegistryServiceClient::new(ch)
+}
+
+impl RegistrySvc {
+    pub fn server(
+        id: u64,
+        raft: RegRaft,
+        state: SharedState,
+        live: Liveness,
+    ) -> RegistryServiceServer<RegistrySvc> {
+        RegistryServiceServer::new(RegistrySvc {
+            id,
+            raft,
+            state,
+            live,
+            heard: Mutex::default(),
+            channels: ChannelCache::new(Duration::from_secs(1), Some(FORWARD_TIMEOUT)),
+            group_policy: RetryPolicy {
+                total_timeout: Duration::from_secs(10),
+                ..RetryPolicy::default()
+            },
+        })
+    }
+
+    fn leader(&self) -> Option<(u64, Option<String>)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let l = m.current_leader?;
+        Some((
+            l,
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone()),
+        ))
+    }
+
+    fn route(&self, md: &MetadataMap) -> Result<Route, Status> {
+        match self.leader() {
+            Some((l, _)) if l == self.id => Ok(Route::Local),
+            Some((l, Some(addr))) if !md.contains_key(meta::FORWARDED) => self
+                .channels
+                .get(&addr)
+                .map(Route::Forward)
+                .map_err(|e| not_leader(Some((l, Some(addr))), &e)),
+            other => Err(not_leader(other, "this registry node is not the leader")),
+        }
+    }
+
+    /// The leader's view of group liveness, reset when the term changes.
+    fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        let term = self.raft.metrics().borrow().current_term;
+        let mut h = self.heard.lock().expect("heard lock is never poisoned");
+        if h.term != term || h.since.is_none() {
+            *h = Heard {
+                term,
+                since: Some(Instant::now()),
+                groups: HashMap::new(),
+            };
+        }
+        h
+    }
+
+    /// Whether a group may receive new volumes: heard from within the timeout, or not heard
+    /// from at all while this leader is younger than the timeout (heartbeats are still
+    /// arriving after a registry failover).
+    fn eligible(&self, h: &Heard, group: u64) -> bool {
+        match h.groups.get(&group) {
+            Some((at, _)) => at.elapsed() <= self.live.group_timeout,
+            None => h
+                .since
+                .is_some_and(|s| s.elapsed() <= self.live.group_timeout),
+        }
+    }
+
+    async fn propose(&self, cmd: RegCommand) -> Result<(), Status> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => match r.data.refused {
+                None => Ok(()),
+                Some(why) => Err(Status::failed_precondition(why)),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(
+                f.leader_id.map(|l| (l, f.leader_node.map(|n| n.addr))),
+                "registry leadership changed",
+            )),
+            Err(e) => Err(Status::unavailable(format!(
+                "the registry could not replicate the change: {e}; retry"
+            ))),
+        }
+    }
+
+    async fn read_index(&self) -> Result<(), Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(
+                f.leader_id.map(|l| (l, f.leader_node.map(|n| n.addr))),
+                "registry leadership changed during the read",
+            )),
+            Err(e) => Err(Status::unavailable(format!(
+                "registry read-index check failed: {e}; retry"
+            ))),
+        }
+    }
+
+    fn location(&self, volume: &[u8; 16]) -> Option<pb::VolumeLocation> {
+        let s = self.state.read().expect("registry state lock");
+        let g = *s.volumes.get(volume)?;
+        let rec = s.groups.get(&g)?;
+        let hint = self
+            .heard
+            .lock()
+            .expect("heard lock is never poisoned")
+            .groups
+            .get(&g)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default();
+        Some(location(volume, g, rec, hint))
+    }
+
+    /// Creates the volume on its group: the leader hint first, then every member.
+    async fn create_on_group(
+        &self,
+        volume: VolumeId,
+        loc: &pb::VolumeLocation,
+    ) -> Result<(), Status> {
+        let mut addrs: Vec<String> = Vec::new();
+        if !loc.leader_hint.is_empty() {
+            addrs.push(loc.leader_hint.clone());
+        }
+        addrs.extend(loc.members.iter().map(|m| m.addr.clone()));
+        addrs.dedup();
+        let group = Client::new(addrs, self.group_policy.clone())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match group.create_volume(Some(volume)).await {
+            Ok(_) | Err(folio_client::Error::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(Status::unavailable(format!(
+                "group {} could not create the volume: {e}",
+                loc.group_id
+            ))),
+        }
+    }
+}
+
+fn location(volume: &[u8; 16], g: u64, rec: &GroupRecord, hint: String) -> pb::VolumeLocation {
+    pb::VolumeLocation {
+        volume_id: Bytes::copy_from_slice(volume),
+        group_id: g,
+        region: rec.region.clone(),
+        members: members_pb(&rec.members),
+        leader_hint: hint,
+    }
+}
+
+fn not_leader(leader: Option<(u64, Option<String>)>, why: &str) -> Status {
+    let (msg, addr) = match &leader {
+        Some((id, Some(a))) => (
+            format!("{why}; the registry leader is node {id} at {a}; retry there"),
+            Some(a.clone()),
+        ),
+        Some((id, None)) => (
+            format!("{why}; the registry leader is node {id}; retry"),
+            None,
+        ),
+        None => (
+            format!("{why}; no registry leader is known yet (election in progress); retry"),
+            None,
+        ),
+    };
+    let mut s = Status::unavailable(msg);
+    if let Some(a) = addr.and_then(|a| a.parse::<MetadataValue<_>>().ok()) {
+        s.metadata_mut().insert(meta::LEADER_ADDR, a);
+    }
+    s
+}
+
+fn volume_bytes(b: &[u8]) -> Result<[u8; 16], Status> {
+    b.try_into().map_err(|_| {
+        Status::invalid_argument(format!("volume_id must be 16 bytes, not {}", b.len()))
+    })
+}
+
+#[tonic::async_trait]
+impl RegistryService for RegistrySvc {
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
+        valid_region(&req.get_ref().region).map_err(Status::invalid_argument)?;
+        if let Route::Forward(ch) = self.route(req.metadata())? {
+            return client(ch).create_volume(forwarded(req.into_inner())).await;
+        }
+        let msg = req.into_inner();
+        let region = msg.region;
+        let volume = if msg.volume_id.is_empty() {
+            VolumeId::new_random()
+        } else {
+            VolumeId::from_slice(&msg.volume_id)
+                .map_err(|e| Status::invalid_argument(format!("volume_id: {e}")))?
+        };
+        let vb = *volume.as_bytes();
+        // A retried create: answer with the placement already made (creating it on the group
+        // again is harmless, and finishes a create whose first attempt was cut short).
+        if let Some(loc) = self.location(&vb) {
+            if loc.region != region {
+                return Err(Status::already_exists(format!(
+                    "volume {volume} already exists in region {:?}",
+                    loc.region
+                )));
+            }
+            self.create_on_group(volume, &loc).await?;
+            return Ok(Response::new(pb::CreateVolumeResponse {
+                location: Some(loc),
+            }));
+        }
+        // Pick the least-loaded eligible group of the region (ties: the lowest id).
+        let (group, rec, known) = {
+            let s = self.state.read().expect("registry state lock");
+            let h = self.heard();
+            let in_region: Vec<u64> = s
+                .groups
+                .iter()
+                .filter(|(_, g)| g.region == region)
+                .map(|(id, _)| *id)
+                .collect();
+            if in_region.is_empty() {
+                let mut regions: Vec<&str> = s.groups.values().map(|g| g.region.as_str()).collect();
+                regions.sort_unstable();
+                regions.dedup();
+                return Err(Status::not_found(format!(
+                    "unknown region {region:?}; regions with groups: [{}]",
+                    regions.join(", ")
+                )));
+            }
+            let best = in_region
+                .iter()
+                .filter(|g| self.eligible(&h, **g))
+                .min_by_key(|g| (s.volume_counts.get(g).copied().unwrap_or(0), **g));
+            match best {
+                Some(g) => (*g, s.groups[g].clone(), in_region.len()),
+                None => {
+                    return Err(Status::unavailable(format!(
+                        "no healthy group in region {region:?}: {} registered, none heard from \
+                         in the last {:?}; retry",
+                        in_region.len(),
+                        self.live.group_timeout
+                    )))
+                }
+            }
+        };
+        self.propose(RegCommand::AssignVolume { volume: vb, group })
+            .await?;
+        let hint = self
+            .heard()
+            .groups
+            .get(&group)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default();
+        let loc = location(&vb, group, &rec, hint);
+        if let Err(e) = self.create_on_group(volume, &loc).await {
+            // Take the placement back so the registry never points at a volume that does not
+            // exist. If this fails too, the placement stays and resolves to a group that
+            // answers NOT_FOUND for it: wasted, not wrong.
+            if let Err(u) = self
+                .propose(RegCommand::UnassignVolume { volume: vb, group })
+                .await
+            {
+                tracing::warn!(%volume, group, error = %u, "could not take back a failed placement");
+            }
+            return Err(e);
+        }
+        tracing::info!(%volume, group, region = %region, groups_in_region = known, "volume placed");
+        Ok(Response::new(pb::CreateVolumeResponse {
+            location: Some(loc),
+        }))
+    }
+
+    async fn resolve_volume(
+        &self,
+        req: Request<pb::ResolveVolumeRequest>,
+    ) -> Result<Response<pb::VolumeLocation>, Status> {
+        let volume = volume_bytes(&req.get_ref().volume_id)?;
+        // Placements never move, so any replica that has one may answer. A miss is only
+        // trusted from the leader after a read-index check: a follower may be behind.
+        if let Some(loc) = self.location(&volume) {
+            return Ok(Response::new(loc));
+        }
+        if let Route::Forward(ch) = self.route(req.metadata())? {
+            return client(ch).resolve_volume(forwarded(req.into_inner())).await;
+        }
+        self.read_index().await?;
+        self.location(&volume).map(Response::new).ok_or_else(|| {
+            Status::not_found(format!(
+                "volume {} is not known to the registry",
+                VolumeId::from_slice(&volume)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            ))
+        })
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        if let Route::Forward(ch) = self.route(req.metadata())? {
+            return client(ch).list_groups(forwarded(req.into_inner())).await;
+        }
+        self.read_index().await?;
+        let s = self.state.read().expect("registry state lock");
+        let h = self.heard();
+        let groups = s
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                let heard = h.groups.get(id);
+                pb::GroupInfo {
+                    group_id: *id,
+                    region: g.region.clone(),
+                    members: members_pb(&g.members),
+                    leader_hint: heard.map(|(_, l)| l.clone()).unwrap_or_default(),
+                    healthy: heard.is_some_and(|(at, _)| at.elapsed() <= self.live.group_timeout),
+                    last_heartbeat_ms_ago: heard
+                        .map(|(at, _)| at.elapsed().as_millis() as u64)
+                        .unwrap_or(0),
+                    volumes: s.volume_counts.get(id).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        let mut regions: Vec<String> = s.groups.values().map(|g| g.region.clone()).collect();
+        regions.sort();
+        regions.dedup();
+        Ok(Response::new(pb::ListGroupsResponse { groups, regions }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let m = req.get_ref();
+        valid_region(&m.region).map_err(Status::invalid_argument)?;
+        if m.group_id == REGISTRY_GROUP.0 {
+            return Err(Status::invalid_argument(format!(
+                "group id {} is reserved for the registry",
+                m.group_id
+            )));
+        }
+        if m.members.is_empty() || m.members.len() > GROUP_MEMBERS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a group lists 1 to {GROUP_MEMBERS_MAX} members, not {}",
+                m.members.len()
+            )));
+        }
+        if let Some(bad) = m
+            .members
+            .iter()
+            .find(|x| x.addr.is_empty() || x.addr.len() > MEMBER_ADDR_MAX)
+        {
+            return Err(Status::invalid_argument(format!(
+                "member {} has an empty or over-long address",
+                bad.node_id
+            )));
+        }
+        if let Route::Forward(ch) = self.route(req.metadata())? {
+            return client(ch).heartbeat(forwarded(req.into_inner())).await;
+        }
+        let m = req.into_inner();
+        let mut members: Vec<(u64, String)> =
+            m.members.into_iter().map(|x| (x.node_id, x.addr)).collect();
+        members.sort();
+        let known = {
+            let s = self.state.read().expect("registry state lock");
+            s.groups
+                .get(&m.group_id)
+                .is_some_and(|g| g.region == m.region && g.members == members)
+        };
+        if !known {
+            tracing::info!(group = m.group_id, region = %m.region, ?members, "registering group");
+            self.propose(RegCommand::RegisterGroup {
+                group: m.group_id,
+                region: m.region,
+                members,
+            })
+            .await?;
+        }
+        self.heard()
+            .groups
+            .insert(m.group_id, (Instant::now(), m.leader_addr));
+        Ok(Response::new(pb::HeartbeatResponse {
+            interval_ms: self.live.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        let (leader_id, leader_addr) = match self.leader() {
+            Some((id, a)) => (id, a.unwrap_or_default()),
+            None => (0, String::new()),
+        };
+        let s = self.state.read().expect("registry state lock");
+        Ok(Response::new(pb::StatusResponse {
+            node_id: self.id,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader_id,
+            leader_addr,
+            members: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| pb::GroupMember {
+                    node_id: *id,
+                    addr: n.addr.clone(),
+                })
+                .collect(),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            groups: s.groups.len() as u64,
+            volumes: s.volumes.len() as u64,
+        }))
+    }
+}

@@ -1,0 +1,485 @@
+//! The registry's state machine: group registrations and volume placements, kept in memory for
+//! reads and written through to RocksDB with the applied log id in the same batch (so a restart
+//! resumes from a consistent point and openraft re-applies the rest of the durable log).
+//! Snapshots are the whole state, MessagePack-encoded, kept in RocksDB.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use folio_raft::command::{decode, encode};
+use folio_raft::keys::{CF_LOG, CF_RAFT_META};
+use folio_raft::LogStore;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::{RegCommand, RegResponse, RegTypes};
+
+type SErr = StorageError<u64>;
+
+/// Applied position, membership and the current snapshot.
+const CF_REG_META: &str = "reg_meta";
+/// Group id (big-endian) → group record.
+const CF_REG_GROUPS: &str = "reg_groups";
+/// Volume id → group id (big-endian).
+const CF_REG_VOLUMES: &str = "reg_volumes";
+
+const META_APPLIED: &[u8] = b"applied";
+const META_MEMBERSHIP: &[u8] = b"membership";
+const META_SNAPSHOT: &[u8] = b"snapshot";
+
+/// A registered group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub region: String,
+    /// (node id, address), sorted by node id.
+    pub members: Vec<(u64, String)>,
+}
+
+/// Everything the registry knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryState {
+    pub groups: BTreeMap<u64, GroupRecord>,
+    pub volumes: BTreeMap<[u8; 16], u64>,
+    /// Volumes placed on each group (derived from `volumes`).
+    pub volume_counts: BTreeMap<u64, u64>,
+    pub applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+}
+
+/// The snapshot body: the replicated part of [`RegistryState`].
+#[derive(Serialize, Deserialize)]
+struct Body {
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    groups: Vec<(u64, GroupRecord)>,
+    volumes: Vec<([u8; 16], u64)>,
+}
+
+impl RegistryState {
+    /// Applies one command to memory and records the change in `batch`.
+    fn apply(&mut self, db: &DB, batch: &mut WriteBatch, cmd: &RegCommand) -> RegResponse {
+        let refused = |m: String| RegResponse { refused: Some(m) };
+        match cmd {
+            RegCommand::RegisterGroup {
+                group,
+                region,
+                members,
+            } => {
+                if let Some(g) = self.groups.get(group) {
+                    if g.region != *region {
+                        return refused(format!(
+                            "group {group} is registered in region {:?}; a group cannot move to \
+                             region {region:?} (its volumes would move with it)",
+                            g.region
+                        ));
+                    }
+                }
+                let mut members = members.clone();
+                members.sort();
+                let rec = GroupRecord {
+                    region: region.clone(),
+                    members,
+                };
+                batch.put_cf(cf(db, CF_REG_GROUPS), group.to_be_bytes(), encode(&rec));
+                self.groups.insert(*group, rec);
+                RegResponse::default()
+            }
+            RegCommand::AssignVolume { volume, group } => {
+                if let Some(g) = self.volumes.get(volume) {
+                    return refused(format!("the volume is already placed on group {g}"));
+                }
+                if !self.groups.contains_key(group) {
+                    return refused(format!("group {group} is not registered"));
+                }
+                batch.put_cf(cf(db, CF_REG_VOLUMES), volume, group.to_be_bytes());
+                self.volumes.insert(*volume, *group);
+                *self.volume_counts.entry(*group).or_default() += 1;
+                RegResponse::default()
+            }
+            RegCommand::UnassignVolume { volume, group } => {
+                if self.volumes.get(volume) != Some(group) {
+                    return refused(format!("the volume is not placed on group {group}"));
+                }
+                batch.delete_cf(cf(db, CF_REG_VOLUMES), volume);
+                self.volumes.remove(volume);
+                if let Some(c) = self.volume_counts.get_mut(group) {
+                    *c = c.saturating_sub(1);
+                }
+                RegResponse::default()
+            }
+        }
+    }
+
+    fn body(&self) -> Body {
+        Body {
+            applied: self.applied,
+            membership: self.membership.clone(),
+            groups: self.groups.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            volumes: self.volumes.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+
+    fn from_body(b: Body) -> RegistryState {
+        let mut s = RegistryState {
+            groups: b.groups.into_iter().collect(),
+            volumes: b.volumes.into_iter().collect(),
+            applied: b.applied,
+            membership: b.membership,
+            ..Default::default()
+        };
+        s.recount();
+        s
+    }
+
+    fn recount(&mut self) {
+        self.volume_counts.clear();
+        for g in self.volumes.values() {
+            *self.volume_counts.entry(*g).or_default() += 1;
+        }
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .expect("every column family is created at open")
+}
+
+/// Read access to the registry state for the service.
+pub type SharedState = Arc<RwLock<RegistryState>>;
+
+/// The registry's state machine on RocksDB.
+pub struct RegistryStore {
+    db: Arc<DB>,
+    state: SharedState,
+}
+
+/// Opens (or creates) a registry node's RocksDB in `dir`: the Raft log store (the write tier's)
+/// and the registry state machine.
+pub fn open(dir: &Path) -> anyhow::Result<(LogStore<RegTypes>, RegistryStore)> {
+    std::fs::create_dir_all(dir)?;
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_total_wal_size(64 << 20);
+    let cfs = [
+        CF_LOG,
+        CF_RAFT_META,
+        CF_REG_META,
+        CF_REG_GROUPS,
+        CF_REG_VOLUMES,
+    ]
+    .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    let db = Arc::new(DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?);
+    let state = load(&db)?;
+    Ok((
+        LogStore::new(db.clone()),
+        RegistryStore {
+            db,
+            state: Arc::new(RwLock::new(state)),
+        },
+    ))
+}
+
+fn load(db: &DB) -> anyhow::Result<RegistryState> {
+    let meta = cf(db, CF_REG_META);
+    let mut s = RegistryState {
+        applied: match db.get_cf(meta, META_APPLIED)? {
+            Some(b) => decode(&b)?,
+            None => None,
+        },
+        membership: match db.get_cf(meta, META_MEMBERSHIP)? {
+            Some(b) => decode(&b)?,
+            None => StoredMembership::default(),
+        },
+        ..Default::default()
+    };
+    for item in db.iterator_cf(cf(db, CF_REG_GROUPS), IteratorMode::Start) {
+        let (k, v) = item?;
+        let id = u64::from_be_bytes(
+            k.as_ref()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad group key in {CF_REG_GROUPS}"))?,
+        );
+        s.groups.insert(id, decode(&v)?);
+    }
+    for item in db.iterator_cf(cf(db, CF_REG_VOLUMES), IteratorMode::Start) {
+        let (k, v) = item?;
+        let vol: [u8; 16] = k
+            .as_ref()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("bad volume key in {CF_REG_VOLUMES}"))?;
+        let g = u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad group id in {CF_REG_VOLUMES}"))?,
+        );
+        s.volumes.insert(vol, g);
+    }
+    s.recount();
+    Ok(s)
+}
+
+impl RegistryStore {
+    /// A handle on the in-memory state, for serving reads.
+    pub fn shared(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    fn write_meta(&self, batch: &mut WriteBatch, s: &RegistryState) {
+        let meta = cf(&self.db, CF_REG_META);
+        batch.put_cf(meta, META_APPLIED, encode(&s.applied));
+        batch.put_cf(meta, META_MEMBERSHIP, encode(&s.membership));
+    }
+}
+
+/// A snapshot as stored: its metadata and body.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, BasicNode>,
+    body: Vec<u8>,
+}
+
+fn synced() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+impl RaftStateMachine<RegTypes> for RegistryStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), SErr> {
+        let s = self.state.read().expect("registry state lock");
+        Ok((s.applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<RegResponse>, SErr>
+    where
+        I: IntoIterator<Item = Entry<RegTypes>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let mut out = Vec::new();
+        // Apply to a copy, so a failed write leaves memory as it was on disk.
+        let mut next = self.state.read().expect("registry state lock").clone();
+        for entry in entries {
+            next.applied = Some(entry.log_id);
+            out.push(match entry.payload {
+                EntryPayload::Blank => RegResponse::default(),
+                EntryPayload::Membership(m) => {
+                    next.membership = StoredMembership::new(Some(entry.log_id), m);
+                    RegResponse::default()
+                }
+                EntryPayload::Normal(cmd) => next.apply(&self.db, &mut batch, &cmd),
+            });
+        }
+        self.write_meta(&mut batch, &next);
+        self.db
+            .write(batch)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        *self.state.write().expect("registry state lock") = next;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let sig = Some(meta.signature());
+        let bytes = snapshot.into_inner();
+        let body: Body = decode(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), AnyError::error(e)))?;
+        if body.applied != meta.last_log_id {
+            return Err(StorageIOError::read_snapshot(
+                sig,
+                AnyError::error("snapshot body does not match its metadata"),
+            )
+            .into());
+        }
+        let next = RegistryState::from_body(body);
+        let db = &self.db;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf(db, CF_REG_GROUPS), &[][..], &[0xffu8; 9][..]);
+        batch.delete_range_cf(cf(db, CF_REG_VOLUMES), &[][..], &[0xffu8; 17][..]);
+        for (id, g) in &next.groups {
+            batch.put_cf(cf(db, CF_REG_GROUPS), id.to_be_bytes(), encode(g));
+        }
+        for (v, g) in &next.volumes {
+            batch.put_cf(cf(db, CF_REG_VOLUMES), v, g.to_be_bytes());
+        }
+        self.write_meta(&mut batch, &next);
+        batch.put_cf(
+            cf(db, CF_REG_META),
+            META_SNAPSHOT,
+            encode(&StoredSnapshot {
+                meta: meta.clone(),
+                body: bytes,
+            }),
+        );
+        db.write_opt(batch, &synced())
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        *self.state.write().expect("registry state lock") = next;
+        tracing::info!(snapshot = %meta.snapshot_id, "installed registry snapshot from leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<RegTypes>>, SErr> {
+        let stored = self
+            .db
+            .get_cf(cf(&self.db, CF_REG_META), META_SNAPSHOT)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let Some(b) = stored else { return Ok(None) };
+        let s: StoredSnapshot =
+            decode(&b).map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)))?;
+        Ok(Some(Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.body)),
+        }))
+    }
+}
+
+/// Builds a snapshot of the whole registry state.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    state: SharedState,
+}
+
+impl RaftSnapshotBuilder<RegTypes> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<RegTypes>, SErr> {
+        let (body, applied, membership) = {
+            let s = self.state.read().expect("registry state lock");
+            (encode(&s.body()), s.applied, s.membership.clone())
+        };
+        let snapshot_id = match applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            body: body.clone(),
+        };
+        // Synced: openraft purges the log behind a snapshot it was told is built.
+        self.db
+            .put_cf_opt(
+                cf(&self.db, CF_REG_META),
+                META_SNAPSHOT,
+                encode(&stored),
+                &synced(),
+            )
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(body)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_tmp() -> (tempfile::TempDir, RegistryStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, sm) = open(dir.path()).unwrap();
+        (dir, sm)
+    }
+
+    fn apply(sm: &RegistryStore, cmd: RegCommand) -> RegResponse {
+        let mut batch = WriteBatch::default();
+        let mut s = sm.state.write().unwrap();
+        let r = s.apply(&sm.db, &mut batch, &cmd);
+        sm.db.write(batch).unwrap();
+        r
+    }
+
+    #[test]
+    fn placements_survive_reopen_and_snapshots_round_trip() {
+        let (dir, sm) = open_tmp();
+        let reg = |g: u64, region: &str| RegCommand::RegisterGroup {
+            group: g,
+            region: region.into(),
+            members: vec![(2, "b:1".into()), (1, "a:1".into())],
+        };
+        assert_eq!(apply(&sm, reg(1, "eu")), RegResponse::default());
+        assert_eq!(apply(&sm, reg(2, "us")), RegResponse::default());
+        // A group never changes region.
+        assert!(apply(&sm, reg(1, "us")).refused.is_some());
+        let v = [7u8; 16];
+        assert!(apply(
+            &sm,
+            RegCommand::AssignVolume {
+                volume: v,
+                group: 9
+            }
+        )
+        .refused
+        .is_some());
+        assert_eq!(
+            apply(
+                &sm,
+                RegCommand::AssignVolume {
+                    volume: v,
+                    group: 1
+                }
+            ),
+            RegResponse::default()
+        );
+        assert!(apply(
+            &sm,
+            RegCommand::AssignVolume {
+                volume: v,
+                group: 2
+            }
+        )
+        .refused
+        .is_some());
+        apply(
+            &sm,
+            RegCommand::AssignVolume {
+                volume: [8; 16],
+                group: 1,
+            },
+        );
+        apply(
+            &sm,
+            RegCommand::UnassignVolume {
+                volume: [8; 16],
+                group: 1,
+            },
+        );
+        let before = sm.state.read().unwrap().clone();
+        assert_eq!(before.volume_counts.get(&1), Some(&1));
+        assert_eq!(before.groups[&1].members[0], (1, "a:1".to_string()));
+        drop(sm);
+        let (_, again) = open(dir.path()).unwrap();
+        assert_eq!(*again.state.read().unwrap(), before);
+        let round = RegistryState::from_body(decode(&encode(&before.body())).unwrap());
+        assert_eq!(round, before);
+    }
+}
