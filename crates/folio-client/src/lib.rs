@@ -1,13 +1,17 @@
 //! Folio's Rust client. It talks to any member of a group, follows the leader hints that
 //! non-leaders return, and retries retryable failures with bounded, jittered backoff. Commits
-//! carry an idempotency key, so retrying one never commits twice.
+//! carry an idempotency key, so retrying one never commits twice. With the registry
+//! ([`Client::with_registry`]) it finds each volume's group itself, caches where volumes live,
+//! and follows redirects from groups that do not serve a volume.
 //!
 //! This crate depends on neither RocksDB nor openraft.
 
+pub mod registry;
 mod retry;
+mod router;
 pub mod volume;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +26,10 @@ use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+pub use registry::Registry;
 pub use retry::RetryPolicy;
+use router::Router;
+pub use router::RouterOptions;
 pub use volume::{Transaction, TxCommitted, TxError, Volume};
 
 /// What went wrong, sorted by what the caller can do about it.
@@ -90,41 +97,25 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The outcome of a commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Committed {
-    pub lsn: Lsn,
-    pub pages: Vec<pb::PageRef>,
-    /// The server answered from its idempotency record: an earlier attempt had committed.
-    pub deduplicated: bool,
+fn volume_client(ch: Channel) -> VolumeServiceClient<Channel> {
+    VolumeServiceClient::new(ch)
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
 }
 
-/// A connection to one group.
-pub struct Client {
-    endpoints: Mutex<Endpoints>,
-    channels: ChannelCache,
-    policy: RetryPolicy,
-}
-
-struct Endpoints {
-    addrs: Vec<String>,
-    current: usize,
-}
-
-impl Client {
-    /// A client for the group reachable at any of `addrs` (`host:port`). Connections are made
-    /// lazily, on first use.
-    pub fn new(
+impl Conn {
+    pub(crate) fn new(
         addrs: impl IntoIterator<Item = impl Into<String>>,
         policy: RetryPolicy,
-    ) -> Result<Client> {
+        channels: Arc<ChannelCache>,
+    ) -> Result<Conn> {
         let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
         if addrs.is_empty() {
             return Err(Error::Endpoint("no addresses given".into()));
         }
-        Ok(Client {
+        Ok(Conn {
             endpoints: Mutex::new(Endpoints { addrs, current: 0 }),
-            channels: ChannelCache::new(Duration::from_secs(1), None),
+            channels,
             policy,
         })
     }
@@ -160,20 +151,19 @@ impl Client {
         }
     }
 
-    fn volume_client(ch: Channel) -> VolumeServiceClient<Channel> {
-        VolumeServiceClient::new(ch)
-            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-    }
-
     /// Runs `call` until it succeeds, fails for good, or the retry budget runs out.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> std::result::Result<T, (Status, u32)>
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        mut call: F,
+    ) -> std::result::Result<T, (Status, u32)>
     where
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Status>>,
     {
         let mut attempt = 0u32;
         let started = tokio::time::Instant::now();
+        let mut last: Option<Status> = None;
+        let mut explained = false;
         loop {
             attempt += 1;
             let (addr, ch) = match self.channel() {
@@ -199,18 +189,158 @@ impl Client {
                 .filter(|l| *l != addr);
             let redirected = leader.is_some();
             self.redirect(&addr, leader);
+            // Report what a server said over a later failure to reach one (a dead member
+            // tried last would otherwise hide why the live ones refused).
+            let from_server = std::error::Error::source(&status).is_none()
+                && status.code() != Code::DeadlineExceeded;
+            if from_server || !explained {
+                explained = from_server;
+                last = Some(status);
+            }
             if attempt >= self.policy.max_attempts || started.elapsed() >= self.policy.total_timeout
             {
-                return Err((status, attempt));
+                let last = last.unwrap_or_else(|| Status::unavailable("no attempt was made"));
+                return Err((last, attempt));
             }
-            tracing::debug!(%addr, code = ?status.code(), message = status.message(), attempt, "retrying");
+            if let Some(s) = &last {
+                tracing::debug!(%addr, code = ?s.code(), message = s.message(), attempt, "retrying");
+            }
             if !redirected {
                 tokio::time::sleep(self.policy.backoff(attempt)).await;
             }
         }
     }
+}
 
-    fn finish<T>(r: std::result::Result<T, (Status, u32)>) -> Result<T> {
+/// The outcome of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub lsn: Lsn,
+    pub pages: Vec<pb::PageRef>,
+    /// The server answered from its idempotency record: an earlier attempt had committed.
+    pub deduplicated: bool,
+}
+
+/// A Folio client: either connected to one group directly ([`Client::new`]), or routed through
+/// the volume registry ([`Client::with_registry`]), which says which group serves each volume.
+/// In registry mode every volume call goes to the volume's group, resolutions are cached, and a
+/// group that does not serve a volume redirects the call.
+pub struct Client {
+    /// The group, in direct mode.
+    conn: Option<Arc<Conn>>,
+    /// The registry and the resolution cache, in registry mode.
+    router: Option<Router>,
+}
+
+/// The members of one group (or of the registry) and which of them to try next.
+pub(crate) struct Conn {
+    endpoints: Mutex<Endpoints>,
+    channels: Arc<ChannelCache>,
+    policy: RetryPolicy,
+}
+
+struct Endpoints {
+    addrs: Vec<String>,
+    current: usize,
+}
+
+impl Client {
+    /// A client for the group reachable at any of `addrs` (`host:port`). Connections are made
+    /// lazily, on first use.
+    pub fn new(
+        addrs: impl IntoIterator<Item = impl Into<String>>,
+        policy: RetryPolicy,
+    ) -> Result<Client> {
+        let channels = Arc::new(ChannelCache::new(Duration::from_secs(1), None));
+        Ok(Client {
+            conn: Some(Arc::new(Conn::new(addrs, policy, channels)?)),
+            router: None,
+        })
+    }
+
+    /// A client that finds each volume's group through the registry at any of `registry`
+    /// (`host:port`), caching what it learns (see [`RouterOptions`]).
+    pub fn with_registry(
+        registry: impl IntoIterator<Item = impl Into<String>>,
+        policy: RetryPolicy,
+        options: RouterOptions,
+    ) -> Result<Client> {
+        Ok(Client {
+            conn: None,
+            router: Some(Router::new(registry, policy, options)?),
+        })
+    }
+
+    /// The registry, in registry mode.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.router.as_ref().map(|r| &r.registry)
+    }
+
+    /// Seeds the resolution cache (registry mode) with a location learned elsewhere, for
+    /// example a `CreateVolume` answer handed over by another process. A wrong location costs
+    /// one redirect, never a wrong answer: groups refuse volumes they do not serve.
+    pub async fn remember(&self, volume: VolumeId, location: registry::pb::VolumeLocation) {
+        if let Some(r) = &self.router {
+            r.learn(volume, location).await;
+        }
+    }
+
+    fn direct(&self) -> std::result::Result<&Conn, (Status, u32)> {
+        self.conn.as_deref().ok_or_else(|| {
+            (
+                Status::failed_precondition(
+                    "this call needs a group's address: the client was made with the registry",
+                ),
+                0,
+            )
+        })
+    }
+
+    /// Runs a group-level call (not about one volume) on the directly connected group.
+    async fn retrying<T, F, Fut>(&self, call: F) -> std::result::Result<T, (Status, u32)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Status>>,
+    {
+        self.direct()?.retrying(call).await
+    }
+
+    /// Runs a call about `volume` on the group that serves it. In registry mode, a group that
+    /// answers NOT_FOUND with the volume's home sends the call there; a plain NOT_FOUND for a
+    /// cached resolution is checked with the registry once.
+    async fn on_volume<T, F, Fut>(
+        &self,
+        volume: VolumeId,
+        mut call: F,
+    ) -> std::result::Result<T, (Status, u32)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Status>>,
+    {
+        let Some(router) = &self.router else {
+            return self.direct()?.retrying(call).await;
+        };
+        let mut hops = 0;
+        loop {
+            let (conn, cached) = router.conn_for(volume).await?;
+            match conn.retrying(&mut call).await {
+                Err((s, n)) if s.code() == Code::NotFound && hops < router::REDIRECTS_MAX => {
+                    hops += 1;
+                    if let Some(loc) = router::home_from_status(&s, volume) {
+                        tracing::debug!(%volume, group = loc.group_id, "redirected to the volume's home");
+                        router.learn(volume, loc).await;
+                    } else if cached {
+                        router.forget(volume).await;
+                    } else {
+                        return Err((s, n));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn finish<T>(r: std::result::Result<T, (Status, u32)>) -> Result<T> {
         r.map_err(|(s, attempts)| {
             if retry::retryable(s.code()) {
                 Error::Unavailable {
@@ -225,8 +355,19 @@ impl Client {
 
     /// Creates a volume. The id is chosen here, so a retried create is recognised: an
     /// "already exists" after an attempt whose answer was lost means the volume is ours.
+    /// In registry mode the registry places it, in the router's default region (see
+    /// [`Client::create_volume_in`] to name one).
     pub async fn create_volume(&self, id: Option<VolumeId>) -> Result<VolumeId> {
         let id = id.unwrap_or_else(VolumeId::new_random);
+        if let Some(router) = &self.router {
+            let region = router.default_region().ok_or_else(|| Error::Invalid {
+                code: Code::InvalidArgument,
+                message: "no region: this client routes through the registry and has no default \
+                          region; use create_volume_in"
+                    .into(),
+            })?;
+            return self.create_volume_in(&region, Some(id)).await.map(|_| id);
+        }
         let mut ambiguous = false;
         let r = self
             .retrying(|ch| {
@@ -236,7 +377,7 @@ impl Client {
                     let req = pb::CreateVolumeRequest {
                         volume_id: Bytes::copy_from_slice(id.as_bytes()),
                     };
-                    match Self::volume_client(ch).create_volume(req).await {
+                    match volume_client(ch).create_volume(req).await {
                         Err(s) if s.code() == Code::AlreadyExists && was_ambiguous => Ok(()),
                         Err(s) => Err(s),
                         Ok(_) => Ok(()),
@@ -247,14 +388,33 @@ impl Client {
         Self::finish(r).map(|_| id)
     }
 
+    /// Creates a volume in `region` through the registry, which places it on one of the region's
+    /// groups. The id is chosen here (or given), so a retried create is recognised.
+    pub async fn create_volume_in(
+        &self,
+        region: &str,
+        id: Option<VolumeId>,
+    ) -> Result<registry::pb::VolumeLocation> {
+        let router = self.router.as_ref().ok_or_else(|| Error::Invalid {
+            code: Code::FailedPrecondition,
+            message: "creating a volume in a region needs the registry: this client is \
+                      connected to one group"
+                .into(),
+        })?;
+        let id = id.unwrap_or_else(VolumeId::new_random);
+        let loc = router.registry.create_volume(region, id).await?;
+        router.learn(id, loc.clone()).await;
+        Ok(loc)
+    }
+
     /// The volume's latest LSN (linearizable).
     pub async fn snapshot(&self, volume: VolumeId) -> Result<Lsn> {
         let r = self
-            .retrying(|ch| async move {
+            .on_volume(volume, |ch| async move {
                 let req = pb::GetSnapshotRequest {
                     volume_id: Bytes::copy_from_slice(volume.as_bytes()),
                 };
-                Self::volume_client(ch)
+                volume_client(ch)
                     .get_snapshot(req)
                     .await
                     .map(|r| Lsn(r.into_inner().lsn))
@@ -265,15 +425,14 @@ impl Client {
 
     /// Sends a commit request as is (pages inline and/or refs), retrying on retryable failures.
     pub async fn commit_request(&self, req: pb::CommitRequest) -> Result<Committed> {
+        let volume = VolumeId::from_slice(&req.volume_id).map_err(|e| Error::Invalid {
+            code: Code::InvalidArgument,
+            message: format!("volume_id: {e}"),
+        })?;
         let r = self
-            .retrying(|ch| {
+            .on_volume(volume, |ch| {
                 let req = req.clone();
-                async move {
-                    Self::volume_client(ch)
-                        .commit(req)
-                        .await
-                        .map(|r| r.into_inner())
-                }
+                async move { volume_client(ch).commit(req).await.map(|r| r.into_inner()) }
             })
             .await;
         Self::finish(r).map(|r| Committed {
@@ -319,10 +478,10 @@ impl Client {
                 .collect(),
         };
         let r = self
-            .retrying(|ch| {
+            .on_volume(volume, |ch| {
                 let req = req.clone();
                 async move {
-                    Self::volume_client(ch)
+                    volume_client(ch)
                         .write_pages(req)
                         .await
                         .map(|r| r.into_inner().pages)
@@ -340,13 +499,13 @@ impl Client {
         limit: u32,
     ) -> Result<pb::ListCommitsResponse> {
         let r = self
-            .retrying(|ch| async move {
+            .on_volume(volume, |ch| async move {
                 let req = pb::ListCommitsRequest {
                     volume_id: Bytes::copy_from_slice(volume.as_bytes()),
                     from_lsn: from.0,
                     limit,
                 };
-                Self::volume_client(ch)
+                volume_client(ch)
                     .list_commits(req)
                     .await
                     .map(|r| r.into_inner())
@@ -379,12 +538,12 @@ impl Client {
         since: Lsn,
     ) -> Result<(Lsn, roaring::RoaringBitmap)> {
         let r = self
-            .retrying(|ch| async move {
+            .on_volume(volume, |ch| async move {
                 let req = pb::PullChangesRequest {
                     volume_id: Bytes::copy_from_slice(volume.as_bytes()),
                     since_lsn: since.0,
                 };
-                Self::volume_client(ch)
+                volume_client(ch)
                     .pull_changes(req)
                     .await
                     .map(|r| r.into_inner())
@@ -406,13 +565,13 @@ impl Client {
         pages: &[u32],
     ) -> Result<Vec<pb::PageData>> {
         let r = self
-            .retrying(|ch| async move {
+            .on_volume(volume, |ch| async move {
                 let req = pb::ReadPagesRequest {
                     volume_id: Bytes::copy_from_slice(volume.as_bytes()),
                     lsn: lsn.0,
                     page_idx: pages.to_vec(),
                 };
-                Self::volume_client(ch)
+                volume_client(ch)
                     .read_pages(req)
                     .await
                     .map(|r| r.into_inner().pages)
@@ -442,12 +601,12 @@ impl Client {
         since: Lsn,
     ) -> Result<tonic::Streaming<pb::WatchVolumeEvent>> {
         let r = self
-            .retrying(|ch| async move {
+            .on_volume(volume, |ch| async move {
                 let req = pb::WatchVolumeRequest {
                     volume_id: Bytes::copy_from_slice(volume.as_bytes()),
                     since_lsn: since.0,
                 };
-                Self::volume_client(ch)
+                volume_client(ch)
                     .watch_volume(req)
                     .await
                     .map(|r| r.into_inner())
@@ -470,7 +629,7 @@ impl Client {
                         .unwrap_or_default(),
                     limit,
                 };
-                Self::volume_client(ch)
+                volume_client(ch)
                     .list_volumes(req)
                     .await
                     .map(|r| r.into_inner().volumes)
