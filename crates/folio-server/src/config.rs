@@ -38,6 +38,13 @@ pub struct Config {
     /// `folio admin add-node` leaves this empty.
     #[serde(default)]
     pub initial_members: Vec<Member>,
+    /// The region this group serves, as registered with the registry.
+    #[serde(default = "defaults::region")]
+    pub region: String,
+    /// The volume registry this group registers with and reports to; none for a group that
+    /// clients reach directly.
+    #[serde(default)]
+    pub registry: Option<RegistryLink>,
     /// The object store that is the group's system of record. Every member of a group must
     /// name the same store.
     pub object_store: ObjectStoreConfig,
@@ -216,6 +223,24 @@ mod defaults {
     pub fn group_id() -> u64 {
         1
     }
+    pub fn region() -> String {
+        "default".into()
+    }
+    pub fn resolve_cache_ttl_ms() -> u64 {
+        30_000
+    }
+}
+
+/// How a group reaches the volume registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLink {
+    /// Addresses of registry nodes (`host:port`); any one of them will do.
+    pub addrs: Vec<String>,
+    /// How long this node trusts the registry's answer about where a volume it does not serve
+    /// lives (used to redirect clients).
+    #[serde(default = "defaults::resolve_cache_ttl_ms")]
+    pub resolve_cache_ttl_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +289,12 @@ impl Config {
         ids.dedup();
         if ids.len() != self.initial_members.len() || ids.contains(&0) {
             return bad("initial_members ids must be distinct and at least 1".into());
+        }
+        if let Err(e) = folio_core::ids::valid_region(&self.region) {
+            return bad(format!("region: {e}"));
+        }
+        if self.registry.as_ref().is_some_and(|r| r.addrs.is_empty()) {
+            return bad("registry.addrs must name at least one registry node".into());
         }
         let l = &self.limits;
         if l.batch_bytes_max == 0 || l.batch_requests_max == 0 || l.inflight_batches_max == 0 {

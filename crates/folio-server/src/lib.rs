@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod node;
 pub mod objstore;
 pub mod pages;
+pub mod registry;
 pub mod route;
 pub mod service;
 

@@ -125,6 +125,13 @@ impl Node {
             ),
             read: cfg.read.clone(),
             channels: Shared::forward_channels(),
+            registry: match &cfg.registry {
+                Some(r) => Some(Arc::new(
+                    crate::registry::RegistryLink::new(r, cfg.region.clone())
+                        .context("registry link")?,
+                )),
+                None => None,
+            },
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(
@@ -139,6 +146,9 @@ impl Node {
             }
             .run(),
         );
+        if let Some(link) = shared.registry.clone() {
+            tasks.spawn(link.heartbeat(shared.clone(), advertise.clone()));
+        }
         tasks.spawn(snapshot_by_bytes(
             raft.clone(),
             reader,

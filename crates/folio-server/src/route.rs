@@ -37,6 +37,8 @@ pub struct Shared {
     pub pages: PageReader,
     pub read: ReadConfig,
     pub channels: ChannelCache,
+    /// The volume registry, when the group is linked to one.
+    pub registry: Option<Arc<crate::registry::RegistryLink>>,
 }
 
 pub enum Route {

@@ -72,6 +72,20 @@ impl VolumeSvc {
             .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))
     }
 
+    /// A NOT_FOUND for a volume that another group serves becomes a redirect there (when the
+    /// group is linked to the registry).
+    async fn elsewhere<T>(&self, volume_id: &[u8], res: Result<T, Status>) -> Result<T, Status> {
+        match (res, &self.shared.registry) {
+            (Err(s), Some(link)) if s.code() == tonic::Code::NotFound => {
+                match VolumeId::from_slice(volume_id) {
+                    Ok(v) => Err(link.redirect(self.shared.group, v, s).await),
+                    Err(_) => Err(s),
+                }
+            }
+            (res, _) => res,
+        }
+    }
+
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
         // Backpressure: the buffer is bounded. Bytes admitted but not applied yet count too, so
         // concurrent writers cannot all pass the check before the buffer moves. A write into an
@@ -286,6 +300,7 @@ impl VolumeService for VolumeSvc {
         req: Request<pb::PullChangesRequest>,
     ) -> Result<Response<pb::PullChangesResponse>, Status> {
         let started = Instant::now();
+        let vid = req.get_ref().volume_id.clone();
         let res = async {
             let volume = convert::volume_id(&req.get_ref().volume_id)?;
             record_volume(&volume);
@@ -319,7 +334,7 @@ impl VolumeService for VolumeSvc {
         .instrument(self.span("PullChanges"))
         .await;
         observe("PullChanges", started, &res);
-        res.map(Response::new)
+        self.elsewhere(&vid, res).await.map(Response::new)
     }
 
     async fn read_pages(
@@ -327,6 +342,7 @@ impl VolumeService for VolumeSvc {
         req: Request<pb::ReadPagesRequest>,
     ) -> Result<Response<pb::ReadPagesResponse>, Status> {
         let started = Instant::now();
+        let vid = req.get_ref().volume_id.clone();
         let res = async {
             let volume = convert::volume_id(&req.get_ref().volume_id)?;
             record_volume(&volume);
@@ -386,7 +402,7 @@ impl VolumeService for VolumeSvc {
         .instrument(self.span("ReadPages"))
         .await;
         observe("ReadPages", started, &res);
-        res.map(Response::new)
+        self.elsewhere(&vid, res).await.map(Response::new)
     }
 
     async fn watch_volume(
@@ -403,7 +419,15 @@ impl VolumeService for VolumeSvc {
             .map_err(|e| internal("read volume head", e))?;
         let head = match head {
             Some(h) => h,
-            None if self.shared.is_leader() => self.linearizable_head(volume).await?,
+            None if self.shared.is_leader() => match self.linearizable_head(volume).await {
+                Ok(h) => h,
+                Err(e) => {
+                    return Err(self
+                        .elsewhere::<()>(volume.as_bytes(), Err(e))
+                        .await
+                        .unwrap_err())
+                }
+            },
             None => {
                 return Err(crate::route::not_leader(
                     self.shared.leader(),
@@ -518,6 +542,7 @@ impl VolumeService for VolumeSvc {
         req: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<pb::GetSnapshotResponse>, Status> {
         let started = Instant::now();
+        let vid = req.get_ref().volume_id.clone();
         let res = async {
             let volume = convert::volume_id(&req.get_ref().volume_id)?;
             record_volume(&volume);
@@ -536,7 +561,7 @@ impl VolumeService for VolumeSvc {
         .instrument(self.span("GetSnapshot"))
         .await;
         observe("GetSnapshot", started, &res);
-        res.map(Response::new)
+        self.elsewhere(&vid, res).await.map(Response::new)
     }
 
     async fn write_pages(
@@ -544,6 +569,7 @@ impl VolumeService for VolumeSvc {
         req: Request<pb::WritePagesRequest>,
     ) -> Result<Response<pb::WritePagesResponse>, Status> {
         let started = Instant::now();
+        let vid = req.get_ref().volume_id.clone();
         let res = async {
             let (args, target) =
                 validate::<_, WritePagesArgs>(self.shared.route(req.metadata()), req.into_inner())?;
@@ -568,7 +594,7 @@ impl VolumeService for VolumeSvc {
         .instrument(self.span("WritePages"))
         .await;
         observe("WritePages", started, &res);
-        res.map(Response::new)
+        self.elsewhere(&vid, res).await.map(Response::new)
     }
 
     async fn commit(
@@ -576,6 +602,7 @@ impl VolumeService for VolumeSvc {
         req: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let started = Instant::now();
+        let vid = req.get_ref().volume_id.clone();
         let res = async {
             let (args, target) =
                 validate::<_, CommitArgs>(self.shared.route(req.metadata()), req.into_inner())?;
@@ -622,7 +649,7 @@ impl VolumeService for VolumeSvc {
             metrics::COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
         }
         observe("Commit", started, &res);
-        res.map(Response::new)
+        self.elsewhere(&vid, res).await.map(Response::new)
     }
 
     async fn list_commits(
@@ -630,6 +657,7 @@ impl VolumeService for VolumeSvc {
         req: Request<pb::ListCommitsRequest>,
     ) -> Result<Response<pb::ListCommitsResponse>, Status> {
         let started = Instant::now();
+        let vid = req.get_ref().volume_id.clone();
         let res = async {
             let volume = convert::volume_id(&req.get_ref().volume_id)?;
             record_volume(&volume);
@@ -675,7 +703,7 @@ impl VolumeService for VolumeSvc {
         .instrument(self.span("ListCommits"))
         .await;
         observe("ListCommits", started, &res);
-        res.map(Response::new)
+        self.elsewhere(&vid, res).await.map(Response::new)
     }
 
     async fn list_volumes(
