@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use folio_client::{Client, RetryPolicy};
+use folio_client::{Client, Registry, RetryPolicy};
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -33,6 +33,26 @@ pub enum AdminCmd {
         #[arg(long)]
         node_id: u64,
     },
+    /// Regions and groups known to the volume registry: members, health, volume counts.
+    Groups {
+        /// Registry nodes' addresses, comma-separated (any one will do).
+        #[arg(
+            long,
+            env = "FOLIO_REGISTRY",
+            default_value = "127.0.0.1:7072",
+            value_delimiter = ','
+        )]
+        registry: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The registry group's leader, term and members, as seen by one registry node.
+    RegistryStatus {
+        #[arg(long, env = "FOLIO_REGISTRY", default_value = "127.0.0.1:7072")]
+        registry: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +68,27 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             let c = Client::new([addr], RetryPolicy::default())?;
             let r = c.add_member(node_id, &node_addr).await?;
             println!("node {node_id} added; members: {}", members(&r.members));
+            Ok(())
+        }
+        AdminCmd::Groups { registry, json } => groups(registry, json).await,
+        AdminCmd::RegistryStatus { registry, json } => {
+            let s = Registry::node_status(&registry, STATUS_TIMEOUT).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"node_id": s.node_id, "state": s.state, "term": s.term,
+                           "leader_id": s.leader_id, "leader_addr": s.leader_addr,
+                           "applied_index": s.applied_index, "groups": s.groups,
+                           "volumes": s.volumes,
+                           "members": s.members.iter().map(|m| json!({"node_id": m.node_id, "addr": m.addr})).collect::<Vec<_>>()})
+                );
+            } else {
+                println!(
+                    "registry node {} ({}), term {}, leader {} {}, applied {}, {} groups, {} volumes",
+                    s.node_id, s.state, s.term, s.leader_id, s.leader_addr, s.applied_index,
+                    s.groups, s.volumes
+                );
+            }
             Ok(())
         }
         AdminCmd::RemoveNode { addr, node_id } => {
@@ -125,6 +166,55 @@ async fn status(addr: &str, as_json: bool) -> anyhow::Result<()> {
                 "{:>6}  {:<22} {:<8} unreachable: {e}",
                 m.node_id, m.addr, role
             ),
+        }
+    }
+    Ok(())
+}
+
+async fn groups(registry: Vec<String>, json: bool) -> anyhow::Result<()> {
+    let r = Registry::new(registry, RetryPolicy::default())?;
+    let l = r.list_groups().await?;
+    if json {
+        let groups: Vec<_> = l
+            .groups
+            .iter()
+            .map(|g| {
+                json!({"group_id": g.group_id, "region": g.region, "healthy": g.healthy,
+                       "last_heartbeat_ms_ago": g.last_heartbeat_ms_ago, "volumes": g.volumes,
+                       "leader": g.leader_hint,
+                       "members": g.members.iter().map(|m| json!({"node_id": m.node_id, "addr": m.addr})).collect::<Vec<_>>()})
+            })
+            .collect();
+        println!("{}", json!({"regions": l.regions, "groups": groups}));
+        return Ok(());
+    }
+    for region in &l.regions {
+        println!("region {region}");
+        for g in l.groups.iter().filter(|g| &g.region == region) {
+            let health = if g.healthy {
+                format!("healthy ({} ms ago)", g.last_heartbeat_ms_ago)
+            } else if g.last_heartbeat_ms_ago == 0 {
+                "not heard from".to_string()
+            } else {
+                format!("UNHEALTHY (last heard {} ms ago)", g.last_heartbeat_ms_ago)
+            };
+            let members: Vec<String> = g
+                .members
+                .iter()
+                .map(|m| format!("{}={}", m.node_id, m.addr))
+                .collect();
+            println!(
+                "  group {:<6} {:<40} {:>8} volumes  leader {}  members {}",
+                g.group_id,
+                health,
+                g.volumes,
+                if g.leader_hint.is_empty() {
+                    "?"
+                } else {
+                    &g.leader_hint
+                },
+                members.join(",")
+            );
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
-//! The `folio` binary: run a node (`server`), everything in one process (`dev`), operate a group
-//! (`admin`), and measure (`bench`).
+//! The `folio` binary: run a node (`server`) or a registry node (`registry`), everything in one
+//! process (`dev`), work with volumes (`volume`), operate groups (`admin`), and measure (`bench`).
 
 mod admin;
 mod bench;
@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use folio_server::config::{Config, Member, ObjectStoreConfig};
+use folio_registry::{RegistryConfig, RegistryNode};
+use folio_server::config::{Config, Member, ObjectStoreConfig, RegistryLink};
 use folio_server::Node;
 
 #[derive(Parser)]
@@ -31,7 +32,13 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run a complete single-node Folio in this process, with data under a local directory.
+    /// Run one node of the volume registry, configured by a TOML file.
+    Registry {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a complete single-node Folio in this process, with data under a local directory: a
+    /// group, the volume registry, and a local-directory object store.
     Dev {
         /// Where data is kept (created if missing).
         #[arg(long, default_value = ".folio-dev")]
@@ -42,6 +49,12 @@ enum Cmd {
         /// Prometheus `/metrics` address.
         #[arg(long, default_value = "127.0.0.1:7071")]
         metrics: SocketAddr,
+        /// The in-process registry's gRPC address. Port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        registry_listen: SocketAddr,
+        /// The region the dev group serves.
+        #[arg(long, default_value = "local")]
+        region: String,
         #[command(flatten)]
         store: DevStore,
     },
@@ -165,15 +178,24 @@ async fn main() -> std::process::ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Cmd::Registry { config } => {
+            init_tracing();
+            match registry_config(&config) {
+                Ok(cfg) => run_registry(cfg).await,
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Dev {
             data_dir,
             listen,
             metrics,
+            registry_listen,
+            region,
             store,
         } => {
             init_tracing();
             let store = store.config(&data_dir);
-            dev(data_dir, listen, metrics, store).await
+            dev(data_dir, listen, metrics, registry_listen, region, store).await
         }
         Cmd::Admin { cmd } => admin::run(cmd).await,
         Cmd::Volume { cmd } => volume::run(cmd).await,
@@ -209,21 +231,57 @@ fn exit_code(e: &anyhow::Error) -> std::process::ExitCode {
     std::process::ExitCode::from(code)
 }
 
+fn registry_config(path: &std::path::Path) -> anyhow::Result<RegistryConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let cfg: RegistryConfig =
+        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn run_registry(cfg: RegistryConfig) -> anyhow::Result<()> {
+    let mut node = RegistryNode::start(cfg).await?;
+    println!(
+        "folio registry: listening on {} (advertised as {})",
+        node.addr, node.advertise
+    );
+    tokio::select! {
+        r = node.wait() => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.shutdown().await
+        }
+    }
+}
+
+/// A port-0 address resolved by binding, so it can be announced with the real port.
+fn resolve_port(a: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if a.port() != 0 {
+        return Ok(a);
+    }
+    let l = std::net::TcpListener::bind(a)?;
+    Ok(l.local_addr()?)
+}
+
 async fn dev(
     data_dir: PathBuf,
     listen: SocketAddr,
     metrics: SocketAddr,
+    registry_listen: SocketAddr,
+    region: String,
     object_store: ObjectStoreConfig,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-    // A port-0 listen address is resolved by binding, so the group's only member is announced with
-    // the real port; the group id and node id are fixed, so restarting reuses the same data.
-    let listen = if listen.port() == 0 {
-        let l = std::net::TcpListener::bind(listen)?;
-        l.local_addr()?
-    } else {
-        listen
-    };
+    // The group id and node ids are fixed, so restarting reuses the same data.
+    let listen = resolve_port(listen)?;
+    let registry_listen = resolve_port(registry_listen)?;
+    let registry = RegistryNode::start(RegistryConfig::single(
+        registry_listen,
+        data_dir.join("registry"),
+    ))
+    .await
+    .context("start the registry")?;
+    println!("folio dev: registry on {}", registry.addr);
     let cfg = Config {
         node_id: 1,
         group_id: 1,
@@ -235,6 +293,11 @@ async fn dev(
             id: 1,
             addr: listen.to_string(),
         }],
+        region,
+        registry: Some(RegistryLink {
+            addrs: vec![registry.advertise.clone()],
+            resolve_cache_ttl_ms: 30_000,
+        }),
         object_store,
         flush: Default::default(),
         read: Default::default(),
@@ -250,5 +313,7 @@ async fn dev(
             println!("folio dev: segments flushed to S3 bucket {bucket}")
         }
     }
-    run_node(cfg, true).await
+    let res = run_node(cfg, true).await;
+    let _ = registry.shutdown().await;
+    res
 }

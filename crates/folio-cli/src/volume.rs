@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Subcommand;
-use folio_client::{Client, RetryPolicy, Volume};
+use folio_client::{Client, RetryPolicy, RouterOptions, Volume};
 use folio_core::limits::{MAX_PAGES_PER_REQUEST, MAX_REFS_PER_COMMIT};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use serde_json::json;
@@ -25,6 +25,10 @@ pub struct Target {
     /// Members' addresses, comma-separated (any one will do).
     #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
     addr: Vec<String>,
+    /// Go through the volume registry at these addresses (comma-separated) instead: each
+    /// volume's group is looked up there. Overrides --addr.
+    #[arg(long, env = "FOLIO_REGISTRY", value_delimiter = ',')]
+    registry: Vec<String>,
     /// Machine-readable output (one JSON object).
     #[arg(long)]
     json: bool,
@@ -39,6 +43,10 @@ pub enum VolumeCmd {
         /// Choose the id (32 hex digits) instead of letting Folio pick one.
         #[arg(long)]
         id: Option<VolumeId>,
+        /// The region to place the volume in (with --registry): the registry picks one of the
+        /// region's healthy groups.
+        #[arg(long, requires = "registry")]
+        region: Option<String>,
     },
     /// List the group's volumes.
     List {
@@ -112,6 +120,13 @@ pub enum VolumeCmd {
 }
 
 fn client(t: &Target) -> anyhow::Result<Arc<Client>> {
+    if !t.registry.is_empty() {
+        return Ok(Arc::new(Client::with_registry(
+            t.registry.clone(),
+            RetryPolicy::default(),
+            RouterOptions::default(),
+        )?));
+    }
     Ok(Arc::new(Client::new(
         t.addr.clone(),
         RetryPolicy::default(),
@@ -156,8 +171,28 @@ impl Progress {
 
 pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
     match cmd {
-        VolumeCmd::Create { t, id } => {
-            let v = client(&t)?.create_volume(id).await?;
+        VolumeCmd::Create { t, id, region } => {
+            let c = client(&t)?;
+            if c.registry().is_some() {
+                let region = region.context(
+                    "--region is needed to create a volume through the registry (see `folio \
+                     admin groups` for the regions)",
+                )?;
+                let id = id.unwrap_or_else(VolumeId::new_random);
+                let loc = c.create_volume_in(&region, Some(id)).await?;
+                if t.json {
+                    println!(
+                        "{}",
+                        json!({"volume_id": id.to_string(), "lsn": 0, "group_id": loc.group_id,
+                               "region": loc.region})
+                    );
+                } else {
+                    println!("{id}");
+                    eprintln!("placed on group {} in region {}", loc.group_id, loc.region);
+                }
+                return Ok(());
+            }
+            let v = c.create_volume(id).await?;
             if t.json {
                 println!("{}", json!({"volume_id": v.to_string(), "lsn": 0}));
             } else {

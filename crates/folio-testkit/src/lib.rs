@@ -46,6 +46,12 @@ pub struct Options {
     /// Lines for the `[object_store]` section; `None` gives every node the same local directory
     /// inside the cluster's temporary directory.
     pub object_store: Option<String>,
+    /// The group id [default: 7].
+    pub group_id: Option<u64>,
+    /// The group's region [default: the server's default].
+    pub region: Option<String>,
+    /// Registry addresses the group registers with (none: no registry).
+    pub registry: Vec<String>,
 }
 
 impl Options {
@@ -59,6 +65,7 @@ impl Options {
 
 pub mod moto;
 pub mod proxy;
+pub mod registry;
 
 /// Reserves a free port on 127.0.0.1 by binding port 0 and releasing it. A port is never handed
 /// out twice in one process: a released port can come back from the kernel before the process
@@ -90,9 +97,17 @@ fn write_config(
     metrics_addr: &str,
 ) -> anyhow::Result<()> {
     let mut s = format!(
-        "node_id = {id}\ngroup_id = 7\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\nmetrics_addr = \"{metrics_addr}\"\n",
+        "node_id = {id}\ngroup_id = {}\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\nmetrics_addr = \"{metrics_addr}\"\n",
+        opts.group_id.unwrap_or(7),
         data.display()
     );
+    if let Some(r) = &opts.region {
+        s.push_str(&format!("region = \"{r}\"\n"));
+    }
+    if !opts.registry.is_empty() {
+        let addrs: Vec<String> = opts.registry.iter().map(|a| format!("\"{a}\"")).collect();
+        s.push_str(&format!("[registry]\naddrs = [{}]\n", addrs.join(", ")));
+    }
     for (mid, maddr) in members {
         s.push_str(&format!(
             "[[initial_members]]\nid = {mid}\naddr = \"{maddr}\"\n"
