@@ -97,6 +97,20 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A channel to one node for a one-off call: connected now, every call bounded by `timeout`.
+pub(crate) async fn connect_once(addr: &str, timeout: Duration) -> Result<Channel> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| Error::Endpoint(addr.to_string()))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| Error::Unavailable {
+            attempts: 1,
+            last: format!("connect to {addr}: {e}"),
+        })
+}
+
 fn volume_client(ch: Channel) -> VolumeServiceClient<Channel> {
     VolumeServiceClient::new(ch)
         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
@@ -640,16 +654,7 @@ impl Client {
 
     /// Status of the node at `addr` (no retries, no redirects: it is that node's own view).
     pub async fn node_status(addr: &str, timeout: Duration) -> Result<admin::StatusResponse> {
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| Error::Endpoint(addr.to_string()))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable {
-                attempts: 1,
-                last: format!("connect to {addr}: {e}"),
-            })?;
+        let ch = connect_once(addr, timeout).await?;
         AdminServiceClient::new(ch)
             .status(admin::StatusRequest {})
             .await

@@ -10,7 +10,7 @@ use folio_core::VolumeId;
 use folio_proto::channels::ChannelCache;
 pub use folio_proto::registry::v1 as pb;
 use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{Client, Conn, Error, Result, RetryPolicy};
 
@@ -95,16 +95,7 @@ impl Registry {
 
     /// The registry node at `addr`'s own view (no retries, no redirects).
     pub async fn node_status(addr: &str, timeout: Duration) -> Result<pb::StatusResponse> {
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| Error::Endpoint(addr.to_string()))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable {
-                attempts: 1,
-                last: format!("connect to {addr}: {e}"),
-            })?;
+        let ch = crate::connect_once(addr, timeout).await?;
         client(ch)
             .status(pb::StatusRequest {})
             .await

@@ -43,3 +43,35 @@ pub mod meta {
     pub const HOME_REGION: &str = "folio-home-region";
     pub const HOME_MEMBERS: &str = "folio-home-members";
 }
+
+/// A request marked as forwarded once by a non-leader, so it is never forwarded again.
+pub fn forwarded<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        meta::FORWARDED,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    r
+}
+
+/// UNAVAILABLE from a node that is not its group's leader, naming the leader (`who`, e.g.
+/// "leader" or "registry leader") and carrying its address in [`meta::LEADER_ADDR`] when known,
+/// so clients retry there.
+pub fn not_leader(leader: Option<(u64, Option<String>)>, who: &str, why: &str) -> tonic::Status {
+    let (msg, addr) = match &leader {
+        Some((id, Some(a))) => (
+            format!("{why}; the {who} is node {id} at {a}; retry there"),
+            Some(a.clone()),
+        ),
+        Some((id, None)) => (format!("{why}; the {who} is node {id}; retry"), None),
+        None => (
+            format!("{why}; no {who} is known yet (election in progress); retry"),
+            None,
+        ),
+    };
+    let mut s = tonic::Status::unavailable(msg);
+    if let Some(a) = addr.and_then(|a| a.parse().ok()) {
+        s.metadata_mut().insert(meta::LEADER_ADDR, a);
+    }
+    s
+}

@@ -54,3 +54,56 @@ impl<T> GroupTypes for T where
 
 /// The Raft handle for a Folio group.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// The leader of `raft`'s group as this node sees it: its id, and its address when known.
+pub fn leader_of<C: GroupTypes>(raft: &openraft::Raft<C>) -> Option<(u64, Option<String>)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let l = m.current_leader?;
+    Some((
+        l,
+        m.membership_config
+            .membership()
+            .get_node(&l)
+            .map(|n| n.addr.clone()),
+    ))
+}
+
+/// Initializing a group failed.
+#[derive(Debug, thiserror::Error)]
+#[error("bootstrap: {0}")]
+pub struct BootstrapError(String);
+
+/// Initializes the group with `initial` (node id, address) as its members, once: only on the
+/// member with the lowest id, and only if this node's store has never been initialized. `me`'s
+/// own entry is announced as `advertise`. Returns whether this call initialized the group.
+pub async fn bootstrap_once<C: GroupTypes>(
+    raft: &openraft::Raft<C>,
+    me: u64,
+    advertise: &str,
+    initial: &[(u64, String)],
+) -> Result<bool, BootstrapError> {
+    let lowest = initial.iter().map(|(id, _)| *id).min();
+    if lowest != Some(me) {
+        return Ok(false);
+    }
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| BootstrapError(e.to_string()))?;
+    if initialized {
+        return Ok(false);
+    }
+    let members: std::collections::BTreeMap<u64, openraft::BasicNode> = initial
+        .iter()
+        .map(|(id, addr)| {
+            let a = if *id == me { advertise } else { addr.as_str() };
+            (*id, openraft::BasicNode::new(a))
+        })
+        .collect();
+    tracing::info!(node = me, ?members, "bootstrapping the group");
+    raft.initialize(members)
+        .await
+        .map_err(|e| BootstrapError(e.to_string()))?;
+    Ok(true)
+}

@@ -2,7 +2,6 @@
 //! peer transport), bootstrap once, and serve the registry API, Raft peer traffic and health on
 //! one gRPC port.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use folio_raft::network::{Network, PeerService};
-use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -164,29 +162,16 @@ impl RegistryNode {
         .await
         .context("start registry raft")?;
 
-        let single = cfg.initial_members.is_empty();
-        let lowest = cfg.initial_members.iter().map(|m| m.id).min();
-        if (single || lowest == Some(cfg.node_id)) && !raft.is_initialized().await? {
-            let members: BTreeMap<u64, BasicNode> = if single {
-                BTreeMap::from([(cfg.node_id, BasicNode::new(advertise.clone()))])
-            } else {
-                cfg.initial_members
-                    .iter()
-                    .map(|m| {
-                        let a = if m.id == cfg.node_id {
-                            advertise.clone()
-                        } else {
-                            m.addr.clone()
-                        };
-                        (m.id, BasicNode::new(a))
-                    })
-                    .collect()
-            };
-            tracing::info!(node = cfg.node_id, ?members, "bootstrapping the registry");
-            raft.initialize(members)
-                .await
-                .context("bootstrap the registry")?;
-        }
+        // No initial members: a single-node registry of this node (what `folio dev` runs).
+        let initial: Vec<(u64, String)> = if cfg.initial_members.is_empty() {
+            vec![(cfg.node_id, advertise.clone())]
+        } else {
+            cfg.initial_members
+                .iter()
+                .map(|m| (m.id, m.addr.clone()))
+                .collect()
+        };
+        folio_raft::bootstrap_once(&raft, cfg.node_id, &advertise, &initial).await?;
 
         let live = Liveness {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use folio_client::{Client, RetryPolicy};
 use folio_core::VolumeId;
 use folio_proto::channels::ChannelCache;
-use folio_proto::meta;
 use folio_proto::registry::v1 as pb;
 use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use folio_proto::registry::v1::registry_service_server::{RegistryService, RegistryServiceServer};
+use folio_proto::{forwarded, meta};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -61,13 +61,6 @@ enum Route {
     Forward(Channel),
 }
 
-fn forwarded<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert(meta::FORWARDED, MetadataValue::from_static("1"));
-    r
-}
-
 fn members_pb(m: &[(u64, String)]) -> Vec<pb::GroupMember> {
     m.iter()
         .map(|(id, a)| pb::GroupMember {
@@ -103,16 +96,7 @@ impl RegistrySvc {
     }
 
     fn leader(&self) -> Option<(u64, Option<String>)> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let l = m.current_leader?;
-        Some((
-            l,
-            m.membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.addr.clone()),
-        ))
+        folio_raft::leader_of(&self.raft)
     }
 
     fn route(&self, md: &MetadataMap) -> Result<Route, Status> {
@@ -232,25 +216,7 @@ fn location(volume: &[u8; 16], g: u64, rec: &GroupRecord, hint: String) -> pb::V
 }
 
 fn not_leader(leader: Option<(u64, Option<String>)>, why: &str) -> Status {
-    let (msg, addr) = match &leader {
-        Some((id, Some(a))) => (
-            format!("{why}; the registry leader is node {id} at {a}; retry there"),
-            Some(a.clone()),
-        ),
-        Some((id, None)) => (
-            format!("{why}; the registry leader is node {id}; retry"),
-            None,
-        ),
-        None => (
-            format!("{why}; no registry leader is known yet (election in progress); retry"),
-            None,
-        ),
-    };
-    let mut s = Status::unavailable(msg);
-    if let Some(a) = addr.and_then(|a| a.parse::<MetadataValue<_>>().ok()) {
-        s.metadata_mut().insert(meta::LEADER_ADDR, a);
-    }
-    s
+    folio_proto::not_leader(leader, "registry leader", why)
 }
 
 fn volume_bytes(b: &[u8]) -> Result<[u8; 16], Status> {

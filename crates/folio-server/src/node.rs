@@ -1,7 +1,6 @@
 //! Starting and stopping one node: open the store, start Raft, bootstrap the group once, and serve
 //! the client API, admin API, Raft peer traffic, health and reflection on one gRPC port.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use folio_raft::network::{Network, PeerService};
 use folio_raft::{open_store, Raft};
-use openraft::BasicNode;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -82,23 +80,12 @@ impl Node {
         .await
         .context("start raft")?;
 
-        let lowest = cfg.initial_members.iter().map(|m| m.id).min();
-        if lowest == Some(cfg.node_id) && !raft.is_initialized().await? {
-            let members: BTreeMap<u64, BasicNode> = cfg
-                .initial_members
-                .iter()
-                .map(|m| {
-                    let a = if m.id == cfg.node_id {
-                        advertise.clone()
-                    } else {
-                        m.addr.clone()
-                    };
-                    (m.id, BasicNode::new(a))
-                })
-                .collect();
-            tracing::info!(node = cfg.node_id, ?members, "bootstrapping group");
-            raft.initialize(members).await.context("bootstrap group")?;
-        }
+        let initial: Vec<(u64, String)> = cfg
+            .initial_members
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect();
+        folio_raft::bootstrap_once(&raft, cfg.node_id, &advertise, &initial).await?;
 
         let store = crate::objstore::open(&cfg.object_store)
             .await

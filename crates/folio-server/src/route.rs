@@ -58,16 +58,7 @@ impl Shared {
 
     /// The current leader's id and address, if known.
     pub fn leader(&self) -> Option<(u64, Option<String>)> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let l = m.current_leader?;
-        Some((
-            l,
-            m.membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.addr.clone()),
-        ))
+        folio_raft::leader_of(&self.raft)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -90,31 +81,11 @@ impl Shared {
 }
 
 /// Marks a request as forwarded.
-pub fn forwarded<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert(meta::FORWARDED, MetadataValue::from_static("1"));
-    r
-}
+pub use folio_proto::forwarded;
 
 /// UNAVAILABLE, naming the leader when known, so clients can retry there.
 pub fn not_leader(leader: Option<(u64, Option<String>)>, why: &str) -> Status {
-    let (msg, addr) = match &leader {
-        Some((id, Some(a))) => (
-            format!("{why}; the leader is node {id} at {a}; retry there"),
-            Some(a.clone()),
-        ),
-        Some((id, None)) => (format!("{why}; the leader is node {id}; retry"), None),
-        None => (
-            format!("{why}; no leader is known yet (election in progress); retry"),
-            None,
-        ),
-    };
-    let mut s = Status::unavailable(msg);
-    if let Some(a) = addr.and_then(|a| a.parse::<MetadataValue<_>>().ok()) {
-        s.metadata_mut().insert(meta::LEADER_ADDR, a);
-    }
-    s
+    folio_proto::not_leader(leader, "leader", why)
 }
 
 impl From<WriteError> for Status {
