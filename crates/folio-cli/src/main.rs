@@ -240,11 +240,18 @@ fn registry_config(path: &std::path::Path) -> anyhow::Result<RegistryConfig> {
 }
 
 async fn run_registry(cfg: RegistryConfig) -> anyhow::Result<()> {
+    let metrics = cfg.metrics_addr;
     let mut node = RegistryNode::start(cfg).await?;
     println!(
         "folio registry: listening on {} (advertised as {})",
         node.addr, node.advertise
     );
+    if let Some(a) = metrics {
+        let bound = folio_server::metrics::serve(a)
+            .await
+            .with_context(|| format!("serve metrics on {a}"))?;
+        println!("folio registry: metrics on http://{bound}/metrics");
+    }
     tokio::select! {
         r = node.wait() => r,
         _ = shutdown_signal() => {

@@ -22,11 +22,12 @@ const FILE_VERSION: u32 = 1;
 
 #[derive(clap::Args, Clone)]
 pub struct Target {
-    /// Members' addresses, comma-separated (any one will do).
-    #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+    /// A group's members' addresses, comma-separated (any one will do) [default: 127.0.0.1:7070,
+    /// unless a registry is given].
+    #[arg(long, value_delimiter = ',')]
     addr: Vec<String>,
     /// Go through the volume registry at these addresses (comma-separated) instead: each
-    /// volume's group is looked up there. Overrides --addr.
+    /// volume's group is looked up there. An explicit --addr wins.
     #[arg(long, env = "FOLIO_REGISTRY", value_delimiter = ',')]
     registry: Vec<String>,
     /// Machine-readable output (one JSON object).
@@ -120,17 +121,19 @@ pub enum VolumeCmd {
 }
 
 fn client(t: &Target) -> anyhow::Result<Arc<Client>> {
-    if !t.registry.is_empty() {
+    if t.addr.is_empty() && !t.registry.is_empty() {
         return Ok(Arc::new(Client::with_registry(
             t.registry.clone(),
             RetryPolicy::default(),
             RouterOptions::default(),
         )?));
     }
-    Ok(Arc::new(Client::new(
-        t.addr.clone(),
-        RetryPolicy::default(),
-    )?))
+    let addrs = if t.addr.is_empty() {
+        vec!["127.0.0.1:7070".to_string()]
+    } else {
+        t.addr.clone()
+    };
+    Ok(Arc::new(Client::new(addrs, RetryPolicy::default())?))
 }
 
 /// A one-line progress bar on stderr, drawn only on a terminal.
@@ -201,6 +204,12 @@ pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
         }
         VolumeCmd::List { t } => {
             let c = client(&t)?;
+            if c.registry().is_some() {
+                bail!(
+                    "volumes are listed per group: give a group with --addr (`folio admin \
+                     groups` lists the groups and their members)"
+                );
+            }
             let mut all = Vec::new();
             let mut after = None;
             loop {

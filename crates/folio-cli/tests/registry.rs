@@ -97,9 +97,20 @@ async fn regions_routing_redirects_and_registry_failover() -> anyhow::Result<()>
     let us_vol = VolumeId::new_random();
     let loc = client.create_volume_in("us", Some(us_vol)).await?;
     assert_eq!((loc.group_id, loc.region.as_str()), (21, "us"));
-    // Retrying a create with the same id answers with the same placement.
+    // Retrying a create with the same id answers with the same placement, also when the
+    // attempts race.
     let again = client.create_volume_in("us", Some(us_vol)).await?;
     assert_eq!(again.group_id, 21);
+    let raced = VolumeId::new_random();
+    let (a, b) = tokio::join!(
+        client.create_volume_in("eu", Some(raced)),
+        client.create_volume_in("eu", Some(raced))
+    );
+    assert_eq!(a?.group_id, b?.group_id, "one placement for one id");
+    match client.create_volume_in("us", Some(raced)).await {
+        Err(Error::AlreadyExists(m)) => assert!(m.contains("region"), "{m}"),
+        other => panic!("same id in another region: {other:?}"),
+    }
 
     // Each volume exists on its group, and only there.
     let groups = [(11u64, &eu1), (12, &eu2), (21, &us)];
@@ -173,6 +184,31 @@ async fn regions_routing_redirects_and_registry_failover() -> anyhow::Result<()>
     match client.snapshot(VolumeId::new_random()).await {
         Err(Error::NotFound(m)) => assert!(m.contains("not known to the registry"), "{m}"),
         other => panic!("unknown volume: {other:?}"),
+    }
+    // Heartbeats are checked before anything is recorded.
+    let registry = reg.client();
+    let beat = |group_id: u64, region: &str, addr: &str| pb::HeartbeatRequest {
+        group_id,
+        region: region.into(),
+        members: vec![pb::GroupMember {
+            node_id: 1,
+            addr: addr.into(),
+        }],
+        leader_addr: addr.into(),
+    };
+    match registry.heartbeat(beat(1 << 48, "eu", "127.0.0.1:1")).await {
+        Err(Error::Invalid { message, .. }) => assert!(message.contains("2^48"), "{message}"),
+        other => panic!("group id out of range: {other:?}"),
+    }
+    match registry.heartbeat(beat(99, "eu", "a:1,b:2")).await {
+        Err(Error::Invalid { message, .. }) => assert!(message.contains("host:port"), "{message}"),
+        other => panic!("bad address: {other:?}"),
+    }
+    match registry.heartbeat(beat(11, "us", &eu1.node(1).addr)).await {
+        Err(Error::Invalid { message, .. }) => {
+            assert!(message.contains("cannot move"), "{message}")
+        }
+        other => panic!("region change: {other:?}"),
     }
 
     // Kill the registry leader: the other two keep answering, with a new leader.

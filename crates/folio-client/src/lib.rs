@@ -134,7 +134,7 @@ impl Conn {
         })
     }
 
-    fn channel(&self) -> Result<(String, Channel)> {
+    fn channel(&self) -> std::result::Result<(String, Channel), (String, Error)> {
         let addr = {
             let e = self
                 .endpoints
@@ -142,8 +142,18 @@ impl Conn {
                 .expect("endpoint lock is never poisoned");
             e.addrs[e.current].clone()
         };
-        let c = self.channels.get(&addr).map_err(Error::Endpoint)?;
-        Ok((addr, c))
+        match self.channels.get(&addr) {
+            Ok(c) => Ok((addr, c)),
+            Err(e) => Err((addr, Error::Endpoint(e))),
+        }
+    }
+
+    fn addr_count(&self) -> usize {
+        self.endpoints
+            .lock()
+            .expect("endpoint lock is never poisoned")
+            .addrs
+            .len()
     }
 
     /// After a failure at `addr`: go to the leader it named, or to the next address.
@@ -178,11 +188,21 @@ impl Conn {
         let started = tokio::time::Instant::now();
         let mut last: Option<Status> = None;
         let mut explained = false;
+        let mut bad_addrs = 0usize;
         loop {
             attempt += 1;
             let (addr, ch) = match self.channel() {
                 Ok(x) => x,
-                Err(e) => return Err((Status::invalid_argument(e.to_string()), attempt)),
+                Err((addr, e)) => {
+                    // An unusable address (say, a bad hint): try the next one, unless none is
+                    // usable.
+                    bad_addrs += 1;
+                    if bad_addrs >= self.addr_count() {
+                        return Err((Status::invalid_argument(e.to_string()), attempt));
+                    }
+                    self.redirect(&addr, None);
+                    continue;
+                }
             };
             let status = match tokio::time::timeout(self.policy.attempt_timeout, call(ch)).await {
                 Ok(Ok(v)) => return Ok(v),

@@ -10,6 +10,7 @@
 
 #![allow(clippy::result_large_err)]
 
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod state;
@@ -30,6 +31,8 @@ pub const REGISTRY_GROUP: GroupId = GroupId(u64::MAX);
 pub const GROUP_MEMBERS_MAX: usize = 16;
 /// Longest member address.
 pub const MEMBER_ADDR_MAX: usize = 256;
+/// Most groups the registry records.
+pub const GROUPS_MAX: usize = 10_000;
 
 /// A registry command, replicated through the registry's Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,10 +43,9 @@ pub enum RegCommand {
         region: String,
         members: Vec<(u64, String)>,
     },
-    /// Places a volume on a group. Refused if the volume is placed already.
+    /// Places a volume on a group, for good: placements never move or go away. Refused if the
+    /// volume is placed already.
     AssignVolume { volume: [u8; 16], group: u64 },
-    /// Takes back a placement whose creation on the group failed.
-    UnassignVolume { volume: [u8; 16], group: u64 },
 }
 
 /// The outcome of one command.

@@ -39,6 +39,9 @@ pub struct RegistryConfig {
     pub advertise_addr: Option<String>,
     /// Directory for the registry's RocksDB.
     pub data_dir: PathBuf,
+    /// Where `/metrics` is served (Prometheus text); none to disable.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
     /// The registry group's first members; the lowest id bootstraps it, once.
     #[serde(default)]
     pub initial_members: Vec<RegistryMember>,
@@ -82,6 +85,7 @@ impl RegistryConfig {
             listen_addr,
             advertise_addr: None,
             data_dir,
+            metrics_addr: None,
             initial_members: Vec::new(),
             heartbeat_interval_ms: defaults::heartbeat_interval_ms(),
             group_timeout_ms: defaults::group_timeout_ms(),
@@ -144,6 +148,7 @@ pub struct RegistryNode {
 impl RegistryNode {
     pub async fn start(cfg: RegistryConfig) -> anyhow::Result<RegistryNode> {
         cfg.validate()?;
+        crate::metrics::register();
         let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
             .await
             .with_context(|| format!("listen on {}", cfg.listen_addr))?;

@@ -19,10 +19,9 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::metrics;
 use crate::state::{GroupRecord, SharedState};
-use crate::{
-    valid_region, RegCommand, RegRaft, GROUP_MEMBERS_MAX, MEMBER_ADDR_MAX, REGISTRY_GROUP,
-};
+use crate::{valid_region, RegCommand, RegRaft, GROUPS_MAX, GROUP_MEMBERS_MAX, MEMBER_ADDR_MAX};
 
 /// How long a forwarded call may take at the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,16 +124,40 @@ impl RegistrySvc {
         h
     }
 
-    /// Whether a group may receive new volumes: heard from within the timeout, or not heard
-    /// from at all while this leader is younger than the timeout (heartbeats are still
-    /// arriving after a registry failover).
-    fn eligible(&self, h: &Heard, group: u64) -> bool {
+    /// Whether a group may receive new volumes. Heard from within the timeout: yes (`Some(true)`).
+    /// Not heard from at all while this leader is younger than the timeout (heartbeats are still
+    /// arriving after a registry failover): only if no group of the region has been heard from
+    /// (`Some(false)`). Otherwise no (`None`).
+    fn eligible(&self, h: &Heard, group: u64) -> Option<bool> {
         match h.groups.get(&group) {
-            Some((at, _)) => at.elapsed() <= self.live.group_timeout,
+            Some((at, _)) => (at.elapsed() <= self.live.group_timeout).then_some(true),
             None => h
                 .since
-                .is_some_and(|s| s.elapsed() <= self.live.group_timeout),
+                .is_some_and(|s| s.elapsed() <= self.live.group_timeout)
+                .then_some(false),
         }
+    }
+
+    /// Answers a create whose volume is placed already (a retry, or a concurrent create with
+    /// the same id): creating it on its group again is harmless and finishes a create whose
+    /// first attempt was cut short.
+    async fn finish_placed(
+        &self,
+        volume: VolumeId,
+        region: &str,
+        loc: pb::VolumeLocation,
+    ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
+        if loc.region != region {
+            return Err(Status::already_exists(format!(
+                "volume {volume} already exists in region {:?}",
+                loc.region
+            )));
+        }
+        self.create_on_group(volume, &loc).await?;
+        metrics::PLACEMENTS.with_label_values(&["retried"]).inc();
+        Ok(Response::new(pb::CreateVolumeResponse {
+            location: Some(loc),
+        }))
     }
 
     async fn propose(&self, cmd: RegCommand) -> Result<(), Status> {
@@ -198,7 +221,8 @@ impl RegistrySvc {
         match group.create_volume(Some(volume)).await {
             Ok(_) | Err(folio_client::Error::AlreadyExists(_)) => Ok(()),
             Err(e) => Err(Status::unavailable(format!(
-                "group {} could not create the volume: {e}",
+                "volume {volume} is placed on group {} but the group could not create it yet \
+                 ({e}); retry with the same volume id",
                 loc.group_id
             ))),
         }
@@ -217,6 +241,46 @@ fn location(volume: &[u8; 16], g: u64, rec: &GroupRecord, hint: String) -> pb::V
 
 fn not_leader(leader: Option<(u64, Option<String>)>, why: &str) -> Status {
     folio_proto::not_leader(leader, "registry leader", why)
+}
+
+fn valid_addr(what: &str, a: &str) -> Result<(), Status> {
+    if a.is_empty() || a.len() > MEMBER_ADDR_MAX || a.contains([',', ' ', '/']) {
+        return Err(Status::invalid_argument(format!(
+            "{what} {a:?} is not a host:port of at most {MEMBER_ADDR_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_heartbeat(m: &pb::HeartbeatRequest) -> Result<(), Status> {
+    valid_region(&m.region).map_err(Status::invalid_argument)?;
+    if m.group_id > folio_core::GroupId::MAX {
+        return Err(Status::invalid_argument(format!(
+            "group id {} is not below 2^48",
+            m.group_id
+        )));
+    }
+    if m.members.is_empty() || m.members.len() > GROUP_MEMBERS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "a group lists 1 to {GROUP_MEMBERS_MAX} members, not {}",
+            m.members.len()
+        )));
+    }
+    let mut ids: Vec<u64> = m.members.iter().map(|x| x.node_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != m.members.len() || ids.contains(&0) {
+        return Err(Status::invalid_argument(
+            "member node ids must be distinct and at least 1",
+        ));
+    }
+    for x in &m.members {
+        valid_addr("member address", &x.addr)?;
+    }
+    if !m.leader_addr.is_empty() {
+        valid_addr("leader address", &m.leader_addr)?;
+    }
+    Ok(())
 }
 
 fn volume_bytes(b: &[u8]) -> Result<[u8; 16], Status> {
@@ -244,21 +308,11 @@ impl RegistryService for RegistrySvc {
                 .map_err(|e| Status::invalid_argument(format!("volume_id: {e}")))?
         };
         let vb = *volume.as_bytes();
-        // A retried create: answer with the placement already made (creating it on the group
-        // again is harmless, and finishes a create whose first attempt was cut short).
         if let Some(loc) = self.location(&vb) {
-            if loc.region != region {
-                return Err(Status::already_exists(format!(
-                    "volume {volume} already exists in region {:?}",
-                    loc.region
-                )));
-            }
-            self.create_on_group(volume, &loc).await?;
-            return Ok(Response::new(pb::CreateVolumeResponse {
-                location: Some(loc),
-            }));
+            return self.finish_placed(volume, &region, loc).await;
         }
-        // Pick the least-loaded eligible group of the region (ties: the lowest id).
+        // The least-loaded eligible group of the region (ties: the lowest id), preferring groups
+        // this leader has heard from over ones it has not heard from yet.
         let (group, rec, known) = {
             let s = self.state.read().expect("registry state lock");
             let h = self.heard();
@@ -272,6 +326,7 @@ impl RegistryService for RegistrySvc {
                 let mut regions: Vec<&str> = s.groups.values().map(|g| g.region.as_str()).collect();
                 regions.sort_unstable();
                 regions.dedup();
+                metrics::PLACEMENTS.with_label_values(&["refused"]).inc();
                 return Err(Status::not_found(format!(
                     "unknown region {region:?}; regions with groups: [{}]",
                     regions.join(", ")
@@ -279,22 +334,36 @@ impl RegistryService for RegistrySvc {
             }
             let best = in_region
                 .iter()
-                .filter(|g| self.eligible(&h, **g))
-                .min_by_key(|g| (s.volume_counts.get(g).copied().unwrap_or(0), **g));
+                .filter_map(|g| Some((self.eligible(&h, *g)?, *g)))
+                .min_by_key(|(heard, g)| {
+                    (!heard, s.volume_counts.get(g).copied().unwrap_or(0), *g)
+                });
             match best {
-                Some(g) => (*g, s.groups[g].clone(), in_region.len()),
+                Some((_, g)) => (g, s.groups[&g].clone(), in_region.len()),
                 None => {
+                    metrics::PLACEMENTS.with_label_values(&["refused"]).inc();
                     return Err(Status::unavailable(format!(
                         "no healthy group in region {region:?}: {} registered, none heard from \
                          in the last {:?}; retry",
                         in_region.len(),
                         self.live.group_timeout
-                    )))
+                    )));
                 }
             }
         };
-        self.propose(RegCommand::AssignVolume { volume: vb, group })
-            .await?;
+        // The placement is committed first and for good, so the registry never forgets a volume
+        // a group may have created. If creating it on the group fails (or its outcome is
+        // unknown), the answer is UNAVAILABLE and a retry with the same id finishes it.
+        if let Err(e) = self
+            .propose(RegCommand::AssignVolume { volume: vb, group })
+            .await
+        {
+            // A concurrent create with the same id placed it first.
+            if let Some(loc) = self.location(&vb) {
+                return self.finish_placed(volume, &region, loc).await;
+            }
+            return Err(e);
+        }
         let hint = self
             .heard()
             .groups
@@ -302,18 +371,8 @@ impl RegistryService for RegistrySvc {
             .map(|(_, l)| l.clone())
             .unwrap_or_default();
         let loc = location(&vb, group, &rec, hint);
-        if let Err(e) = self.create_on_group(volume, &loc).await {
-            // Take the placement back so the registry never points at a volume that does not
-            // exist. If this fails too, the placement stays and resolves to a group that
-            // answers NOT_FOUND for it: wasted, not wrong.
-            if let Err(u) = self
-                .propose(RegCommand::UnassignVolume { volume: vb, group })
-                .await
-            {
-                tracing::warn!(%volume, group, error = %u, "could not take back a failed placement");
-            }
-            return Err(e);
-        }
+        self.create_on_group(volume, &loc).await?;
+        metrics::PLACEMENTS.with_label_values(&["placed"]).inc();
         tracing::info!(%volume, group, region = %region, groups_in_region = known, "volume placed");
         Ok(Response::new(pb::CreateVolumeResponse {
             location: Some(loc),
@@ -328,13 +387,22 @@ impl RegistryService for RegistrySvc {
         // Placements never move, so any replica that has one may answer. A miss is only
         // trusted from the leader after a read-index check: a follower may be behind.
         if let Some(loc) = self.location(&volume) {
+            metrics::RESOLVES.with_label_values(&["local"]).inc();
             return Ok(Response::new(loc));
         }
         if let Route::Forward(ch) = self.route(req.metadata())? {
             return client(ch).resolve_volume(forwarded(req.into_inner())).await;
         }
         self.read_index().await?;
-        self.location(&volume).map(Response::new).ok_or_else(|| {
+        let found = self.location(&volume);
+        metrics::RESOLVES
+            .with_label_values(&[if found.is_some() {
+                "confirmed"
+            } else {
+                "not_found"
+            }])
+            .inc();
+        found.map(Response::new).ok_or_else(|| {
             Status::not_found(format!(
                 "volume {} is not known to the registry",
                 VolumeId::from_slice(&volume)
@@ -382,30 +450,7 @@ impl RegistryService for RegistrySvc {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let m = req.get_ref();
-        valid_region(&m.region).map_err(Status::invalid_argument)?;
-        if m.group_id == REGISTRY_GROUP.0 {
-            return Err(Status::invalid_argument(format!(
-                "group id {} is reserved for the registry",
-                m.group_id
-            )));
-        }
-        if m.members.is_empty() || m.members.len() > GROUP_MEMBERS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "a group lists 1 to {GROUP_MEMBERS_MAX} members, not {}",
-                m.members.len()
-            )));
-        }
-        if let Some(bad) = m
-            .members
-            .iter()
-            .find(|x| x.addr.is_empty() || x.addr.len() > MEMBER_ADDR_MAX)
-        {
-            return Err(Status::invalid_argument(format!(
-                "member {} has an empty or over-long address",
-                bad.node_id
-            )));
-        }
+        validate_heartbeat(req.get_ref())?;
         if let Route::Forward(ch) = self.route(req.metadata())? {
             return client(ch).heartbeat(forwarded(req.into_inner())).await;
         }
@@ -415,10 +460,26 @@ impl RegistryService for RegistrySvc {
         members.sort();
         let known = {
             let s = self.state.read().expect("registry state lock");
-            s.groups
-                .get(&m.group_id)
-                .is_some_and(|g| g.region == m.region && g.members == members)
+            match s.groups.get(&m.group_id) {
+                Some(g) if g.region != m.region => {
+                    return Err(Status::failed_precondition(format!(
+                        "group {} is registered in region {:?}, not {:?}: a group cannot move \
+                         (its volumes would move with it); give it a new group id",
+                        m.group_id, g.region, m.region
+                    )))
+                }
+                Some(g) => g.members == members,
+                None if s.groups.len() >= GROUPS_MAX => {
+                    return Err(Status::resource_exhausted(format!(
+                        "the registry holds its maximum of {GROUPS_MAX} groups"
+                    )))
+                }
+                None => false,
+            }
         };
+        metrics::HEARTBEATS
+            .with_label_values(&[if known { "seen" } else { "registered" }])
+            .inc();
         if !known {
             tracing::info!(group = m.group_id, region = %m.region, ?members, "registering group");
             self.propose(RegCommand::RegisterGroup {

@@ -103,17 +103,6 @@ impl RegistryState {
                 *self.volume_counts.entry(*group).or_default() += 1;
                 RegResponse::default()
             }
-            RegCommand::UnassignVolume { volume, group } => {
-                if self.volumes.get(volume) != Some(group) {
-                    return refused(format!("the volume is not placed on group {group}"));
-                }
-                batch.delete_cf(cf(db, CF_REG_VOLUMES), volume);
-                self.volumes.remove(volume);
-                if let Some(c) = self.volume_counts.get_mut(group) {
-                    *c = c.saturating_sub(1);
-                }
-                RegResponse::default()
-            }
         }
     }
 
@@ -146,6 +135,11 @@ impl RegistryState {
     }
 }
 
+fn publish(s: &RegistryState) {
+    crate::metrics::GROUPS.set(s.groups.len() as i64);
+    crate::metrics::VOLUMES.set(s.volumes.len() as i64);
+}
+
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name)
         .expect("every column family is created at open")
@@ -158,6 +152,9 @@ pub type SharedState = Arc<RwLock<RegistryState>>;
 pub struct RegistryStore {
     db: Arc<DB>,
     state: SharedState,
+    /// Held while a snapshot is built or installed: openraft runs builds in a task of their own,
+    /// and a build must not store an older snapshot over one just installed.
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Opens (or creates) a registry node's RocksDB in `dir`: the Raft log store (the write tier's)
@@ -178,11 +175,13 @@ pub fn open(dir: &Path) -> anyhow::Result<(LogStore<RegTypes>, RegistryStore)> {
     .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
     let db = Arc::new(DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?);
     let state = load(&db)?;
+    publish(&state);
     Ok((
         LogStore::new(db.clone()),
         RegistryStore {
             db,
             state: Arc::new(RwLock::new(state)),
+            snapshot_lock: Arc::default(),
         },
     ))
 }
@@ -269,24 +268,26 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
     {
         let mut batch = WriteBatch::default();
         let mut out = Vec::new();
-        // Apply to a copy, so a failed write leaves memory as it was on disk.
-        let mut next = self.state.read().expect("registry state lock").clone();
+        // In place, under the write lock (no await while it is held). If the write below fails,
+        // memory is ahead of disk; openraft treats a storage error as fatal and stops this
+        // node, and a restart loads the state from disk again.
+        let mut s = self.state.write().expect("registry state lock");
         for entry in entries {
-            next.applied = Some(entry.log_id);
+            s.applied = Some(entry.log_id);
             out.push(match entry.payload {
                 EntryPayload::Blank => RegResponse::default(),
                 EntryPayload::Membership(m) => {
-                    next.membership = StoredMembership::new(Some(entry.log_id), m);
+                    s.membership = StoredMembership::new(Some(entry.log_id), m);
                     RegResponse::default()
                 }
-                EntryPayload::Normal(cmd) => next.apply(&self.db, &mut batch, &cmd),
+                EntryPayload::Normal(cmd) => s.apply(&self.db, &mut batch, &cmd),
             });
         }
-        self.write_meta(&mut batch, &next);
+        self.write_meta(&mut batch, &s);
         self.db
             .write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        *self.state.write().expect("registry state lock") = next;
+        publish(&s);
         Ok(out)
     }
 
@@ -294,6 +295,7 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
         SnapshotBuilder {
             db: self.db.clone(),
             state: self.state.clone(),
+            lock: self.snapshot_lock.clone(),
         }
     }
 
@@ -306,6 +308,7 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
+        let _guard = self.snapshot_lock.lock().await;
         let sig = Some(meta.signature());
         let bytes = snapshot.into_inner();
         let body: Body = decode(&bytes)
@@ -337,22 +340,19 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
                 body: bytes,
             }),
         );
+        let mut s = self.state.write().expect("registry state lock");
         db.write_opt(batch, &synced())
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        *self.state.write().expect("registry state lock") = next;
+        publish(&next);
+        *s = next;
+        drop(s);
         tracing::info!(snapshot = %meta.snapshot_id, "installed registry snapshot from leader");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<RegTypes>>, SErr> {
-        let stored = self
-            .db
-            .get_cf(cf(&self.db, CF_REG_META), META_SNAPSHOT)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let Some(b) = stored else { return Ok(None) };
-        let s: StoredSnapshot =
-            decode(&b).map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)))?;
-        Ok(Some(Snapshot {
+        let _guard = self.snapshot_lock.lock().await;
+        Ok(stored_snapshot(&self.db)?.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.body)),
         }))
@@ -363,14 +363,37 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
 pub struct SnapshotBuilder {
     db: Arc<DB>,
     state: SharedState,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn stored_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, SErr> {
+    let b = db
+        .get_cf(cf(db, CF_REG_META), META_SNAPSHOT)
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    b.map(|b| {
+        decode(&b).map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)).into())
+    })
+    .transpose()
 }
 
 impl RaftSnapshotBuilder<RegTypes> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<RegTypes>, SErr> {
+        let _guard = self.lock.lock().await;
+        // Copy under the read lock (cheap next to encoding), encode without it.
         let (body, applied, membership) = {
             let s = self.state.read().expect("registry state lock");
-            (encode(&s.body()), s.applied, s.membership.clone())
+            (s.body(), s.applied, s.membership.clone())
         };
+        let body = encode(&body);
+        if let Some(current) = stored_snapshot(&self.db)? {
+            if current.meta.last_log_id >= applied {
+                // An installed snapshot is at least as new: keep it.
+                return Ok(Snapshot {
+                    meta: current.meta,
+                    snapshot: Box::new(Cursor::new(current.body)),
+                });
+            }
+        }
         let snapshot_id = match applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
             None => "empty".to_string(),
@@ -466,15 +489,8 @@ mod tests {
                 group: 1,
             },
         );
-        apply(
-            &sm,
-            RegCommand::UnassignVolume {
-                volume: [8; 16],
-                group: 1,
-            },
-        );
         let before = sm.state.read().unwrap().clone();
-        assert_eq!(before.volume_counts.get(&1), Some(&1));
+        assert_eq!(before.volume_counts.get(&1), Some(&2));
         assert_eq!(before.groups[&1].members[0], (1, "a:1".to_string()));
         drop(sm);
         let (_, again) = open(dir.path()).unwrap();

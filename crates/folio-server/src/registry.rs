@@ -24,7 +24,31 @@ const RESOLVE_CACHE_MAX: u64 = 100_000;
 pub struct RegistryLink {
     registry: Registry,
     region: String,
-    homes: moka::future::Cache<VolumeId, Arc<pb::VolumeLocation>>,
+    /// Where volumes this node was asked about live: `None` when the registry does not know the
+    /// volume either (kept only briefly, see [`Ttl`]).
+    homes: moka::future::Cache<VolumeId, Option<Arc<pb::VolumeLocation>>>,
+}
+
+/// How long "the registry does not know this volume" is trusted: briefly, as the volume may be
+/// being created right now.
+const UNKNOWN_TTL: Duration = Duration::from_secs(2);
+
+/// Found volumes for the configured TTL, unknown ones for [`UNKNOWN_TTL`].
+struct Ttl(Duration);
+
+impl moka::Expiry<VolumeId, Option<Arc<pb::VolumeLocation>>> for Ttl {
+    fn expire_after_create(
+        &self,
+        _key: &VolumeId,
+        value: &Option<Arc<pb::VolumeLocation>>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.0
+        } else {
+            UNKNOWN_TTL.min(self.0)
+        })
+    }
 }
 
 impl RegistryLink {
@@ -41,7 +65,7 @@ impl RegistryLink {
             region,
             homes: moka::future::Cache::builder()
                 .max_capacity(RESOLVE_CACHE_MAX)
-                .time_to_live(Duration::from_millis(cfg.resolve_cache_ttl_ms))
+                .expire_after(Ttl(Duration::from_millis(cfg.resolve_cache_ttl_ms)))
                 .build(),
         })
     }
@@ -99,19 +123,24 @@ impl RegistryLink {
         if status.code() != Code::NotFound {
             return status;
         }
-        let loc = match self.homes.get(&volume).await {
-            Some(l) => l,
-            None => match self.registry.resolve(volume).await {
-                Ok(l) => {
-                    let l = Arc::new(l);
-                    self.homes.insert(volume, l.clone()).await;
-                    l
+        // Concurrent misses for one volume share one registry lookup.
+        let lookup = self
+            .homes
+            .try_get_with(volume, async {
+                match self.registry.resolve(volume).await {
+                    Ok(l) => Ok(Some(Arc::new(l))),
+                    Err(folio_client::Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Err(e) => {
-                    tracing::debug!(%volume, error = %e, "could not resolve a volume for a redirect");
-                    return status;
-                }
-            },
+            })
+            .await;
+        let loc = match lookup {
+            Ok(Some(l)) => l,
+            Ok(None) => return status,
+            Err(e) => {
+                tracing::debug!(%volume, error = %e, "could not resolve a volume for a redirect");
+                return status;
+            }
         };
         if loc.group_id == my_group.0 {
             return status;
