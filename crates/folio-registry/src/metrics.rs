@@ -22,8 +22,7 @@ pub static PLACEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "folio_registry_placements_total",
         "CreateVolume outcomes on this registry leader: placed, retried (an earlier placement \
-         answered), rolled_back (the group could not create it), refused (no region or no \
-         healthy group)",
+         answered), refused (no such region or no healthy group)",
         &["outcome"]
     )
     .expect("metric registers once")
