@@ -43,11 +43,13 @@ struct Home {
     conn: Arc<Conn>,
 }
 
+/// One connection per group, with the (sorted) member addresses it was made from.
+type GroupConns = HashMap<u64, (Vec<String>, Arc<Conn>)>;
+
 pub(crate) struct Router {
     pub(crate) registry: Registry,
     homes: moka::future::Cache<VolumeId, Arc<Home>>,
-    /// One connection per group, with the members it was made from.
-    groups: Mutex<HashMap<u64, (Vec<String>, Arc<Conn>)>>,
+    groups: Mutex<GroupConns>,
     channels: Arc<ChannelCache>,
     policy: RetryPolicy,
     options: RouterOptions,

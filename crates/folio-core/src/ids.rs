@@ -199,6 +199,28 @@ impl fmt::Display for GroupId {
     }
 }
 
+/// Longest region name.
+pub const REGION_NAME_MAX: usize = 64;
+
+/// Checks a region name: 1 to 64 characters of lower-case letters, digits, `-`, `_` and `.`.
+pub fn valid_region(r: &str) -> Result<(), String> {
+    if r.is_empty() || r.len() > REGION_NAME_MAX {
+        return Err(format!(
+            "a region name has 1 to {REGION_NAME_MAX} characters, not {}",
+            r.len()
+        ));
+    }
+    if !r
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+    {
+        return Err(format!(
+            "region {r:?} may only use lower-case letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,26 +252,4 @@ mod tests {
         assert_eq!(c.seq(), 1);
         assert_eq!(c.to_string().parse::<SegmentId>().unwrap(), c);
     }
-}
-
-/// Longest region name.
-pub const REGION_NAME_MAX: usize = 64;
-
-/// Checks a region name: 1 to 64 characters of lower-case letters, digits, `-`, `_` and `.`.
-pub fn valid_region(r: &str) -> Result<(), String> {
-    if r.is_empty() || r.len() > REGION_NAME_MAX {
-        return Err(format!(
-            "a region name has 1 to {REGION_NAME_MAX} characters, not {}",
-            r.len()
-        ));
-    }
-    if !r
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-    {
-        return Err(format!(
-            "region {r:?} may only use lower-case letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
 }
