@@ -12,14 +12,7 @@ COMMITS=${1:-20000}
 WRITERS=${2:-16}
 . benchmarks/lib.sh
 
-S3_PORT=$(port)
-python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 200); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $S3_PORT), 0.2)" 2>/dev/null && break
-  sleep 0.1
-done
-python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$S3_PORT/folio', method='PUT'))"
+start_moto
 OBJECT_STORE_TOML=$(printf 'kind = "s3"\nbucket = "folio"\nregion = "us-east-1"\nendpoint = "http://127.0.0.1:%s"\npath_style = true' "$S3_PORT")
 start_group
 

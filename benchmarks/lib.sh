@@ -13,6 +13,20 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Starts moto (an S3-compatible server, installed by scripts/setup.sh) on a free port with a
+# bucket named folio. Sets S3_PORT and S3_ENDPOINT.
+start_moto() {
+  S3_PORT=$(port)
+  S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+  python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $S3_PORT), 0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
+  python3 -c "import urllib.request as u; u.urlopen(u.Request('$S3_ENDPOINT/folio', method='PUT'))"
+}
+
 start_group() {
   addrs=(); metrics=()
   for i in 1 2 3; do addrs+=("127.0.0.1:$(port)"); metrics+=("127.0.0.1:$(port)"); done

@@ -91,6 +91,7 @@ fn now_ms() -> u64 {
 /// the open segment as soon as no other segment is waiting for upload, instead of at the end of
 /// the flush interval: those commits then wait for about one upload, not up to a whole interval.
 /// Segments (and PUTs) get more frequent only while such commits wait, and never overlap.
+/// `flush.early_seal = false` turns this off (the benchmark's acknowledge-after-flush baseline).
 #[derive(Default)]
 pub struct FlushDemand {
     waiters: AtomicUsize,
@@ -215,7 +216,10 @@ impl Flusher {
                     }
                 };
                 let due = opened.elapsed() >= interval
-                    || (this.demand.wanted() && g.sealed.is_empty() && uploading.is_empty());
+                    || (this.cfg.early_seal
+                        && this.demand.wanted()
+                        && g.sealed.is_empty()
+                        && uploading.is_empty());
                 if due && sealing.is_empty() && g.sealed.len() < this.cfg.sealed_segments_max {
                     let (raft, max) = (this.raft.clone(), this.segment_bytes_max);
                     sealing.spawn(async move {

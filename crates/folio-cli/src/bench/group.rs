@@ -1,0 +1,250 @@
+//! Server processes the suite starts for itself: a 3-node Folio group of `folio server` children
+//! (this same binary) on 127.0.0.1 with their own data directories, and the helpers shared with
+//! the etcd baseline (free ports, child processes that die with the suite, startup checks).
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use folio_client::Client;
+
+/// Longest a group (or etcd cluster) may take to elect a leader after its processes start.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of a dead child's log shown in the error.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Where a group flushes segments.
+#[derive(Clone, Debug)]
+pub enum StoreSpec {
+    /// A directory per group under `root`.
+    Local { root: PathBuf },
+    /// An existing S3 bucket; each group writes under `prefix` plus its own name.
+    S3 {
+        endpoint: String,
+        bucket: String,
+        region: String,
+        prefix: String,
+    },
+}
+
+impl StoreSpec {
+    pub fn describe(&self) -> String {
+        match self {
+            StoreSpec::Local { root } => format!("local directory under {}", root.display()),
+            StoreSpec::S3 {
+                endpoint, bucket, ..
+            } => format!("S3 bucket {bucket} at {endpoint}"),
+        }
+    }
+
+    fn toml(&self, group: &str) -> String {
+        match self {
+            StoreSpec::Local { root } => format!(
+                "kind = \"local\"\npath = {}\n",
+                quote(&root.join(group).to_string_lossy())
+            ),
+            StoreSpec::S3 {
+                endpoint,
+                bucket,
+                region,
+                prefix,
+            } => format!(
+                "kind = \"s3\"\nbucket = {}\nprefix = {}\nregion = {}\nendpoint = {}\n\
+                 path_style = true\n",
+                quote(bucket),
+                quote(&format!("{prefix}{group}/")),
+                quote(region),
+                quote(endpoint)
+            ),
+        }
+    }
+}
+
+/// A TOML basic string. JSON's string escapes are a subset of TOML's.
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// `n` distinct free ports on 127.0.0.1 (held together while chosen, so none repeats).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("pick free ports")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// Child processes that are killed when this is dropped, and also when the suite itself dies
+/// (they get SIGKILL when their parent exits), so a benchmark never leaves servers behind.
+#[derive(Default)]
+pub struct Children {
+    procs: Vec<(String, Child, PathBuf)>,
+}
+
+impl Children {
+    /// Starts `cmd` with stdout and stderr to `log`.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<()> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {name} ({:?})", cmd.get_program()))?;
+        self.procs
+            .push((name.to_string(), child, log.to_path_buf()));
+        Ok(())
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|(_, c, _)| c.id()).collect()
+    }
+
+    /// Fails, with the end of its log, if any child has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (name, child, log) in &mut self.procs {
+            if let Some(status) = child.try_wait()? {
+                let text = std::fs::read_to_string(&*log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+                anyhow::bail!(
+                    "{name} exited ({status}); end of {}:\n{tail}",
+                    log.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A 3-node group of `folio server` processes this suite started.
+pub struct LocalGroup {
+    pub addrs: Vec<String>,
+    pub metrics: Vec<String>,
+    pub leader: String,
+    children: Children,
+}
+
+impl LocalGroup {
+    /// Starts the group `name` in `dir/name` and waits for a leader. `early_seal` is the
+    /// `[flush] early_seal` setting; the flush interval is the default (1 s).
+    pub async fn start(
+        dir: &Path,
+        name: &str,
+        store: &StoreSpec,
+        early_seal: bool,
+    ) -> anyhow::Result<LocalGroup> {
+        let exe = std::env::current_exe().context("find the folio binary")?;
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let ports = free_ports(6)?;
+        let addrs: Vec<String> = ports[..3]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let metrics: Vec<String> = ports[3..]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut members = String::new();
+        for (i, a) in addrs.iter().enumerate() {
+            members += &format!("[[initial_members]]\nid = {}\naddr = {}\n", i + 1, quote(a));
+        }
+        let mut children = Children::default();
+        for i in 0..3 {
+            let data = dir.join(format!("node-{}", i + 1));
+            let cfg = format!(
+                "node_id = {}\nlisten_addr = {}\ndata_dir = {}\nmetrics_addr = {}\n{members}\
+                 [object_store]\n{}[flush]\nearly_seal = {early_seal}\n",
+                i + 1,
+                quote(&addrs[i]),
+                quote(&data.to_string_lossy()),
+                quote(&metrics[i]),
+                store.toml(name),
+            );
+            let path = dir.join(format!("node-{}.toml", i + 1));
+            std::fs::write(&path, cfg).with_context(|| format!("write {}", path.display()))?;
+            let mut cmd = Command::new(&exe);
+            cmd.arg("server").arg("--config").arg(&path);
+            cmd.env("FOLIO_LOG", "warn");
+            if matches!(store, StoreSpec::S3 { .. }) {
+                // An S3-compatible test server takes any credentials; real ones come from the
+                // environment as usual.
+                for (k, v) in [
+                    ("AWS_ACCESS_KEY_ID", "test"),
+                    ("AWS_SECRET_ACCESS_KEY", "test"),
+                ] {
+                    if std::env::var_os(k).is_none() {
+                        cmd.env(k, v);
+                    }
+                }
+                cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+            }
+            children.spawn(
+                &format!("{name} node {}", i + 1),
+                cmd,
+                &dir.join(format!("node-{}.log", i + 1)),
+            )?;
+        }
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let leader = loop {
+            children.check_alive()?;
+            let mut found = None;
+            for a in &addrs {
+                if let Ok(s) = Client::node_status(a, Duration::from_secs(1)).await {
+                    if s.leader_id != 0 && !s.leader_addr.is_empty() {
+                        found = Some(s.leader_addr);
+                        break;
+                    }
+                }
+            }
+            if let Some(l) = found {
+                break l;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "group {name} elected no leader within {STARTUP_TIMEOUT:?} (logs in {})",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Ok(LocalGroup {
+            addrs,
+            metrics,
+            leader,
+            children,
+        })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.pids()
+    }
+
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.children.check_alive()
+    }
+}

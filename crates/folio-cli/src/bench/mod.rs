@@ -1,0 +1,254 @@
+//! `folio bench`: latency and throughput measurements. `fsync` measures the disk's floor (a
+//! 4 KiB append and an fdatasync), `rpc` a loopback gRPC round trip, `commit` and `read` commits
+//! and page reads against a running group, and `suite` all of them plus the baselines (etcd,
+//! acknowledge-after-flush) in one run, with a table, JSON and a latency plot.
+//!
+//! Every workload is bounded by a count and a time limit, and reports percentiles over every
+//! sample after its warm-up.
+
+mod etcd;
+mod group;
+mod load;
+mod probe;
+mod report;
+mod suite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+use folio_client::{Client, RetryPolicy};
+use folio_proto::volume::v1 as pb;
+
+use load::{Budget, CommitWriter, ReadWriter, Writer};
+
+/// Longest a one-shot subcommand (`commit`, `read`) measures, whatever its count.
+const SUBCOMMAND_TIME_LIMIT: Duration = Duration::from_secs(600);
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// 4 KiB append + fdatasync latency in a directory (the floor a quorum commit cannot beat).
+    Fsync {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commit latency and throughput against a running group: `writers` concurrent writers, each
+    /// on its own volume, committing `count` times in all, each on its own head.
+    Commit {
+        /// Any member's address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Pages per commit.
+        #[arg(long, default_value_t = 1)]
+        pages: u32,
+        /// Commits per writer before measuring starts.
+        #[arg(long, default_value_t = 50)]
+        warmup: usize,
+        /// Concurrent writers (each on its own volume).
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
+        /// When a commit is acknowledged: `quorum` (fsync'd by a majority) or `object-store`
+        /// (its segment is in the object store).
+        #[arg(long, value_enum, default_value = "quorum")]
+        durability: BenchDurability,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Page read latency against a running group: writes `count` pages, flushes them (an
+    /// OBJECT_STORE commit), then reads each page once (a ranged GET on its segment, as nothing
+    /// is cached yet) and once more (from the node's page cache), one page per call.
+    Read {
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Round trip of a trivial gRPC call (admin Status) to one node: the loopback floor.
+    Rpc {
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every workload and baseline in one run: starts a 3-node group (or uses `--addr`), a
+    /// second one for the acknowledge-after-flush baseline, and an etcd cluster (`--etcd-bin`)
+    /// or uses one (`--etcd`); prints a table and writes `results.json` and `latency.svg`.
+    Suite(Box<suite::SuiteArgs>),
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BenchDurability {
+    Quorum,
+    ObjectStore,
+}
+
+impl BenchDurability {
+    fn proto(self) -> pb::Durability {
+        match self {
+            BenchDurability::Quorum => pb::Durability::Quorum,
+            BenchDurability::ObjectStore => pb::Durability::ObjectStore,
+        }
+    }
+}
+
+/// Latency percentiles of a sample set.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub count: usize,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+    pub mean: Duration,
+}
+
+impl Summary {
+    /// Percentiles by the nearest-rank method. `None` for an empty set.
+    pub fn of(mut v: Vec<Duration>) -> Option<Summary> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let at = |q: f64| {
+            v[((v.len() as f64 * q).ceil() as usize)
+                .saturating_sub(1)
+                .min(v.len() - 1)]
+        };
+        let total: Duration = v.iter().sum();
+        Some(Summary {
+            count: v.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: v[v.len() - 1],
+            mean: total / v.len() as u32,
+        })
+    }
+
+    fn print(&self, what: &str, json: bool) {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"workload": what, "count": self.count, "p50_us": us(self.p50),
+                    "p90_us": us(self.p90), "p99_us": us(self.p99), "p999_us": us(self.p999),
+                    "max_us": us(self.max)})
+            );
+        } else {
+            println!(
+                "{what}: n={} p50={:.0}µs p90={:.0}µs p99={:.0}µs p99.9={:.0}µs max={:.0}µs",
+                self.count,
+                us(self.p50),
+                us(self.p90),
+                us(self.p99),
+                us(self.p999),
+                us(self.max)
+            );
+        }
+    }
+}
+
+fn summarize(samples: Vec<Duration>) -> anyhow::Result<Summary> {
+    Summary::of(samples).ok_or_else(|| anyhow::anyhow!("no samples were taken"))
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Fsync { dir, count, json } => {
+            anyhow::ensure!(count > 0, "count must be positive");
+            let samples = tokio::task::spawn_blocking(move || {
+                load::fsync_samples(&dir, count, SUBCOMMAND_TIME_LIMIT)
+            })
+            .await??;
+            summarize(samples)?.print("fsync 4KiB append+fdatasync", json);
+            Ok(())
+        }
+        BenchCmd::Commit {
+            addr,
+            count,
+            pages,
+            warmup,
+            writers,
+            durability,
+            json,
+        } => {
+            anyhow::ensure!(
+                count > 0 && writers > 0,
+                "count and writers must be positive"
+            );
+            let c = Arc::new(Client::new([addr], RetryPolicy::default())?);
+            let mut ws: Vec<Box<dyn Writer>> = Vec::with_capacity(writers);
+            for w in 0..writers {
+                let v = c.create_volume(None).await?;
+                ws.push(Box::new(CommitWriter::new(
+                    c.clone(),
+                    v,
+                    pages,
+                    durability.proto(),
+                    format!("bench-{w}"),
+                    w as u64,
+                )));
+            }
+            let budget = Budget {
+                ops: count,
+                time: SUBCOMMAND_TIME_LIMIT,
+                warmup_ops: warmup,
+            };
+            let m = load::closed_loop(ws, &budget, None).await?;
+            let n = m.samples.len();
+            let secs = m.secs;
+            summarize(m.samples)?.print(
+                &format!("commit {pages} page(s), {writers} writer(s), durability {durability:?}"),
+                json,
+            );
+            if !json {
+                println!(
+                    "  throughput: {:.0} commits/s ({n} commits in {secs:.2}s after warm-up)",
+                    n as f64 / secs
+                );
+            }
+            Ok(())
+        }
+        BenchCmd::Read { addr, count, json } => {
+            anyhow::ensure!(count > 1, "count must be at least 2");
+            let c = Arc::new(Client::new([addr.clone()], RetryPolicy::default())?);
+            let (v, lsn) = load::prepare_flushed_volume(&c, &addr, count).await?;
+            let idxs: Vec<u32> = (0..count).collect();
+            // The first read of the segment also fetches its index: a warm-up read.
+            for (what, warmup) in [
+                ("read 1 page, ranged GET on the segment", 1),
+                ("read 1 page, page cache", 0),
+            ] {
+                let reader = ReadWriter::new(c.clone(), v, lsn, idxs.clone());
+                let budget = Budget {
+                    ops: count as usize - warmup,
+                    time: SUBCOMMAND_TIME_LIMIT,
+                    warmup_ops: warmup,
+                };
+                let m = load::closed_loop(vec![Box::new(reader)], &budget, None).await?;
+                summarize(m.samples)?.print(what, json);
+            }
+            Ok(())
+        }
+        BenchCmd::Rpc { addr, count, json } => {
+            anyhow::ensure!(count > 0, "count must be positive");
+            let samples = load::rpc_samples(&addr, count, SUBCOMMAND_TIME_LIMIT).await?;
+            summarize(samples)?.print("grpc round trip (admin Status)", json);
+            Ok(())
+        }
+        BenchCmd::Suite(args) => suite::run(*args).await,
+    }
+}
