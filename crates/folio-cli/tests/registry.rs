@@ -164,7 +164,7 @@ async fn regions_routing_redirects_and_registry_failover() -> anyhow::Result<()>
                 leader_hint: String::new(),
             },
         )
-        .await;
+        .await?;
     let c = stale
         .commit(v0, Lsn(1), vec![(4, page(9))], "stale")
         .await?;

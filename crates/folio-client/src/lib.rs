@@ -97,6 +97,9 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Most addresses one connection remembers (given ones plus leaders it was sent to).
+const ADDRS_MAX: usize = 64;
+
 /// A channel to one node for a one-off call: connected now, every call bounded by `timeout`.
 pub(crate) async fn connect_once(addr: &str, timeout: Duration) -> Result<Channel> {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -165,6 +168,11 @@ impl Conn {
         if let Some(l) = leader {
             match e.addrs.iter().position(|a| *a == l) {
                 Some(i) => e.current = i,
+                // Bounded: past ADDRS_MAX, a new leader's address takes the failed one's place.
+                None if e.addrs.len() >= ADDRS_MAX => {
+                    let i = e.current;
+                    e.addrs[i] = l;
+                }
                 None => {
                     e.addrs.push(l);
                     e.current = e.addrs.len() - 1;
@@ -313,10 +321,15 @@ impl Client {
     /// Seeds the resolution cache (registry mode) with a location learned elsewhere, for
     /// example a `CreateVolume` answer handed over by another process. A wrong location costs
     /// one redirect, never a wrong answer: groups refuse volumes they do not serve.
-    pub async fn remember(&self, volume: VolumeId, location: registry::pb::VolumeLocation) {
+    pub async fn remember(
+        &self,
+        volume: VolumeId,
+        location: registry::pb::VolumeLocation,
+    ) -> Result<()> {
         if let Some(r) = &self.router {
-            r.learn(volume, location).await;
+            r.learn(volume, location).await?;
         }
+        Ok(())
     }
 
     fn direct(&self) -> std::result::Result<&Conn, (Status, u32)> {
@@ -362,7 +375,10 @@ impl Client {
                     hops += 1;
                     if let Some(loc) = router::home_from_status(&s, volume) {
                         tracing::debug!(%volume, group = loc.group_id, "redirected to the volume's home");
-                        router.learn(volume, loc).await;
+                        // home_from_status only returns locations with members.
+                        if let Err(e) = router.learn(volume, loc).await {
+                            return Err((Status::internal(e.to_string()), n));
+                        }
                     } else if cached {
                         router.forget(volume).await;
                     } else {
@@ -437,7 +453,7 @@ impl Client {
         })?;
         let id = id.unwrap_or_else(VolumeId::new_random);
         let loc = router.registry.create_volume(region, id).await?;
-        router.learn(id, loc.clone()).await;
+        router.learn(id, loc.clone()).await?;
         Ok(loc)
     }
 

@@ -98,12 +98,20 @@ impl Router {
             };
             (status, 1)
         })?;
-        let home = self.learn(volume, loc).await;
+        let home = self
+            .learn(volume, loc)
+            .await
+            .map_err(|e| (Status::internal(format!("the registry's answer: {e}")), 1))?;
         Ok((home, false))
     }
 
     /// Records where `volume` lives; returns the connection to its group.
-    pub(crate) async fn learn(&self, volume: VolumeId, loc: pb::VolumeLocation) -> Arc<Conn> {
+    /// Fails only for a location with no address at all.
+    pub(crate) async fn learn(
+        &self,
+        volume: VolumeId,
+        loc: pb::VolumeLocation,
+    ) -> Result<Arc<Conn>> {
         let mut addrs: Vec<String> = Vec::new();
         if !loc.leader_hint.is_empty() {
             addrs.push(loc.leader_hint.clone());
@@ -126,19 +134,11 @@ impl Router {
                     if groups.len() >= GROUPS_MAX {
                         groups.clear();
                     }
-                    // An empty member list cannot happen (the registry refuses it); fall back to
-                    // a connection that fails with a clear endpoint error if it does.
-                    let c = Arc::new(
-                        Conn::new(addrs, self.policy.clone(), self.channels.clone())
-                            .unwrap_or_else(|_| {
-                                Conn::new(
-                                    ["registry-sent-no-members:0"],
-                                    self.policy.clone(),
-                                    self.channels.clone(),
-                                )
-                                .expect("one address")
-                            }),
-                    );
+                    let c = Arc::new(Conn::new(
+                        addrs,
+                        self.policy.clone(),
+                        self.channels.clone(),
+                    )?);
                     groups.insert(loc.group_id, (members, c.clone()));
                     c
                 }
@@ -153,7 +153,7 @@ impl Router {
                 }),
             )
             .await;
-        conn
+        Ok(conn)
     }
 
     pub(crate) async fn forget(&self, volume: VolumeId) {

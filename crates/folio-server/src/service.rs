@@ -72,6 +72,19 @@ impl VolumeSvc {
             .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))
     }
 
+    /// Ends a volume call: records its latency and outcome, and turns a NOT_FOUND for a volume
+    /// that another group serves into a redirect there.
+    async fn finish<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        volume_id: &[u8],
+        res: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        observe(method, started, &res);
+        self.elsewhere(volume_id, res).await.map(Response::new)
+    }
+
     /// A NOT_FOUND for a volume that another group serves becomes a redirect there (when the
     /// group is linked to the registry).
     async fn elsewhere<T>(&self, volume_id: &[u8], res: Result<T, Status>) -> Result<T, Status> {
@@ -333,8 +346,7 @@ impl VolumeService for VolumeSvc {
         }
         .instrument(self.span("PullChanges"))
         .await;
-        observe("PullChanges", started, &res);
-        self.elsewhere(&vid, res).await.map(Response::new)
+        self.finish("PullChanges", started, &vid, res).await
     }
 
     async fn read_pages(
@@ -401,8 +413,7 @@ impl VolumeService for VolumeSvc {
         }
         .instrument(self.span("ReadPages"))
         .await;
-        observe("ReadPages", started, &res);
-        self.elsewhere(&vid, res).await.map(Response::new)
+        self.finish("ReadPages", started, &vid, res).await
     }
 
     async fn watch_volume(
@@ -560,8 +571,7 @@ impl VolumeService for VolumeSvc {
         }
         .instrument(self.span("GetSnapshot"))
         .await;
-        observe("GetSnapshot", started, &res);
-        self.elsewhere(&vid, res).await.map(Response::new)
+        self.finish("GetSnapshot", started, &vid, res).await
     }
 
     async fn write_pages(
@@ -593,8 +603,7 @@ impl VolumeService for VolumeSvc {
         }
         .instrument(self.span("WritePages"))
         .await;
-        observe("WritePages", started, &res);
-        self.elsewhere(&vid, res).await.map(Response::new)
+        self.finish("WritePages", started, &vid, res).await
     }
 
     async fn commit(
@@ -648,8 +657,7 @@ impl VolumeService for VolumeSvc {
         if res.is_ok() {
             metrics::COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
         }
-        observe("Commit", started, &res);
-        self.elsewhere(&vid, res).await.map(Response::new)
+        self.finish("Commit", started, &vid, res).await
     }
 
     async fn list_commits(
@@ -702,8 +710,7 @@ impl VolumeService for VolumeSvc {
         }
         .instrument(self.span("ListCommits"))
         .await;
-        observe("ListCommits", started, &res);
-        self.elsewhere(&vid, res).await.map(Response::new)
+        self.finish("ListCommits", started, &vid, res).await
     }
 
     async fn list_volumes(

@@ -405,6 +405,32 @@ struct ReadState {
     read: Option<usize>,
 }
 
+/// Reads pages 0, 1, 2, … of the read volume one per call, each once: the first read is an
+/// unmeasured warm-up (it also fetches the segment's index), then up to `ops` measured reads.
+/// Returns the measurement and how many pages were read.
+async fn read_each_once(
+    client: &Arc<Client>,
+    rs: &ReadState,
+    ops: usize,
+    time: Duration,
+    probe: Option<&super::probe::Probe>,
+) -> anyhow::Result<(load::Measured, usize)> {
+    let reader = ReadWriter::new(
+        client.clone(),
+        rs.volume,
+        rs.lsn,
+        (0..=ops as u32).collect(),
+    );
+    let b = Budget {
+        ops,
+        time,
+        warmup_ops: 1,
+    };
+    let m = load::closed_loop(vec![Box::new(reader)], &b, probe).await?;
+    let read = 1 + m.samples.len();
+    Ok((m, read))
+}
+
 struct Suite {
     args: SuiteArgs,
     work: PathBuf,
@@ -704,21 +730,15 @@ impl Suite {
                 self.prepare_reads().await?;
                 let t = self.main.as_ref().expect("prepared");
                 let rs = self.reads.as_ref().expect("prepared");
-                let reader = ReadWriter::new(
-                    t.client.clone(),
-                    rs.volume,
-                    rs.lsn,
-                    (0..pages as u32).collect(),
-                );
-                // The first read also fetches the segment's index: a warm-up. Each page is
-                // read once, so none comes from the cache.
-                let b = Budget {
-                    ops: budget.ops.min(pages - 1),
-                    time: budget.time,
-                    warmup_ops: 1,
-                };
-                let m = load::closed_loop(vec![Box::new(reader)], &b, Some(&t.probe)).await?;
-                let read = 1 + m.samples.len();
+                // Each page is read once, so none comes from the cache.
+                let (m, read) = read_each_once(
+                    &t.client,
+                    rs,
+                    budget.ops.min(pages - 1),
+                    budget.time,
+                    Some(&t.probe),
+                )
+                .await?;
                 self.reads.as_mut().expect("prepared").read = Some(read);
                 let mut r = result_of(&spec.name, &shape, m, None)?;
                 r.notes
@@ -735,19 +755,9 @@ impl Suite {
                         // Without the cold workload, read the pages once (unmeasured) so that
                         // they are cached.
                         let rs = self.reads.as_ref().expect("prepared");
-                        let reader = ReadWriter::new(
-                            t.client.clone(),
-                            rs.volume,
-                            rs.lsn,
-                            (0..pages as u32).collect(),
-                        );
-                        let b = Budget {
-                            ops: pages - 1,
-                            time: budget.time,
-                            warmup_ops: 1,
-                        };
-                        let m = load::closed_loop(vec![Box::new(reader)], &b, None).await?;
-                        1 + m.samples.len()
+                        read_each_once(&t.client, rs, pages - 1, budget.time, None)
+                            .await?
+                            .1
                     }
                 };
                 self.reads.as_mut().expect("prepared").read = Some(read);
