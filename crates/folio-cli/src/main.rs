@@ -1,8 +1,8 @@
 //! The `folio` binary: run a node (`server`) or a registry node (`registry`), everything in one
-//! process (`dev`), work with volumes (`volume`), operate groups (`admin`), and measure (`bench`).
+//! process (`dev`), work with volumes (`volume`), and operate groups (`admin`). Benchmarks live in
+//! the separate `folio-bench` binary, so their baseline clients stay out of this one.
 
 mod admin;
-mod bench;
 mod volume;
 
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use folio_raft::node::load_config;
 use folio_registry::{RegistryConfig, RegistryNode};
 use folio_server::config::{Config, Member, ObjectStoreConfig, RegistryLink};
 use folio_server::Node;
@@ -67,11 +68,6 @@ enum Cmd {
     Admin {
         #[command(subcommand)]
         cmd: admin::AdminCmd,
-    },
-    /// Measure latency: the disk's fsync floor, and commits against a running group.
-    Bench {
-        #[command(subcommand)]
-        cmd: bench::BenchCmd,
     },
 }
 
@@ -173,16 +169,16 @@ async fn main() -> std::process::ExitCode {
     let res = match cli.cmd {
         Cmd::Server { config } => {
             init_tracing();
-            match Config::from_file(&config) {
+            match load_config::<Config>(&config) {
                 Ok(cfg) => run_node(cfg, false).await,
                 Err(e) => Err(e.into()),
             }
         }
         Cmd::Registry { config } => {
             init_tracing();
-            match registry_config(&config) {
+            match load_config::<RegistryConfig>(&config) {
                 Ok(cfg) => run_registry(cfg).await,
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
         Cmd::Dev {
@@ -199,7 +195,6 @@ async fn main() -> std::process::ExitCode {
         }
         Cmd::Admin { cmd } => admin::run(cmd).await,
         Cmd::Volume { cmd } => volume::run(cmd).await,
-        Cmd::Bench { cmd } => bench::run(cmd).await,
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -231,25 +226,13 @@ fn exit_code(e: &anyhow::Error) -> std::process::ExitCode {
     std::process::ExitCode::from(code)
 }
 
-fn registry_config(path: &std::path::Path) -> anyhow::Result<RegistryConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let cfg: RegistryConfig =
-        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-    cfg.validate()?;
-    Ok(cfg)
-}
-
 async fn run_registry(cfg: RegistryConfig) -> anyhow::Result<()> {
-    let metrics = cfg.metrics_addr;
     let mut node = RegistryNode::start(cfg).await?;
     println!(
         "folio registry: listening on {} (advertised as {})",
         node.addr, node.advertise
     );
-    if let Some(a) = metrics {
-        let bound = folio_server::metrics::serve(a)
-            .await
-            .with_context(|| format!("serve metrics on {a}"))?;
+    if let Some(bound) = node.metrics_addr {
         println!("folio registry: metrics on http://{bound}/metrics");
     }
     tokio::select! {

@@ -1,53 +1,20 @@
-//! RocksDB column families and key encodings. Integers are big-endian so keys sort in numeric
-//! order and range scans follow LSN and page order.
+//! The column families and keys the Raft log store owns. A group's state machine shares the
+//! RocksDB instance and adds its own column families beside these. Integers are big-endian so
+//! keys sort in numeric order.
 
-use folio_core::{Lsn, PageIdx, SegmentId, VolumeId};
+use rocksdb::DB;
 
 /// Raft log entries: log index → entry.
 pub const CF_LOG: &str = "raft_log";
 /// Raft metadata: vote, committed log id, last purged log id.
 pub const CF_RAFT_META: &str = "raft_meta";
-/// State-machine metadata: last applied log id, membership, group state.
-pub const CF_SM_META: &str = "sm_meta";
-/// Volume heads: volume → head.
-pub const CF_VOLUMES: &str = "sm_volumes";
-/// Commit history: (volume, LSN) → commit record.
-pub const CF_COMMITS: &str = "sm_commits";
-/// Idempotency keys: (volume, key) → (LSN, fingerprint).
-pub const CF_IDEM: &str = "sm_idem";
-/// Multi-version page index: (volume, page, LSN) → location.
-pub const CF_PAGES: &str = "sm_pages";
-/// Which page a segment slot holds: (segment, offset) → (volume, page).
-pub const CF_SLOTS: &str = "sm_slots";
-/// Page bytes not yet flushed: (segment, offset) → 4096 bytes.
-pub const CF_BUFFER: &str = "sm_buffer";
-/// Commit records a segment carries, until it is flushed: (segment, volume, LSN) → nothing.
-/// LSN 0 stands for the volume's creation.
-pub const CF_SEG_COMMITS: &str = "sm_segment_commits";
 
-/// Every column family of the state machine, in snapshot order.
-pub const SM_CFS: [&str; 8] = [
-    CF_SM_META,
-    CF_VOLUMES,
-    CF_COMMITS,
-    CF_IDEM,
-    CF_PAGES,
-    CF_SLOTS,
-    CF_BUFFER,
-    CF_SEG_COMMITS,
-];
-
-/// Every column family of a node: the Raft log and metadata, then the state machine's.
-pub fn all_cfs() -> impl Iterator<Item = &'static str> {
-    [CF_LOG, CF_RAFT_META].into_iter().chain(SM_CFS)
-}
+/// The log store's column families; a group opens its database with these and its own.
+pub const LOG_CFS: [&str; 2] = [CF_LOG, CF_RAFT_META];
 
 pub const META_VOTE: &[u8] = b"vote";
 pub const META_COMMITTED: &[u8] = b"committed";
 pub const META_PURGED: &[u8] = b"last_purged";
-pub const META_APPLIED: &[u8] = b"applied";
-pub const META_MEMBERSHIP: &[u8] = b"membership";
-pub const META_GROUP: &[u8] = b"group";
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -57,81 +24,13 @@ pub fn log_index(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
-pub fn commit_key(v: VolumeId, lsn: Lsn) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(v.as_bytes());
-    k[16..].copy_from_slice(&lsn.0.to_be_bytes());
-    k
-}
-
-pub fn idem_key(v: VolumeId, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16 + key.len());
-    k.extend_from_slice(v.as_bytes());
-    k.extend_from_slice(key);
-    k
-}
-
-pub fn page_key(v: VolumeId, idx: PageIdx, lsn: Lsn) -> [u8; 28] {
-    let mut k = [0u8; 28];
-    k[..16].copy_from_slice(v.as_bytes());
-    k[16..20].copy_from_slice(&idx.0.to_be_bytes());
-    k[20..].copy_from_slice(&lsn.0.to_be_bytes());
-    k
-}
-
-pub fn slot_key(s: SegmentId, offset: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(s.as_bytes());
-    k[16..].copy_from_slice(&offset.to_be_bytes());
-    k
-}
-
-/// Value of a slot: the volume and page it holds.
-pub fn slot_value(v: VolumeId, idx: PageIdx) -> [u8; 20] {
-    let mut k = [0u8; 20];
-    k[..16].copy_from_slice(v.as_bytes());
-    k[16..].copy_from_slice(&idx.0.to_be_bytes());
-    k
-}
-
-pub fn parse_slot_value(b: &[u8]) -> Option<(VolumeId, PageIdx)> {
-    if b.len() != 20 {
-        return None;
-    }
-    let v = VolumeId::from_slice(&b[..16]).ok()?;
-    Some((v, PageIdx(u32::from_be_bytes(b[16..].try_into().ok()?))))
-}
-
-/// Value of a page-index entry: segment id and offset.
-pub fn location_value(s: SegmentId, offset: u64) -> [u8; 24] {
-    slot_key(s, offset)
-}
-
-/// A segment's commit-record entry.
-pub fn seg_commit_key(s: SegmentId, v: VolumeId, lsn: Lsn) -> [u8; 40] {
-    let mut k = [0u8; 40];
-    k[..16].copy_from_slice(s.as_bytes());
-    k[16..32].copy_from_slice(v.as_bytes());
-    k[32..].copy_from_slice(&lsn.0.to_be_bytes());
-    k
-}
-
-pub fn parse_seg_commit_key(k: &[u8]) -> Option<(SegmentId, VolumeId, Lsn)> {
-    if k.len() != 40 {
-        return None;
-    }
-    Some((
-        SegmentId::from_slice(&k[..16]).ok()?,
-        VolumeId::from_slice(&k[16..32]).ok()?,
-        Lsn(u64::from_be_bytes(k[32..].try_into().ok()?)),
-    ))
-}
-
-/// The key range `[start, end)` that holds every key starting with segment `s`, in any column
-/// family keyed by segment first.
-pub fn segment_range(s: SegmentId) -> (Vec<u8>, Vec<u8>) {
-    let start = s.as_bytes().to_vec();
-    let mut end = start.clone();
-    end.extend_from_slice(&[0xff; 41]);
-    (start, end)
+/// The handle of a column family the database was opened with.
+///
+/// # Panics
+///
+/// If `name` was not among the column families at open: a bug in the caller's open code, not
+/// something data can cause.
+pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .expect("every column family is created at open")
 }

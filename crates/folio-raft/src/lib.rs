@@ -1,36 +1,24 @@
-//! Folio's replicated state: the openraft type configuration, the commands a group replicates,
-//! the RocksDB log store and state machine (one RocksDB instance per node, one column family per
-//! kind of data), file-based snapshots, and Raft peer traffic over tonic.
+//! Folio's Raft plumbing, shared by every Raft group it runs (the write tier's groups and the
+//! volume registry) whatever their state machine: the [`GroupTypes`] every group's type
+//! configuration satisfies, the RocksDB [`LogStore`], peer traffic over tonic ([`network`]),
+//! the MessagePack [`codec`] for entries and metadata, one-time [`bootstrap_once`], and
+//! [`leader_of`]. This crate knows no state machine: a group's crate brings its own.
 
 // openraft's storage traits return its `StorageError` by value; its size is not ours to choose.
 #![allow(clippy::result_large_err)]
 
-pub mod command;
+pub mod codec;
 pub mod keys;
+pub mod log_store;
 pub mod metrics;
 pub mod network;
-pub mod snapshot;
-pub mod state;
-pub mod store;
+pub mod node;
 
-pub use command::{Command, CommandResult, Rejection, Request, Response};
-pub use store::{open_store, LogStore, SegmentObject, StateMachine, StateReader, StoreError};
-
-openraft::declare_raft_types!(
-    /// Folio's openraft types: one log entry carries one [`Request`], a batch of client commands.
-    pub TypeConfig:
-        D = Request,
-        R = Response,
-        NodeId = u64,
-        Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
-        AsyncRuntime = openraft::TokioRuntime,
-);
+pub use log_store::LogStore;
 
 /// What every Raft group Folio runs has in common, whatever its state machine: u64 node ids,
 /// nodes known by address, openraft's own entry type (MessagePack-encoded in the log and on the
-/// wire). The write tier ([`TypeConfig`]) and the registry both satisfy it, and share
+/// wire). The write tier's and the registry's type configurations both satisfy it, and share
 /// [`LogStore`] and [`network`] through it.
 pub trait GroupTypes:
     openraft::RaftTypeConfig<
@@ -52,9 +40,6 @@ impl<T> GroupTypes for T where
 {
 }
 
-/// The Raft handle for a Folio group.
-pub type Raft = openraft::Raft<TypeConfig>;
-
 /// The leader of `raft`'s group as this node sees it: its id, and its address when known.
 pub fn leader_of<C: GroupTypes>(raft: &openraft::Raft<C>) -> Option<(u64, Option<String>)> {
     let m = raft.metrics();
@@ -67,6 +52,15 @@ pub fn leader_of<C: GroupTypes>(raft: &openraft::Raft<C>) -> Option<(u64, Option
             .get_node(&l)
             .map(|n| n.addr.clone()),
     ))
+}
+
+/// The leader named by openraft's "forward to the leader" error: its id, and its address when
+/// known, in the same shape as [`leader_of`].
+pub fn forward_target(
+    f: openraft::error::ForwardToLeader<u64, openraft::BasicNode>,
+) -> Option<(u64, Option<String>)> {
+    let addr = f.leader_node.map(|n| n.addr);
+    f.leader_id.map(|l| (l, addr))
 }
 
 /// Initializing a group failed.

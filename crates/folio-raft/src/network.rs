@@ -28,7 +28,7 @@ use tonic::{Code, Request, Status};
 
 use std::marker::PhantomData;
 
-use crate::command::{decode, encode};
+use crate::codec::{decode, encode};
 use crate::GroupTypes;
 
 /// Largest Raft peer message, either way. Large enough for `max_payload_entries` full batches.

@@ -1,7 +1,7 @@
 //! Folio's volume registry: which group serves each volume, and which region and members each
-//! group has. It is its own Raft group, run by the write tier's consensus code: the same openraft
-//! log store on RocksDB and the same peer transport ([`folio_raft::LogStore`],
-//! [`folio_raft::network`]), with the small state machine in [`state`].
+//! group has. It is its own Raft group on Folio's shared Raft plumbing ([`folio_raft`]: the
+//! RocksDB log store, the peer transport, node start-up), with the small state machine in
+//! [`state`]. It never links the write tier's state machine.
 //!
 //! Replicated: group registrations (region, members) and volume placements. Not replicated:
 //! group liveness. Each registry leader keeps the time of every group's last heartbeat in memory;
@@ -21,7 +21,7 @@ use folio_core::GroupId;
 use serde::{Deserialize, Serialize};
 
 pub use folio_core::ids::{valid_region, REGION_NAME_MAX};
-pub use node::{RegistryConfig, RegistryMember, RegistryNode};
+pub use node::{RegistryConfig, RegistryNode};
 
 /// The registry's own Raft group id on the wire: no write-tier group may use it, so peer traffic
 /// can never cross between the registry and a group.

@@ -1,29 +1,19 @@
-//! Starting a registry node: open its store, start its Raft group (the write tier's log store and
-//! peer transport), bootstrap once, and serve the registry API, Raft peer traffic and health on
-//! one gRPC port.
+//! Starting a registry node: its config, its store, and the registry API, Raft peer traffic and
+//! health on one gRPC port. The start-up every Folio node shares (config checks and loading,
+//! listener, openraft with the peer transport and bootstrap, gRPC settings, `/metrics`) is
+//! `folio_raft::node`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use folio_raft::network::{Network, PeerService};
+use folio_raft::network::PeerService;
+use folio_raft::node::{self as raft_node, ConfigError, Member, NodeConfig, Serving};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use crate::service::{Liveness, RegistrySvc};
 use crate::{state, RegRaft, REGISTRY_GROUP};
-
-/// One member of the registry's initial group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistryMember {
-    pub id: u64,
-    pub addr: String,
-}
 
 /// A registry node's configuration (`folio registry --config FILE`, TOML).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,7 +34,7 @@ pub struct RegistryConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// The registry group's first members; the lowest id bootstraps it, once.
     #[serde(default)]
-    pub initial_members: Vec<RegistryMember>,
+    pub initial_members: Vec<Member>,
     /// How often groups send heartbeats.
     #[serde(default = "defaults::heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
@@ -95,33 +85,6 @@ impl RegistryConfig {
         }
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.node_id >= 1, "node_id must be at least 1");
-        let mut ids: Vec<_> = self.initial_members.iter().map(|m| m.id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        anyhow::ensure!(
-            ids.len() == self.initial_members.len() && !ids.contains(&0),
-            "initial_members ids must be distinct and at least 1"
-        );
-        anyhow::ensure!(
-            self.heartbeat_interval_ms >= 10 && self.group_timeout_ms > self.heartbeat_interval_ms,
-            "group_timeout_ms must exceed heartbeat_interval_ms (at least 10)"
-        );
-        Ok(())
-    }
-
-    fn advertise(&self, bound: SocketAddr) -> String {
-        if let Some(a) = &self.advertise_addr {
-            return a.clone();
-        }
-        self.initial_members
-            .iter()
-            .find(|m| m.id == self.node_id)
-            .map(|m| m.addr.clone())
-            .unwrap_or_else(|| bound.to_string())
-    }
-
     fn openraft(&self) -> anyhow::Result<openraft::Config> {
         let c = openraft::Config {
             cluster_name: "folio-registry".into(),
@@ -136,47 +99,63 @@ impl RegistryConfig {
     }
 }
 
+impl NodeConfig for RegistryConfig {
+    fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn advertise_addr(&self) -> Option<&str> {
+        self.advertise_addr.as_deref()
+    }
+
+    fn initial_members(&self) -> &[Member] {
+        &self.initial_members
+    }
+
+    fn validate_own(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval_ms < 10 || self.group_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid(
+                "group_timeout_ms must exceed heartbeat_interval_ms (at least 10)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// With no initial members the registry is a single node of this node (what `folio dev`
+    /// runs).
+    fn bootstrap_members(&self, advertise: &str) -> Vec<(u64, String)> {
+        if self.initial_members.is_empty() {
+            return vec![(self.node_id, advertise.to_string())];
+        }
+        self.initial_members
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect()
+    }
+}
+
 /// A running registry node.
 pub struct RegistryNode {
     pub addr: SocketAddr,
     pub advertise: String,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub raft: RegRaft,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    serving: Serving,
 }
 
 impl RegistryNode {
     pub async fn start(cfg: RegistryConfig) -> anyhow::Result<RegistryNode> {
         cfg.validate()?;
         crate::metrics::register();
-        let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
-            .await
-            .with_context(|| format!("listen on {}", cfg.listen_addr))?;
-        let addr = listener.local_addr()?;
-        let advertise = cfg.advertise(addr);
+        let bound = raft_node::bind(&cfg, cfg.listen_addr).await?;
+        let (addr, advertise) = (bound.addr, bound.advertise.clone());
         let (log, sm) = state::open(&cfg.data_dir)
             .with_context(|| format!("open registry store in {}", cfg.data_dir.display()))?;
         let shared = sm.shared();
-        let raft = RegRaft::new(
-            cfg.node_id,
-            Arc::new(cfg.openraft()?),
-            Network::new(REGISTRY_GROUP),
-            log,
-            sm,
-        )
-        .await
-        .context("start registry raft")?;
-
-        // No initial members: a single-node registry of this node (what `folio dev` runs).
-        let initial: Vec<(u64, String)> = if cfg.initial_members.is_empty() {
-            vec![(cfg.node_id, advertise.clone())]
-        } else {
-            cfg.initial_members
-                .iter()
-                .map(|m| (m.id, m.addr.clone()))
-                .collect()
-        };
-        folio_raft::bootstrap_once(&raft, cfg.node_id, &advertise, &initial).await?;
+        let raft: RegRaft =
+            raft_node::start_raft(&cfg, REGISTRY_GROUP, cfg.openraft()?, &advertise, log, sm)
+                .await?;
 
         let live = Liveness {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
@@ -186,38 +165,27 @@ impl RegistryNode {
         health
             .set_serving::<folio_proto::registry::v1::registry_service_server::RegistryServiceServer<RegistrySvc>>()
             .await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(c) = &conn {
-                let _ = c.set_nodelay(true);
-            }
-            conn
-        });
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(60))
-            .concurrency_limit_per_connection(1024)
+        let router = raft_node::grpc_server()
             .add_service(RegistrySvc::server(cfg.node_id, raft.clone(), shared, live))
             .add_service(PeerService::new(raft.clone(), REGISTRY_GROUP, cfg.node_id))
             .add_service(health_svc);
-        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
-        }));
+        let serving = Serving::start(router, bound.listener);
+        let metrics_addr = match cfg.metrics_addr {
+            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register).await?),
+            None => None,
+        };
         tracing::info!(node = cfg.node_id, %addr, %advertise, "registry node started");
         Ok(RegistryNode {
             addr,
             advertise,
+            metrics_addr,
             raft,
-            stop: Some(stop),
-            server,
+            serving,
         })
     }
 
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        self.serving.stop().await;
         self.raft
             .shutdown()
             .await
@@ -227,6 +195,6 @@ impl RegistryNode {
 
     /// Runs until the server stops by itself (it does not, unless it fails).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.server).await?.context("registry gRPC server")
+        self.serving.wait().await.context("registry gRPC server")
     }
 }

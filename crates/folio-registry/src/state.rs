@@ -8,8 +8,8 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use folio_raft::command::{decode, encode};
-use folio_raft::keys::{CF_LOG, CF_RAFT_META};
+use folio_raft::codec::{decode, encode};
+use folio_raft::keys::{cf, CF_LOG, CF_RAFT_META};
 use folio_raft::LogStore;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -138,11 +138,6 @@ impl RegistryState {
 fn publish(s: &RegistryState) {
     crate::metrics::GROUPS.set(s.groups.len() as i64);
     crate::metrics::VOLUMES.set(s.volumes.len() as i64);
-}
-
-fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name)
-        .expect("every column family is created at open")
 }
 
 /// Read access to the registry state for the service.

@@ -135,10 +135,17 @@ pub struct CommitEntry {
     pub pages: Vec<PageLocation>,
 }
 
+/// Bytes a commit record with an idempotency key of `key_len` bytes and `pages` page locations
+/// takes in a segment's commits section. Writers use it to decide when a segment is full without
+/// building the record.
+pub fn commit_record_len(key_len: usize, pages: usize) -> usize {
+    COMMIT_FIXED_LEN + key_len + pages * COMMIT_PAGE_LEN
+}
+
 impl CommitEntry {
     /// Bytes of this record in the commits section.
     fn encoded_len(&self) -> usize {
-        COMMIT_FIXED_LEN + self.idempotency_key.len() + self.pages.len() * COMMIT_PAGE_LEN
+        commit_record_len(self.idempotency_key.len(), self.pages.len())
     }
 
     fn key(&self) -> (VolumeId, Lsn) {

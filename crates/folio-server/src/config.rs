@@ -4,15 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use folio_core::{GroupId, NodeId};
+pub use folio_raft::node::{ConfigError, Member, NodeConfig};
 use serde::{Deserialize, Serialize};
-
-/// One member of the initial group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub id: NodeId,
-    /// Address other members and clients use to reach this node (`host:port`).
-    pub addr: String,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,52 +242,26 @@ pub struct RegistryLink {
     pub resolve_cache_ttl_ms: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("parse {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
-
-impl Config {
-    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        cfg.validate()?;
-        Ok(cfg)
+impl NodeConfig for Config {
+    fn node_id(&self) -> u64 {
+        self.node_id
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn advertise_addr(&self) -> Option<&str> {
+        self.advertise_addr.as_deref()
+    }
+
+    fn initial_members(&self) -> &[Member] {
+        &self.initial_members
+    }
+
+    fn validate_own(&self) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError::Invalid(s));
-        if self.node_id == 0 {
-            return bad("node_id must be at least 1".into());
-        }
         if self.group_id > GroupId::MAX {
             return bad(format!(
                 "group_id must be below 2^48, got {}",
                 self.group_id
             ));
-        }
-        let mut ids: Vec<_> = self.initial_members.iter().map(|m| m.id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.len() != self.initial_members.len() || ids.contains(&0) {
-            return bad("initial_members ids must be distinct and at least 1".into());
         }
         if let Err(e) = folio_core::ids::valid_region(&self.region) {
             return bad(format!("region: {e}"));
@@ -370,20 +337,11 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     pub fn group(&self) -> GroupId {
         GroupId(self.group_id)
-    }
-
-    /// The address announced for this node.
-    pub fn advertise(&self, bound: SocketAddr) -> String {
-        if let Some(a) = &self.advertise_addr {
-            return a.clone();
-        }
-        if let Some(m) = self.initial_members.iter().find(|m| m.id == self.node_id) {
-            return m.addr.clone();
-        }
-        bound.to_string()
     }
 
     /// The openraft configuration derived from this one.

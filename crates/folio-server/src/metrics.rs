@@ -1,11 +1,11 @@
-//! Server metrics (registered in the process-wide default registry) and the `/metrics` endpoint.
+//! Server metrics, registered in the process-wide default registry and served on `/metrics` by
+//! `folio_raft::node::serve_metrics`.
 
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, TextEncoder,
+    register_int_gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
 };
 
 pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -154,20 +154,20 @@ pub static WATCHERS: LazyLock<IntGauge> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
-/// Renders every registered metric in the Prometheus text format.
-pub fn render() -> String {
-    // Touch the lazily registered metrics so they appear before their first observation.
+/// Registers every metric of a write-tier node, so each appears on `/metrics` before its first
+/// observation.
+pub fn register() {
     LazyLock::force(&REQUEST_SECONDS);
     LazyLock::force(&COMMIT_SECONDS);
     LazyLock::force(&REQUEST_ERRORS);
     LazyLock::force(&BATCH_REQUESTS);
     LazyLock::force(&BATCH_BYTES);
     LazyLock::force(&folio_raft::metrics::APPEND_SECONDS);
-    LazyLock::force(&folio_raft::metrics::APPLY_SECONDS);
-    LazyLock::force(&folio_raft::metrics::BUFFERED_BYTES);
-    LazyLock::force(&folio_raft::metrics::SNAPSHOTS_BUILT);
-    LazyLock::force(&folio_raft::metrics::SNAPSHOTS_INSTALLED);
-    LazyLock::force(&folio_raft::metrics::SEALED_SEGMENTS);
+    LazyLock::force(&folio_state::metrics::APPLY_SECONDS);
+    LazyLock::force(&folio_state::metrics::BUFFERED_BYTES);
+    LazyLock::force(&folio_state::metrics::SNAPSHOTS_BUILT);
+    LazyLock::force(&folio_state::metrics::SNAPSHOTS_INSTALLED);
+    LazyLock::force(&folio_state::metrics::SEALED_SEGMENTS);
     LazyLock::force(&OBJECT_STORE_REQUESTS);
     LazyLock::force(&OBJECT_STORE_SECONDS);
     LazyLock::force(&FLUSH_SECONDS);
@@ -180,20 +180,4 @@ pub fn render() -> String {
     LazyLock::force(&HEDGED_READS);
     LazyLock::force(&PAGES_READ);
     LazyLock::force(&WATCHERS);
-    TextEncoder::new()
-        .encode_to_string(&prometheus::gather())
-        .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
-}
-
-/// Serves `/metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
-    Ok(bound)
 }

@@ -1,30 +1,25 @@
-//! Starting and stopping one node: open the store, start Raft, bootstrap the group once, and serve
-//! the client API, admin API, Raft peer traffic, health and reflection on one gRPC port.
+//! Starting and stopping one write-tier node. The start-up every Folio node shares (config
+//! checks, listener, openraft and bootstrap, gRPC transport settings, `/metrics`) is
+//! `folio_raft::node`; this adds the write tier's store, services (client API, admin, Raft peer
+//! traffic, health, reflection on one gRPC port) and background tasks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use folio_raft::network::{Network, PeerService};
-use folio_raft::{open_store, Raft};
-use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
+use folio_raft::network::PeerService;
+use folio_raft::node::{self as raft_node, NodeConfig, Serving};
+use folio_state::{open_store, Raft};
+use tokio::task::JoinSet;
 
 use crate::admin::AdminSvc;
 use crate::batcher::Batcher;
 use crate::config::Config;
+use crate::edge::Edge;
 use crate::flusher::{FlushDemand, Flusher};
 use crate::pages::PageReader;
-use crate::route::Shared;
-use crate::service::VolumeSvc;
-
-/// Longest a single client call may run on the server.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Concurrent requests per client connection.
-pub const CONCURRENCY_PER_CONNECTION: usize = 1024;
+use crate::service::{ReadPath, VolumeSvc, WritePath};
 
 /// A running node.
 pub struct Node {
@@ -34,8 +29,7 @@ pub struct Node {
     pub advertise: String,
     pub metrics_addr: Option<SocketAddr>,
     pub raft: Raft,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    serving: Serving,
     /// Background work (flusher, snapshot trigger), aborted at shutdown.
     tasks: JoinSet<()>,
 }
@@ -43,7 +37,7 @@ pub struct Node {
 /// Builds a snapshot whenever `every` bytes of commands were applied since the last one this task
 /// asked for, so the Raft log (which openraft purges after a snapshot) stays bounded in bytes
 /// even when entries are large. openraft's own policy counts entries only.
-async fn snapshot_by_bytes(raft: Raft, reader: folio_raft::StateReader, every: u64) {
+async fn snapshot_by_bytes(raft: Raft, reader: folio_state::StateReader, every: u64) {
     let mut last = reader.applied_bytes();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -60,66 +54,44 @@ async fn snapshot_by_bytes(raft: Raft, reader: folio_raft::StateReader, every: u
 impl Node {
     pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         cfg.validate()?;
-        let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
-            .await
-            .with_context(|| format!("listen on {}", cfg.listen_addr))?;
-        let addr = listener.local_addr()?;
-        let advertise = cfg.advertise(addr);
+        let bound = raft_node::bind(&cfg, cfg.listen_addr).await?;
+        let (addr, advertise) = (bound.addr, bound.advertise.clone());
         let group = cfg.group();
 
         let (log, sm) = open_store(&cfg.data_dir, group)
             .with_context(|| format!("open store in {}", cfg.data_dir.display()))?;
         let reader = sm.reader();
-        let raft = Raft::new(
-            cfg.node_id,
-            Arc::new(cfg.openraft()?),
-            Network::new(group),
-            log,
-            sm,
-        )
-        .await
-        .context("start raft")?;
-
-        let initial: Vec<(u64, String)> = cfg
-            .initial_members
-            .iter()
-            .map(|m| (m.id, m.addr.clone()))
-            .collect();
-        folio_raft::bootstrap_once(&raft, cfg.node_id, &advertise, &initial).await?;
+        let raft: Raft =
+            raft_node::start_raft(&cfg, group, cfg.openraft()?, &advertise, log, sm).await?;
 
         let store = crate::objstore::open(&cfg.object_store)
             .await
             .context("open the object store")?;
         let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
         let demand = Arc::new(FlushDemand::default());
-        let shared = Arc::new(Shared {
-            id: cfg.node_id,
-            group,
-            raft: raft.clone(),
-            reader: reader.clone(),
-            batcher: batcher.clone(),
-            flush: cfg.flush.clone(),
-            flush_demand: demand.clone(),
-            buffer_reserved: Default::default(),
-            watch_slots: Arc::new(tokio::sync::Semaphore::new(
-                crate::service::WATCH_STREAMS_MAX,
+        let registry = match &cfg.registry {
+            Some(r) => Some(Arc::new(
+                crate::registry::RegistryLink::new(r, cfg.region.clone())
+                    .context("registry link")?,
             )),
-            pages: PageReader::new(
-                reader.clone(),
-                store.clone(),
-                cfg.read.page_cache_bytes,
-                Duration::from_millis(cfg.read.hedge_after_ms),
-            ),
-            read: cfg.read.clone(),
-            channels: Shared::forward_channels(),
-            registry: match &cfg.registry {
-                Some(r) => Some(Arc::new(
-                    crate::registry::RegistryLink::new(r, cfg.region.clone())
-                        .context("registry link")?,
-                )),
-                None => None,
-            },
-        });
+            None => None,
+        };
+        let edge = Arc::new(Edge::new(
+            cfg.node_id,
+            group,
+            raft.clone(),
+            registry.clone(),
+        ));
+        let writes = WritePath::new(batcher, reader.clone(), cfg.flush.clone(), demand.clone());
+        let pages = PageReader::new(
+            reader.clone(),
+            store.clone(),
+            cfg.read.page_cache_bytes,
+            Duration::from_millis(cfg.read.hedge_after_ms),
+        );
+        let reads = ReadPath::new(reader.clone(), pages, cfg.read.clone());
+        let admin = AdminSvc::server(edge.clone(), reader.clone());
+        let volumes = VolumeSvc::server(edge, writes, reads);
         let mut tasks = JoinSet::new();
         tasks.spawn(
             Flusher {
@@ -133,8 +105,8 @@ impl Node {
             }
             .run(),
         );
-        if let Some(link) = shared.registry.clone() {
-            tasks.spawn(link.heartbeat(shared.clone(), advertise.clone()));
+        if let Some(link) = registry {
+            tasks.spawn(link.heartbeat(raft.clone(), cfg.node_id, group, advertise.clone()));
         }
         tasks.spawn(snapshot_by_bytes(
             raft.clone(),
@@ -149,36 +121,16 @@ impl Node {
             .build_v1()
             .context("build reflection service")?;
 
-        let (stop, stopped) = oneshot::channel::<()>();
-        // tonic applies `tcp_nodelay` only to listeners it binds itself: set it on every accepted
-        // connection, or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(c) = &conn {
-                let _ = c.set_nodelay(true);
-            }
-            conn
-        });
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .timeout(REQUEST_TIMEOUT)
-            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(VolumeSvc::server(shared.clone()))
-            .add_service(AdminSvc::server(shared.clone()))
+        let router = raft_node::grpc_server()
+            .add_service(volumes)
+            .add_service(admin)
             .add_service(PeerService::new(raft.clone(), group, cfg.node_id))
             .add_service(health_svc)
             .add_service(reflection);
-        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
-        }));
+        let serving = Serving::start(router, bound.listener);
 
         let metrics_addr = match cfg.metrics_addr {
-            Some(a) => Some(
-                crate::metrics::serve(a)
-                    .await
-                    .with_context(|| format!("serve metrics on {a}"))?,
-            ),
+            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register).await?),
             None => None,
         };
         tracing::info!(node = cfg.node_id, group = group.0, %addr, %advertise, "node started");
@@ -187,25 +139,21 @@ impl Node {
             advertise,
             metrics_addr,
             raft,
-            stop: Some(stop),
-            server,
+            serving,
             tasks,
         })
     }
 
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
         self.tasks.abort_all();
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        self.serving.stop().await;
         self.raft.shutdown().await.context("shut down raft")?;
         Ok(())
     }
 
     /// Runs until the server stops by itself (it does not, unless it fails).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.server).await?.context("gRPC server")
+        self.serving.wait().await.context("gRPC server")
     }
 }

@@ -1,7 +1,7 @@
 //! openraft's storage conformance suite against Folio's RocksDB log store and state machine.
 
 use folio_core::GroupId;
-use folio_raft::{open_store, LogStore, StateMachine, TypeConfig};
+use folio_state::{open_store, LogStore, StateMachine, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 

@@ -6,14 +6,14 @@
 //! - `page_at`: the multi-version page-index lookup behind ReadPages, at the head and at an old
 //!   snapshot.
 //!
-//!   cargo bench -p folio-raft --bench state
+//!   cargo bench -p folio-state --bench state
 
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use folio_core::{CommitArgs, Durability, GroupId, Lsn, Page, PageIdx, PageWrite, VolumeId};
-use folio_raft::{open_store, Command, Request, StateReader, TypeConfig};
+use folio_state::{open_store, Command, Request, StateReader, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 

@@ -8,7 +8,7 @@ use folio_core::{
     CommitArgs, Durability, GroupId, Lsn, Page, PageIdx, PageWrite, VolumeId, WritePagesArgs,
     PAGE_SIZE,
 };
-use folio_raft::{
+use folio_state::{
     open_store, Command, CommandResult, Rejection, Request, StateMachine, TypeConfig,
 };
 use openraft::storage::RaftStateMachine;
@@ -335,7 +335,7 @@ async fn snapshot_moves_the_whole_state_to_a_fresh_replica() {
     assert_eq!(snap.meta.last_log_id.unwrap().index, 2);
     let current = a.sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, snap.meta);
-    let bytes = folio_raft::snapshot::read_all(current.snapshot)
+    let bytes = folio_state::snapshot::read_all(current.snapshot)
         .await
         .unwrap();
 

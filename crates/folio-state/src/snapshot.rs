@@ -10,14 +10,18 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use folio_raft::codec::{decode, encode};
+use folio_raft::keys::cf;
 use openraft::storage::Snapshot;
-use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
+use openraft::{
+    AnyError, BasicNode, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+};
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::command::{decode, encode};
 use crate::keys::{CF_SM_META, META_APPLIED, META_MEMBERSHIP, SM_CFS};
-use crate::TypeConfig;
+use crate::machine::{load_meta, SErr};
+use crate::{metrics, StateMachine, TypeConfig};
 
 const MAGIC: &[u8; 8] = b"FOLIOSN1";
 const END: u8 = 0xFF;
@@ -46,11 +50,6 @@ pub enum SnapshotError {
 
 fn malformed(s: impl Into<String>) -> SnapshotError {
     SnapshotError::Malformed(s.into())
-}
-
-fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name)
-        .expect("every column family is created at open")
 }
 
 /// Dumps the state machine into a new snapshot file in `dir` and removes older ones.
@@ -271,6 +270,65 @@ pub async fn current(dir: &Path) -> std::io::Result<Option<Snapshot<TypeConfig>>
                 snapshot: Box::new(f),
             }))
         }
+    }
+}
+
+impl StateMachine {
+    /// Replaces this replica's state with a snapshot received from the leader, after checking
+    /// its checksum and that its body matches the metadata openraft sent with it.
+    pub(crate) async fn install(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), SErr> {
+        let _guard = self.snapshot_lock.lock().await;
+        let sig = Some(meta.signature());
+        let bytes = read_all(snapshot)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let mut batch = WriteBatch::default();
+        let decoded = decode_into(&self.db, &bytes, &mut batch)
+            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), AnyError::error(e)))?;
+        if decoded != *meta {
+            return Err(StorageIOError::read_snapshot(
+                sig,
+                AnyError::error("snapshot body does not match its metadata"),
+            )
+            .into());
+        }
+        // The file first: a crash between the two leaves a current snapshot that is installed
+        // again on restart. The reverse order could leave an older snapshot current while the
+        // log below the new one is purged.
+        persist(&self.snapshots, &meta.snapshot_id, &bytes)
+            .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        self.db
+            .write(batch)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.meta = load_meta(&self.db)
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)))?;
+        self.publish();
+        metrics::SNAPSHOTS_INSTALLED.inc();
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "installed snapshot from leader");
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let _guard = self.lock.lock().await;
+        let db = self.db.clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || build(&db, &dir))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
+        metrics::SNAPSHOTS_BUILT.inc();
+        current(&self.dir)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+            .ok_or_else(|| {
+                StorageIOError::read_snapshot(None, AnyError::error("snapshot vanished")).into()
+            })
     }
 }
 

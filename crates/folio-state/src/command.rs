@@ -145,15 +145,5 @@ pub enum Rejection {
     BadRef { idx: PageIdx, reason: String },
 }
 
-/// Encodes a value for the log, the state machine or the wire.
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    rmp_serde::to_vec(v).expect("Folio's own types always serialize")
-}
-
-/// Decodes bytes that came from disk or the network.
-pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(b)
-}
-
 /// An idempotency key with the volume it belongs to, as stored.
 pub type IdemKey = (VolumeId, Bytes);

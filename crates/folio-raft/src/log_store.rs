@@ -1,0 +1,216 @@
+//! The Raft log and vote in RocksDB, shared by every Folio group.
+//!
+//! Durability: appends, votes, truncations and purges are written with `sync = true` (the WAL is
+//! fsync'd before the write returns), and openraft is told an append is flushed only after that.
+//! The committed log id is not synced: losing it only means waiting for the leader to say it
+//! again.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use crate::codec::{decode, encode};
+use crate::keys::{
+    cf, log_index, log_key, CF_LOG, CF_RAFT_META, META_COMMITTED, META_PURGED, META_VOTE,
+};
+use crate::metrics;
+use crate::GroupTypes;
+
+type SErr = StorageError<u64>;
+
+/// The Raft log and vote, in RocksDB. Cloning shares the database. Generic over the group's
+/// type configuration, so the write tier and the registry share one log implementation; the
+/// database must have the [`CF_LOG`] and [`CF_RAFT_META`] column families.
+pub struct LogStore<C> {
+    db: Arc<DB>,
+    _types: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            db: self.db.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<C: GroupTypes> LogStore<C> {
+    /// A log store on `db`, which must have been opened with [`CF_LOG`] and [`CF_RAFT_META`].
+    pub fn new(db: Arc<DB>) -> Self {
+        LogStore {
+            db,
+            _types: PhantomData,
+        }
+    }
+
+    fn meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
+        let v = self
+            .db
+            .get_cf(cf(&self.db, CF_RAFT_META), key)
+            .map_err(|e| StorageIOError::read(&e))?;
+        v.map(|b| decode(&b).map_err(|e| StorageIOError::read(&e).into()))
+            .transpose()
+    }
+
+    /// Writes a batch, synced, on a blocking thread so no async worker waits on the disk.
+    async fn write_synced(&self, batch: WriteBatch) -> Result<(), std::io::Error> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.write_opt(batch, &wo).map_err(std::io::Error::other)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("log write task failed: {e}"))))
+    }
+}
+
+impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<C>>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            cf(&self.db, CF_LOG),
+            IteratorMode::From(&log_key(start), Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let idx = log_index(&k)
+                .ok_or_else(|| StorageIOError::read_logs(AnyError::error("bad log key")))?;
+            if !range.contains(&idx) {
+                break;
+            }
+            let entry: Entry<C> =
+                decode(&v).map_err(|e| StorageIOError::read_log_at_index(idx, &e))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = LogStore<C>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, SErr> {
+        let last_purged: Option<LogId<u64>> = self.meta(META_PURGED)?;
+        let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
+        let last = match it.next() {
+            Some(item) => {
+                let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+                let e: Entry<C> = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                Some(e.log_id)
+            }
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), SErr> {
+        let mut b = WriteBatch::default();
+        b.put_cf(cf(&self.db, CF_RAFT_META), META_VOTE, encode(vote));
+        self.write_synced(b)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, SErr> {
+        self.meta(META_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
+        // Not synced: losing it only means waiting for the leader to tell us again.
+        self.db
+            .put_cf(
+                cf(&self.db, CF_RAFT_META),
+                META_COMMITTED,
+                encode(&committed),
+            )
+            .map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, SErr> {
+        Ok(self.meta::<Option<LogId<u64>>>(META_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = Instant::now();
+        let mut b = WriteBatch::default();
+        let log = cf(&self.db, CF_LOG);
+        for e in entries {
+            b.put_cf(log, log_key(e.log_id.index), encode(&e));
+        }
+        // The entries become readable and durable together: the callback fires only after the
+        // synced write, so openraft never counts this node towards a quorum too early.
+        let res = self.write_synced(b).await;
+        metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(e));
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(
+            cf(&self.db, CF_LOG),
+            log_key(log_id.index),
+            log_key(u64::MAX),
+        );
+        self.write_synced(b)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        // Record the purge point first, then delete: a crash in between leaves extra entries
+        // below the purge point, which readers never ask for.
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            cf(&self.db, CF_RAFT_META),
+            META_PURGED,
+            encode(&Some(log_id)),
+        );
+        b.delete_range_cf(cf(&self.db, CF_LOG), log_key(0), log_key(log_id.index + 1));
+        self.write_synced(b)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! Applying committed entries: CAS on a volume's LSN, idempotency keys, placing pages and commit
+//! records in the open segment, sealing, and dropping flushed segments from the buffer. Every
+//! decision depends only on the entry and the replicated state, so every replica decides the same.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use folio_core::limits::IDEMPOTENCY_RETAIN_COMMITS;
+use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId, PAGE_SIZE};
+use folio_raft::codec::{decode, encode};
+use folio_raft::keys::cf;
+use openraft::{AnyError, Entry, EntryPayload, StorageIOError, StoredMembership};
+use rocksdb::{WriteBatch, DB};
+
+use crate::command::{Command, CommandResult, Rejection, Request, Response};
+use crate::db::{corrupt, StoreError};
+use crate::keys::*;
+use crate::machine::SErr;
+use crate::state::{CommitRecord, IdemRecord, OpenSegment, SealedSegment, VolumeHead};
+use crate::{metrics, StateMachine, TypeConfig};
+
+/// The writes of one `apply` call, with an overlay so later commands in the call see the effects
+/// of earlier ones before the batch reaches RocksDB.
+struct ApplyTx<'a> {
+    db: &'a DB,
+    batch: WriteBatch,
+    heads: HashMap<VolumeId, Option<VolumeHead>>,
+    idem: HashMap<(VolumeId, Bytes), Option<IdemRecord>>,
+    commits: HashMap<(VolumeId, Lsn), CommitRecord>,
+    slots: HashMap<(SegmentId, u64), (VolumeId, PageIdx)>,
+}
+
+impl<'a> ApplyTx<'a> {
+    fn new(db: &'a DB) -> Self {
+        ApplyTx {
+            db,
+            batch: WriteBatch::default(),
+            heads: HashMap::new(),
+            idem: HashMap::new(),
+            commits: HashMap::new(),
+            slots: HashMap::new(),
+        }
+    }
+
+    fn read<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get_cf(cf(self.db, cf_name), key)? {
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt(cf_name, e))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn head(&mut self, v: VolumeId) -> Result<Option<VolumeHead>, StoreError> {
+        if let Some(h) = self.heads.get(&v) {
+            return Ok(*h);
+        }
+        let h = self.read(CF_VOLUMES, v.as_bytes())?;
+        self.heads.insert(v, h);
+        Ok(h)
+    }
+
+    fn put_head(&mut self, v: VolumeId, h: VolumeHead) {
+        self.batch
+            .put_cf(cf(self.db, CF_VOLUMES), v.as_bytes(), encode(&h));
+        self.heads.insert(v, Some(h));
+    }
+
+    fn idem(&mut self, v: VolumeId, key: &Bytes) -> Result<Option<IdemRecord>, StoreError> {
+        if let Some(r) = self.idem.get(&(v, key.clone())) {
+            return Ok(*r);
+        }
+        let r = self.read(CF_IDEM, &idem_key(v, key))?;
+        self.idem.insert((v, key.clone()), r);
+        Ok(r)
+    }
+
+    fn commit(&self, v: VolumeId, lsn: Lsn) -> Result<Option<CommitRecord>, StoreError> {
+        if let Some(c) = self.commits.get(&(v, lsn)) {
+            return Ok(Some(c.clone()));
+        }
+        self.read(CF_COMMITS, &commit_key(v, lsn))
+    }
+
+    fn slot(&self, s: SegmentId, offset: u64) -> Result<Option<(VolumeId, PageIdx)>, StoreError> {
+        if let Some(x) = self.slots.get(&(s, offset)) {
+            return Ok(Some(*x));
+        }
+        match self.db.get_cf(cf(self.db, CF_SLOTS), slot_key(s, offset))? {
+            Some(b) => Ok(Some(
+                parse_slot_value(&b).ok_or_else(|| corrupt(CF_SLOTS, "bad slot"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Bytes a commit record takes in a segment's commits section, as `folio-segment` lays it out.
+fn record_bytes(key_len: usize, pages: usize) -> u64 {
+    folio_segment::commit_record_len(key_len, pages) as u64
+}
+
+impl StateMachine {
+    /// Closes the open segment, if any, and queues it for the flusher.
+    fn seal_open(&mut self) -> Option<SegmentId> {
+        let g = &mut self.meta.group;
+        let o = g.open.take()?;
+        g.sealed.push(SealedSegment {
+            id: o.id,
+            bytes: o.next_offset,
+        });
+        Some(o.id)
+    }
+
+    /// The open segment, with room for `bytes` more (pages or records), sealing the current one
+    /// and opening the next when it is full. A segment always takes at least one item, so an item
+    /// larger than the limit still fits in a segment of its own.
+    fn open_segment(&mut self, req: &Request, bytes: u64) -> &mut OpenSegment {
+        let full = self.meta.group.open.is_some_and(|o| {
+            let used = o.next_offset + o.record_bytes;
+            used > 0 && used + bytes > req.segment_bytes_max
+        });
+        if full {
+            self.seal_open();
+        }
+        let g = &mut self.meta.group;
+        g.open.get_or_insert_with(|| {
+            g.last_time_ms = g.last_time_ms.max(req.time_ms);
+            let id = SegmentId::new(g.last_time_ms, self.group_id, g.next_segment_seq);
+            g.next_segment_seq += 1;
+            OpenSegment {
+                id,
+                next_offset: 0,
+                record_bytes: 0,
+            }
+        })
+    }
+
+    /// Places one page in the open segment.
+    fn place_page(
+        &mut self,
+        tx: &mut ApplyTx<'_>,
+        req: &Request,
+        volume: VolumeId,
+        idx: PageIdx,
+        data: &Bytes,
+    ) -> PageLocation {
+        let page = PAGE_SIZE as u64;
+        let open = self.open_segment(req, page);
+        let loc = PageLocation {
+            idx,
+            segment: open.id,
+            offset: open.next_offset,
+        };
+        open.next_offset += page;
+        self.meta.group.buffered_bytes += page;
+        tx.batch.put_cf(
+            cf(tx.db, CF_BUFFER),
+            slot_key(loc.segment, loc.offset),
+            data,
+        );
+        tx.batch.put_cf(
+            cf(tx.db, CF_SLOTS),
+            slot_key(loc.segment, loc.offset),
+            slot_value(volume, idx),
+        );
+        tx.slots.insert((loc.segment, loc.offset), (volume, idx));
+        loc
+    }
+
+    /// Adds a commit record (LSN 0: the volume's creation) to the open segment; returns the
+    /// segment.
+    fn place_record(
+        &mut self,
+        tx: &mut ApplyTx<'_>,
+        req: &Request,
+        volume: VolumeId,
+        lsn: Lsn,
+        bytes: u64,
+    ) -> SegmentId {
+        let open = self.open_segment(req, bytes);
+        open.record_bytes += bytes;
+        let id = open.id;
+        tx.batch.put_cf(
+            cf(tx.db, CF_SEG_COMMITS),
+            seg_commit_key(id, volume, lsn),
+            [],
+        );
+        id
+    }
+
+    /// Drops a flushed segment's pages and records from the buffer. Returns the bytes dropped, 0
+    /// when the segment was flushed before (two leaders may both report one upload).
+    fn drop_flushed(&mut self, tx: &mut ApplyTx<'_>, segment: SegmentId) -> u64 {
+        let g = &mut self.meta.group;
+        let Some(pos) = g.sealed.iter().position(|s| s.id == segment) else {
+            return 0;
+        };
+        let s = g.sealed.remove(pos);
+        g.buffered_bytes = g.buffered_bytes.saturating_sub(s.bytes);
+        g.flushed_segments += 1;
+        let (start, end) = segment_range(segment);
+        tx.batch.delete_range_cf(cf(tx.db, CF_BUFFER), &start, &end);
+        tx.batch
+            .delete_range_cf(cf(tx.db, CF_SEG_COMMITS), &start, &end);
+        s.bytes
+    }
+
+    fn apply_command(
+        &mut self,
+        tx: &mut ApplyTx<'_>,
+        req: &Request,
+        cmd: &Command,
+    ) -> Result<CommandResult, StoreError> {
+        let time_ms = req.time_ms;
+        match cmd {
+            Command::CreateVolume { volume } => {
+                if tx.head(*volume)?.is_some() {
+                    return Ok(CommandResult::Rejected(Rejection::VolumeExists(*volume)));
+                }
+                tx.put_head(
+                    *volume,
+                    VolumeHead {
+                        lsn: Lsn::ZERO,
+                        created_at_ms: time_ms,
+                    },
+                );
+                // The creation travels to the object store as the volume's LSN-0 record.
+                self.place_record(tx, req, *volume, Lsn::ZERO, record_bytes(0, 0));
+                Ok(CommandResult::VolumeCreated { volume: *volume })
+            }
+            Command::WritePages { args } => {
+                if tx.head(args.volume)?.is_none() {
+                    return Ok(CommandResult::Rejected(Rejection::UnknownVolume(
+                        args.volume,
+                    )));
+                }
+                let pages = args
+                    .pages
+                    .iter()
+                    .map(|p| self.place_page(tx, req, args.volume, p.idx, p.page.bytes()))
+                    .collect();
+                Ok(CommandResult::PagesWritten { pages })
+            }
+            Command::Commit { args, fingerprint } => {
+                let v = args.volume;
+                let Some(head) = tx.head(v)? else {
+                    return Ok(CommandResult::Rejected(Rejection::UnknownVolume(v)));
+                };
+                if let Some(rec) = tx.idem(v, &args.idempotency_key)? {
+                    if rec.lsn.0 + IDEMPOTENCY_RETAIN_COMMITS > head.lsn.0 {
+                        if rec.fingerprint != *fingerprint {
+                            return Ok(CommandResult::Rejected(Rejection::KeyReused {
+                                volume: v,
+                                lsn: rec.lsn,
+                            }));
+                        }
+                        let original = tx.commit(v, rec.lsn)?.ok_or_else(|| {
+                            corrupt(CF_COMMITS, format!("missing commit {v}@{}", rec.lsn))
+                        })?;
+                        return Ok(CommandResult::Committed {
+                            lsn: rec.lsn,
+                            pages: original.pages,
+                            deduplicated: true,
+                            segment: original.segment,
+                        });
+                    }
+                }
+                if head.lsn != args.expected_lsn {
+                    return Ok(CommandResult::Rejected(Rejection::Conflict {
+                        volume: v,
+                        expected: args.expected_lsn,
+                        current: head.lsn,
+                    }));
+                }
+                for r in &args.refs {
+                    match tx.slot(r.segment, r.offset)? {
+                        Some((rv, ri)) if rv == v && ri == r.idx => {}
+                        Some((rv, ri)) => {
+                            return Ok(CommandResult::Rejected(Rejection::BadRef {
+                                idx: r.idx,
+                                reason: format!(
+                                    "segment {} offset {} holds page {ri} of volume {rv}",
+                                    r.segment, r.offset
+                                ),
+                            }))
+                        }
+                        None => {
+                            return Ok(CommandResult::Rejected(Rejection::BadRef {
+                                idx: r.idx,
+                                reason: format!(
+                                    "segment {} has no page at offset {}",
+                                    r.segment, r.offset
+                                ),
+                            }))
+                        }
+                    }
+                }
+                let mut pages: Vec<PageLocation> = args
+                    .pages
+                    .iter()
+                    .map(|p| self.place_page(tx, req, v, p.idx, p.page.bytes()))
+                    .collect();
+                pages.extend(args.refs.iter().copied());
+                let lsn = head.lsn.next();
+                let pages_cf = cf(tx.db, CF_PAGES);
+                for p in &pages {
+                    tx.batch.put_cf(
+                        pages_cf,
+                        page_key(v, p.idx, lsn),
+                        location_value(p.segment, p.offset),
+                    );
+                }
+                let segment = self.place_record(
+                    tx,
+                    req,
+                    v,
+                    lsn,
+                    record_bytes(args.idempotency_key.len(), pages.len()),
+                );
+                let rec = CommitRecord {
+                    lsn,
+                    idempotency_key: args.idempotency_key.clone(),
+                    fingerprint: *fingerprint,
+                    committed_at_ms: time_ms,
+                    pages: pages.clone(),
+                    segment,
+                };
+                tx.batch
+                    .put_cf(cf(tx.db, CF_COMMITS), commit_key(v, lsn), encode(&rec));
+                tx.commits.insert((v, lsn), rec);
+                let idem = IdemRecord {
+                    lsn,
+                    fingerprint: *fingerprint,
+                };
+                tx.batch.put_cf(
+                    cf(tx.db, CF_IDEM),
+                    idem_key(v, &args.idempotency_key),
+                    encode(&idem),
+                );
+                tx.idem
+                    .insert((v, args.idempotency_key.clone()), Some(idem));
+                // Retention: forget the key of the commit that just left the window.
+                if lsn.0 > IDEMPOTENCY_RETAIN_COMMITS {
+                    let old = Lsn(lsn.0 - IDEMPOTENCY_RETAIN_COMMITS);
+                    if let Some(old_rec) = tx.commit(v, old)? {
+                        let still_ours = tx
+                            .idem(v, &old_rec.idempotency_key)?
+                            .is_some_and(|r| r.lsn == old);
+                        if still_ours {
+                            tx.batch.delete_cf(
+                                cf(tx.db, CF_IDEM),
+                                idem_key(v, &old_rec.idempotency_key),
+                            );
+                            tx.idem.insert((v, old_rec.idempotency_key), None);
+                        }
+                    }
+                }
+                tx.put_head(
+                    v,
+                    VolumeHead {
+                        lsn,
+                        created_at_ms: head.created_at_ms,
+                    },
+                );
+                Ok(CommandResult::Committed {
+                    lsn,
+                    pages,
+                    deduplicated: false,
+                    segment,
+                })
+            }
+            Command::Seal { segment } => {
+                let open = self.meta.group.open.is_some_and(|o| o.id == *segment);
+                if open {
+                    self.seal_open();
+                }
+                Ok(CommandResult::Sealed(open))
+            }
+            Command::Flushed { segment } => {
+                Ok(CommandResult::Flushed(self.drop_flushed(tx, *segment)))
+            }
+        }
+    }
+
+    fn write_meta(&self, batch: &mut WriteBatch) {
+        let m = cf(&self.db, CF_SM_META);
+        batch.put_cf(m, META_APPLIED, encode(&self.meta.applied));
+        batch.put_cf(m, META_MEMBERSHIP, encode(&self.meta.membership));
+        batch.put_cf(m, META_GROUP, encode(&self.meta.group));
+    }
+
+    /// Applies a batch of committed entries in one RocksDB write, with the applied log id and
+    /// group state in the same batch.
+    pub(crate) fn apply_entries<I>(&mut self, entries: I) -> Result<Vec<Response>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>>,
+    {
+        let started = Instant::now();
+        let db = self.db.clone();
+        let mut tx = ApplyTx::new(&db);
+        let mut out = Vec::new();
+        for entry in entries {
+            self.meta.applied = Some(entry.log_id);
+            let resp = match entry.payload {
+                EntryPayload::Blank => Response::default(),
+                EntryPayload::Membership(m) => {
+                    self.meta.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::default()
+                }
+                EntryPayload::Normal(req) => {
+                    let mut results = Vec::with_capacity(req.commands.len());
+                    for cmd in &req.commands {
+                        self.applied_bytes
+                            .fetch_add(cmd.size_bytes() as u64, Ordering::Relaxed);
+                        let r = self
+                            .apply_command(&mut tx, &req, cmd)
+                            .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?;
+                        results.push(r);
+                    }
+                    Response { results }
+                }
+            };
+            out.push(resp);
+        }
+        let mut batch = std::mem::take(&mut tx.batch);
+        self.write_meta(&mut batch);
+        self.db
+            .write(batch)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.publish();
+        metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+}

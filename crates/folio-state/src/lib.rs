@@ -1,0 +1,42 @@
+//! The write tier's replicated state: the openraft type configuration, the commands a group
+//! replicates, and the state machine on RocksDB (one instance per node, one column family per
+//! kind of data, beside the Raft log of [`folio_raft`]): applying commands, snapshots, building
+//! segment objects, and the read side that serves clients.
+
+// openraft's storage traits return its `StorageError` by value; its size is not ours to choose.
+#![allow(clippy::result_large_err)]
+
+mod apply;
+pub mod command;
+mod db;
+pub mod keys;
+mod machine;
+pub mod metrics;
+mod reader;
+mod segment_object;
+pub mod snapshot;
+pub mod state;
+
+pub use command::{Command, CommandResult, Rejection, Request, Response};
+pub use db::{open_store, StoreError};
+pub use machine::StateMachine;
+pub use reader::StateReader;
+pub use segment_object::SegmentObject;
+
+openraft::declare_raft_types!(
+    /// Folio's openraft types: one log entry carries one [`Request`], a batch of client commands.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle for a write-tier group.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// The write tier's log store: [`folio_raft`]'s, with this crate's types.
+pub type LogStore = folio_raft::LogStore<TypeConfig>;

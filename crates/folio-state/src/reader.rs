@@ -1,0 +1,188 @@
+//! The read side: volume heads, commit history, the PullChanges roll-up, listing, and the
+//! multi-version page index, served from this replica's applied state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId};
+use folio_raft::codec::decode;
+use folio_raft::keys::cf;
+use rocksdb::{Direction, IteratorMode, DB};
+use tokio::sync::watch;
+
+use crate::db::{corrupt, StoreError};
+use crate::keys::*;
+use crate::state::{CommitRecord, GroupState, VolumeHead};
+
+/// Read access to the applied state, for serving clients. Reads see the latest applied state of
+/// this replica.
+#[derive(Clone)]
+pub struct StateReader {
+    pub(crate) db: Arc<DB>,
+    group: watch::Sender<Arc<GroupState>>,
+    applied_bytes: Arc<AtomicU64>,
+}
+
+impl StateReader {
+    pub(crate) fn new(
+        db: Arc<DB>,
+        group: watch::Sender<Arc<GroupState>>,
+        applied_bytes: Arc<AtomicU64>,
+    ) -> Self {
+        StateReader {
+            db,
+            group,
+            applied_bytes,
+        }
+    }
+
+    pub fn volume(&self, v: VolumeId) -> Result<Option<VolumeHead>, StoreError> {
+        match self.db.get_cf(cf(&self.db, CF_VOLUMES), v.as_bytes())? {
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt(CF_VOLUMES, e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits of `v` from `from` on, at most `limit`.
+    pub fn commits(
+        &self,
+        v: VolumeId,
+        from: Lsn,
+        limit: usize,
+    ) -> Result<Vec<CommitRecord>, StoreError> {
+        let start = commit_key(v, from);
+        let it = self.db.iterator_cf(
+            cf(&self.db, CF_COMMITS),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in it {
+            let (k, val) = item?;
+            if out.len() >= limit || k.len() != 24 || &k[..16] != v.as_bytes() {
+                break;
+            }
+            out.push(decode(&val).map_err(|e| corrupt(CF_COMMITS, e))?);
+        }
+        Ok(out)
+    }
+
+    /// Page indexes written by commits `from..=to` of `v`, rolled up: each named once.
+    pub fn changed_pages(
+        &self,
+        v: VolumeId,
+        from: Lsn,
+        to: Lsn,
+    ) -> Result<roaring::RoaringBitmap, StoreError> {
+        let mut set = roaring::RoaringBitmap::new();
+        let mut next = from;
+        while next <= to {
+            let batch = self.commits(v, next, 1024)?;
+            let Some(last) = batch.last().map(|c| c.lsn) else {
+                break;
+            };
+            for c in batch.iter().filter(|c| c.lsn <= to) {
+                set.extend(c.pages.iter().map(|p| p.idx.0));
+            }
+            next = last.next();
+        }
+        Ok(set)
+    }
+
+    /// Volumes with ids after `after`, at most `limit`.
+    pub fn volumes(
+        &self,
+        after: Option<VolumeId>,
+        limit: usize,
+    ) -> Result<Vec<(VolumeId, VolumeHead)>, StoreError> {
+        let mode = match &after {
+            Some(a) => IteratorMode::From(a.as_bytes(), Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf(&self.db, CF_VOLUMES), mode) {
+            let (k, val) = item?;
+            let id = VolumeId::from_slice(&k).map_err(|e| corrupt(CF_VOLUMES, e))?;
+            if Some(id) == after {
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            out.push((id, decode(&val).map_err(|e| corrupt(CF_VOLUMES, e))?));
+        }
+        Ok(out)
+    }
+
+    /// The version of page `idx` of `v` visible at snapshot `lsn`: the LSN that wrote it and
+    /// where its bytes are; `None` when the page was never written as of `lsn`.
+    pub fn page_at(
+        &self,
+        v: VolumeId,
+        idx: PageIdx,
+        lsn: Lsn,
+    ) -> Result<Option<(Lsn, PageLocation)>, StoreError> {
+        let key = page_key(v, idx, lsn);
+        let mut it = self.db.iterator_cf(
+            cf(&self.db, CF_PAGES),
+            IteratorMode::From(&key, Direction::Reverse),
+        );
+        let Some(item) = it.next() else {
+            return Ok(None);
+        };
+        let (k, val) = item?;
+        if k.len() != 28 || k[..20] != key[..20] {
+            return Ok(None);
+        }
+        let written = Lsn(u64::from_be_bytes(k[20..].try_into().expect("8 bytes")));
+        if val.len() != 24 {
+            return Err(corrupt(CF_PAGES, "bad location"));
+        }
+        let segment = SegmentId::from_slice(&val[..16]).map_err(|e| corrupt(CF_PAGES, e))?;
+        let offset = u64::from_be_bytes(val[16..].try_into().expect("8 bytes"));
+        Ok(Some((
+            written,
+            PageLocation {
+                idx,
+                segment,
+                offset,
+            },
+        )))
+    }
+
+    /// The bytes of a page still in the local buffer.
+    pub fn buffered_page(
+        &self,
+        segment: SegmentId,
+        offset: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .db
+            .get_cf(cf(&self.db, CF_BUFFER), slot_key(segment, offset))?
+            .map(Bytes::from))
+    }
+
+    /// The group's segment state as of this replica's last applied entry.
+    pub fn group_state(&self) -> Arc<GroupState> {
+        self.group.borrow().clone()
+    }
+
+    /// A receiver that sees every new group state, to wait for seals and flushes.
+    pub fn watch_group(&self) -> watch::Receiver<Arc<GroupState>> {
+        self.group.subscribe()
+    }
+
+    /// Bytes of commands this replica applied since it started.
+    pub fn applied_bytes(&self) -> u64 {
+        self.applied_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Number of volumes (an estimate from RocksDB for large counts).
+    pub fn volume_count(&self) -> u64 {
+        self.db
+            .property_int_value_cf(cf(&self.db, CF_VOLUMES), "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+}
