@@ -4,6 +4,7 @@
 
 pub mod channels;
 pub mod convert;
+pub mod forward;
 
 pub mod volume {
     pub mod v1 {

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use folio_client::{Client, RetryPolicy};
 use folio_core::VolumeId;
-use folio_proto::channels::ChannelCache;
+use folio_proto::forward::{Forwarder, Route};
+use folio_proto::forwarded;
 use folio_proto::registry::v1 as pb;
 use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use folio_proto::registry::v1::registry_service_server::{RegistryService, RegistryServiceServer};
-use folio_proto::{forwarded, meta};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -22,9 +22,6 @@ use tonic::{Request, Response, Status};
 use crate::metrics;
 use crate::state::{GroupRecord, SharedState};
 use crate::{valid_region, RegCommand, RegRaft, GROUPS_MAX, GROUP_MEMBERS_MAX, MEMBER_ADDR_MAX};
-
-/// How long a forwarded call may take at the leader.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Liveness settings.
 #[derive(Clone, Copy, Debug)]
@@ -50,14 +47,9 @@ pub struct RegistrySvc {
     state: SharedState,
     live: Liveness,
     heard: Mutex<Heard>,
-    channels: ChannelCache,
+    forward: Forwarder,
     /// Retry policy for creating volumes on groups.
     group_policy: RetryPolicy,
-}
-
-enum Route {
-    Local,
-    Forward(Channel),
 }
 
 fn members_pb(m: &[(u64, String)]) -> Vec<pb::GroupMember> {
@@ -86,7 +78,7 @@ impl RegistrySvc {
             state,
             live,
             heard: Mutex::default(),
-            channels: ChannelCache::new(Duration::from_secs(1), Some(FORWARD_TIMEOUT)),
+            forward: Forwarder::new("registry leader"),
             group_policy: RetryPolicy {
                 total_timeout: Duration::from_secs(10),
                 ..RetryPolicy::default()
@@ -99,15 +91,12 @@ impl RegistrySvc {
     }
 
     fn route(&self, md: &MetadataMap) -> Result<Route, Status> {
-        match self.leader() {
-            Some((l, _)) if l == self.id => Ok(Route::Local),
-            Some((l, Some(addr))) if !md.contains_key(meta::FORWARDED) => self
-                .channels
-                .get(&addr)
-                .map(Route::Forward)
-                .map_err(|e| not_leader(Some((l, Some(addr))), &e)),
-            other => Err(not_leader(other, "this registry node is not the leader")),
-        }
+        self.forward.route(
+            self.id,
+            self.leader(),
+            md,
+            "this registry node is not the leader",
+        )
     }
 
     /// The leader's view of group liveness, reset when the term changes.
@@ -166,10 +155,9 @@ impl RegistrySvc {
                 None => Ok(()),
                 Some(why) => Err(Status::failed_precondition(why)),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(
-                f.leader_id.map(|l| (l, f.leader_node.map(|n| n.addr))),
-                "registry leadership changed",
-            )),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self
+                .forward
+                .not_leader(folio_raft::forward_target(f), "registry leadership changed")),
             Err(e) => Err(Status::unavailable(format!(
                 "the registry could not replicate the change: {e}; retry"
             ))),
@@ -179,10 +167,12 @@ impl RegistrySvc {
     async fn read_index(&self) -> Result<(), Status> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(
-                f.leader_id.map(|l| (l, f.leader_node.map(|n| n.addr))),
-                "registry leadership changed during the read",
-            )),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.forward.not_leader(
+                    folio_raft::forward_target(f),
+                    "registry leadership changed during the read",
+                ))
+            }
             Err(e) => Err(Status::unavailable(format!(
                 "registry read-index check failed: {e}; retry"
             ))),
@@ -237,10 +227,6 @@ fn location(volume: &[u8; 16], g: u64, rec: &GroupRecord, hint: String) -> pb::V
         members: members_pb(&rec.members),
         leader_hint: hint,
     }
-}
-
-fn not_leader(leader: Option<(u64, Option<String>)>, why: &str) -> Status {
-    folio_proto::not_leader(leader, "registry leader", why)
 }
 
 fn valid_addr(what: &str, a: &str) -> Result<(), Status> {

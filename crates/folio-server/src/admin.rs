@@ -1,5 +1,5 @@
 //! Operating a group (`folio.admin.v1.AdminService`): status, and membership changes that run on
-//! the leader (followers forward them once, like client writes).
+//! the leader (followers forward them once, like client writes, through the edge).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,27 +8,28 @@ use std::time::Duration;
 use folio_proto::admin::v1 as pb;
 use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
 use folio_proto::admin::v1::admin_service_server::{AdminService, AdminServiceServer};
-use openraft::error::{ClientWriteError, RaftError};
+use folio_state::StateReader;
 use openraft::{BasicNode, ChangeMembers};
 use tonic::{Request, Response, Status};
 
-use crate::route::{forwarded, not_leader, Route, Shared};
+use crate::edge::{status, Edge, OnLeader, Validate};
 
 /// How long AddMember waits for a new node to catch up before giving up on promoting it.
 /// Shorter than a forwarded call's timeout, so the caller hears why.
 pub const ADD_MEMBER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct AdminSvc {
-    shared: Arc<Shared>,
+    edge: Arc<Edge>,
+    reader: StateReader,
 }
 
 impl AdminSvc {
-    pub fn server(shared: Arc<Shared>) -> AdminServiceServer<AdminSvc> {
-        AdminServiceServer::new(AdminSvc { shared })
+    pub fn server(edge: Arc<Edge>, reader: StateReader) -> AdminServiceServer<AdminSvc> {
+        AdminServiceServer::new(AdminSvc { edge, reader })
     }
 
     fn members(&self) -> (Vec<pb::Member>, BTreeSet<u64>) {
-        let m = self.shared.raft.metrics();
+        let m = self.edge.raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -49,69 +50,9 @@ impl AdminSvc {
             log_index,
         }
     }
-}
 
-fn membership_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(
-            f.leader_id.map(|l| (l, f.leader_node.map(|n| n.addr))),
-            "leadership changed",
-        ),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-            Status::failed_precondition(format!("membership change refused: {c}"))
-        }
-        RaftError::Fatal(f) => Status::unavailable(format!("raft stopped: {f}")),
-    }
-}
-
-#[tonic::async_trait]
-impl AdminService for AdminSvc {
-    async fn status(
-        &self,
-        _req: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        let (members, _) = self.members();
-        let m = self.shared.raft.metrics().borrow().clone();
-        let (leader_id, leader_addr) = match self.shared.leader() {
-            Some((id, addr)) => (id, addr.unwrap_or_default()),
-            None => (0, String::new()),
-        };
-        Ok(Response::new(pb::StatusResponse {
-            node_id: self.shared.id,
-            group_id: self.shared.group.0,
-            state: format!("{:?}", m.state),
-            term: m.current_term,
-            leader_id,
-            leader_addr,
-            members,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            buffered_bytes: self.shared.reader.group_state().buffered_bytes,
-            volumes: self.shared.reader.volume_count(),
-            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
-            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
-        }))
-    }
-
-    async fn add_member(
-        &self,
-        req: Request<pb::AddMemberRequest>,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let msg = req.get_ref().clone();
-        if msg.node_id == 0 {
-            return Err(Status::invalid_argument("node_id must be at least 1"));
-        }
-        if msg.addr.is_empty()
-            || msg.addr.parse::<std::net::SocketAddr>().is_err() && !msg.addr.contains(':')
-        {
-            return Err(Status::invalid_argument(format!(
-                "addr must be host:port, got {:?}",
-                msg.addr
-            )));
-        }
-        if let Route::Forward(ch) = self.shared.route(req.metadata())? {
-            return AdminServiceClient::new(ch).add_member(forwarded(msg)).await;
-        }
+    /// Adds a node as a learner, waits for it to catch up, then makes it a voter (on the leader).
+    async fn add_here(&self, msg: pb::AddMemberRequest) -> Result<pb::MembershipResponse, Status> {
         let (members, _) = self.members();
         if let Some(existing) = members.iter().find(|m| m.node_id == msg.node_id) {
             if existing.addr != msg.addr {
@@ -121,21 +62,21 @@ impl AdminService for AdminSvc {
                 )));
             }
             if existing.voter {
-                return Ok(Response::new(self.reply(0)));
+                return Ok(self.reply(0));
             }
         }
-        tracing::info!(node = self.shared.id, new = msg.node_id, addr = %msg.addr, "adding member");
-        let raft = &self.shared.raft;
+        tracing::info!(node = self.edge.id, new = msg.node_id, addr = %msg.addr, "adding member");
+        let raft = &self.edge.raft;
         let learner = raft.add_learner(msg.node_id, BasicNode::new(&msg.addr), true);
         match tokio::time::timeout(ADD_MEMBER_CATCH_UP_TIMEOUT, learner).await {
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
-                "node {} at {} did not catch up within {:?}; it stays a learner (remove it with \
-                     remove-node, or retry once it runs)",
-                msg.node_id, msg.addr, ADD_MEMBER_CATCH_UP_TIMEOUT
-            )))
+                    "node {} at {} did not catch up within {:?}; it stays a learner (remove it \
+                     with remove-node, or retry once it runs)",
+                    msg.node_id, msg.addr, ADD_MEMBER_CATCH_UP_TIMEOUT
+                )))
             }
-            Ok(r) => r.map_err(membership_error)?,
+            Ok(r) => r.map_err(status::membership)?,
         };
         // Add just this voter: a voter set read before the catch-up wait could undo a concurrent
         // change.
@@ -145,22 +86,13 @@ impl AdminService for AdminSvc {
                 false,
             )
             .await
-            .map_err(membership_error)?;
-        Ok(Response::new(self.reply(res.log_id.index)))
+            .map_err(status::membership)?;
+        Ok(self.reply(res.log_id.index))
     }
 
-    async fn remove_member(
-        &self,
-        req: Request<pb::RemoveMemberRequest>,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let msg = *req.get_ref();
-        if let Route::Forward(ch) = self.shared.route(req.metadata())? {
-            return AdminServiceClient::new(ch)
-                .remove_member(forwarded(msg))
-                .await;
-        }
+    /// Removes a voter (never the last one) or a learner (on the leader).
+    async fn remove_here(&self, id: u64) -> Result<pb::MembershipResponse, Status> {
         let (members, voters) = self.members();
-        let id = msg.node_id;
         if !members.iter().any(|m| m.node_id == id) {
             return Err(Status::not_found(format!(
                 "node {id} is not a member of this group"
@@ -176,13 +108,93 @@ impl AdminService for AdminSvc {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        tracing::info!(node = self.shared.id, removed = id, "removing member");
+        tracing::info!(node = self.edge.id, removed = id, "removing member");
         let res = self
-            .shared
+            .edge
             .raft
             .change_membership(change, false)
             .await
-            .map_err(membership_error)?;
-        Ok(Response::new(self.reply(res.log_id.index)))
+            .map_err(status::membership)?;
+        Ok(self.reply(res.log_id.index))
+    }
+}
+
+impl Validate for pb::AddMemberRequest {
+    type Args = pb::AddMemberRequest;
+
+    fn validate(self) -> Result<Self, Status> {
+        if self.node_id == 0 {
+            return Err(Status::invalid_argument("node_id must be at least 1"));
+        }
+        if self.addr.is_empty()
+            || self.addr.parse::<std::net::SocketAddr>().is_err() && !self.addr.contains(':')
+        {
+            return Err(Status::invalid_argument(format!(
+                "addr must be host:port, got {:?}",
+                self.addr
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// Any node id may be asked for: one that is not a member gets NOT_FOUND from the leader.
+impl Validate for pb::RemoveMemberRequest {
+    type Args = u64;
+
+    fn validate(self) -> Result<u64, Status> {
+        Ok(self.node_id)
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let (members, _) = self.members();
+        let m = self.edge.raft.metrics().borrow().clone();
+        let (leader_id, leader_addr) = match self.edge.leader() {
+            Some((id, addr)) => (id, addr.unwrap_or_default()),
+            None => (0, String::new()),
+        };
+        Ok(Response::new(pb::StatusResponse {
+            node_id: self.edge.id,
+            group_id: self.edge.group.0,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader_id,
+            leader_addr,
+            members,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            buffered_bytes: self.reader.group_state().buffered_bytes,
+            volumes: self.reader.volume_count(),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let forward = async |ch, m| AdminServiceClient::new(ch).add_member(m).await;
+        let local = |msg| self.add_here(msg);
+        self.edge
+            .on_leader(OnLeader::Admin, req, forward, local)
+            .await
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let forward = async |ch, m| AdminServiceClient::new(ch).remove_member(m).await;
+        let local = |id| self.remove_here(id);
+        self.edge
+            .on_leader(OnLeader::Admin, req, forward, local)
+            .await
     }
 }

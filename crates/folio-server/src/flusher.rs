@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use folio_core::SegmentId;
 use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
-use folio_raft::{Command, CommandResult, Raft, Request, StateReader};
+use folio_state::{Command, CommandResult, Raft, Request, StateReader};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -23,8 +24,11 @@ use crate::batcher::WriteError;
 use crate::config::FlushConfig;
 use crate::metrics;
 
-/// The first retry of a failed upload waits this long; each further one doubles it.
+/// The first retry of a failed upload waits this long; each further one waits
+/// `RETRY_BACKOFF_FACTOR` times the one before, up to `flush.retry_backoff_max_ms`.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// How much longer each retry of one segment's upload waits than the one before.
+const RETRY_BACKOFF_FACTOR: f32 = 2.0;
 /// Longest one segment's build, upload and confirmation may take before it is abandoned and
 /// retried (the object store SDK has no overall deadline of its own).
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -131,10 +135,30 @@ pub struct Flusher {
     pub demand: Arc<FlushDemand>,
 }
 
-/// Retry state of one segment whose upload failed.
+/// The waits between one segment's upload attempts, from backon's exponential backoff. They
+/// are not jittered: one flusher per group retries each segment on its own schedule, so there is
+/// no crowd of retries to spread out.
+type Delays = <ExponentialBuilder as BackoffBuilder>::Backoff;
+
+/// The waits for a segment whose upload failed, up to `max` each. Their number is not limited:
+/// a sealed segment's pages leave the buffer only once it is uploaded, so it is retried for as
+/// long as it stays sealed and this node leads. Each attempt is bounded by [`FLUSH_TIMEOUT`] and
+/// each wait by `max`; while segments wait, sealing stops at `flush.sealed_segments_max` and new
+/// writes are refused at `flush.buffer_bytes_max`.
+fn upload_backoff(max: Duration) -> Delays {
+    ExponentialBuilder::new()
+        .with_factor(RETRY_BACKOFF_FACTOR)
+        .with_min_delay(RETRY_BACKOFF_MIN.min(max))
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
+}
+
+/// Retry state of one segment whose upload failed: no attempt before `next`, then the waits
+/// still to come.
 struct Backoff {
     next: Instant,
-    delay: Duration,
+    delays: Delays,
 }
 
 impl Flusher {
@@ -179,16 +203,17 @@ impl Flusher {
                         Err(e) => {
                             metrics::UPLOAD_ERRORS.with_label_values(&[e.reason()]).inc();
                             let max = Duration::from_millis(this.cfg.retry_backoff_max_ms);
-                            let b = backoff.entry(id).or_insert(Backoff {
+                            let b = backoff.entry(id).or_insert_with(|| Backoff {
                                 next: Instant::now(),
-                                delay: RETRY_BACKOFF_MIN / 2,
+                                delays: upload_backoff(max),
                             });
-                            b.delay = (b.delay * 2).min(max);
-                            b.next = Instant::now() + b.delay;
+                            // The backoff has no count limit, so it always has a next wait.
+                            let delay = b.delays.next().unwrap_or(max);
+                            b.next = Instant::now() + delay;
                             if matches!(e, FlushError::Mismatch(_)) {
                                 tracing::error!(segment = %id, error = %e, "segment upload refused");
                             } else {
-                                tracing::warn!(segment = %id, error = %e, retry_in = ?b.delay, "segment upload failed");
+                                tracing::warn!(segment = %id, error = %e, retry_in = ?delay, "segment upload failed");
                             }
                         }
                     }
@@ -308,5 +333,23 @@ impl Flusher {
         metrics::SEGMENTS_FLUSHED.inc();
         tracing::debug!(segment = %id, bytes = obj.bytes.len(), pages = obj.pages, commits = obj.commits, "segment flushed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_backoff_doubles_up_to_the_max_and_keeps_going() {
+        let max = Duration::from_millis(1_000);
+        let waits: Vec<Duration> = upload_backoff(max).take(100).collect();
+        assert_eq!(waits.len(), 100);
+        assert_eq!(waits[0], RETRY_BACKOFF_MIN);
+        assert!(
+            waits[1] > waits[0] && waits[1] <= 2 * RETRY_BACKOFF_MIN + Duration::from_millis(1)
+        );
+        assert!(waits.iter().all(|w| *w <= max));
+        assert_eq!(waits[99], max);
     }
 }

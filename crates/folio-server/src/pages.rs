@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId, PAGE_SIZE};
 use folio_objstore::{ObjectKey, ObjectStore, StoreError};
-use folio_raft::StateReader;
 use folio_segment::{Footer, SegmentIndex, FOOTER_LEN};
+use folio_state::StateReader;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use moka::future::Cache;
 

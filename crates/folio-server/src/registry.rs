@@ -1,6 +1,6 @@
 //! The group's side of the volume registry: the leader's heartbeat, which registers the group
-//! with its region and members and reports it alive, and the lookup that turns a call for a
-//! volume this group does not serve into a redirect to the group that does.
+//! with its region and members and reports it alive, and the lookup of where a volume this group
+//! does not serve lives (the edge turns that into a redirect, see `edge::status::elsewhere`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +8,7 @@ use std::time::Duration;
 use folio_client::registry::pb;
 use folio_client::{Registry, RetryPolicy};
 use folio_core::{GroupId, VolumeId};
-use folio_proto::meta;
-use tonic::metadata::MetadataValue;
-use tonic::{Code, Status};
-
-use crate::route::Shared;
+use folio_state::Raft;
 
 /// Bounds on the interval the registry asks for.
 const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
@@ -70,15 +66,21 @@ impl RegistryLink {
         })
     }
 
-    /// Runs for the node's life: while this node leads its group, it tells the registry the
+    /// Runs for the node's life: while node `me` leads its group, it tells the registry the
     /// group's region, members and leader every interval.
-    pub async fn heartbeat(self: Arc<Self>, shared: Arc<Shared>, advertise: String) {
+    pub async fn heartbeat(
+        self: Arc<Self>,
+        raft: Raft,
+        me: u64,
+        group: GroupId,
+        advertise: String,
+    ) {
         let mut interval = Duration::from_secs(1);
         let mut warned = false;
         loop {
-            if shared.is_leader() {
+            if folio_raft::leader_of(&raft).is_some_and(|(l, _)| l == me) {
                 let members = {
-                    let m = shared.raft.metrics();
+                    let m = raft.metrics();
                     let m = m.borrow();
                     m.membership_config
                         .membership()
@@ -90,7 +92,7 @@ impl RegistryLink {
                         .collect::<Vec<_>>()
                 };
                 let req = pb::HeartbeatRequest {
-                    group_id: shared.group.0,
+                    group_id: group.0,
                     region: self.region.clone(),
                     members,
                     leader_addr: advertise.clone(),
@@ -116,13 +118,9 @@ impl RegistryLink {
         }
     }
 
-    /// `status` as the caller should see it: a NOT_FOUND for a volume that lives in another
-    /// group becomes a NOT_FOUND naming that group and carrying its members, so the client goes
-    /// there. Anything else (and any failure to ask) passes through unchanged.
-    pub async fn redirect(&self, my_group: GroupId, volume: VolumeId, status: Status) -> Status {
-        if status.code() != Code::NotFound {
-            return status;
-        }
+    /// Where `volume` lives, as the registry knows it: `None` when the registry does not know it
+    /// either, or could not be asked (a redirect is a courtesy: the caller's status stands).
+    pub async fn home(&self, volume: VolumeId) -> Option<Arc<pb::VolumeLocation>> {
         // Concurrent misses for one volume share one registry lookup.
         let lookup = self
             .homes
@@ -134,33 +132,12 @@ impl RegistryLink {
                 }
             })
             .await;
-        let loc = match lookup {
-            Ok(Some(l)) => l,
-            Ok(None) => return status,
+        match lookup {
+            Ok(home) => home,
             Err(e) => {
                 tracing::debug!(%volume, error = %e, "could not resolve a volume for a redirect");
-                return status;
+                None
             }
-        };
-        if loc.group_id == my_group.0 {
-            return status;
         }
-        let addrs: Vec<&str> = loc.members.iter().map(|m| m.addr.as_str()).collect();
-        let mut s = Status::not_found(format!(
-            "volume {volume} is not served by group {my_group}: it lives in group {} (region \
-             {}) at {}; resolve it through the registry",
-            loc.group_id,
-            loc.region,
-            addrs.join(", ")
-        ));
-        let md = s.metadata_mut();
-        md.insert(meta::HOME_GROUP, MetadataValue::from(loc.group_id));
-        if let Ok(v) = loc.region.parse() {
-            md.insert(meta::HOME_REGION, v);
-        }
-        if let Ok(v) = addrs.join(",").parse() {
-            md.insert(meta::HOME_MEMBERS, v);
-        }
-        s
     }
 }

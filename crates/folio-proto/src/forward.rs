@@ -1,0 +1,128 @@
+//! Where a call to a Raft group runs: on this member when it leads, forwarded once to the leader
+//! otherwise, or refused with a retryable status naming the leader. Every Folio group (the write
+//! groups and the registry) follows this one rule, so a forwarded call can never loop.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use crate::channels::ChannelCache;
+use crate::meta;
+
+/// How long a forwarded call may take at the leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to the leader may take before the call is refused instead.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a call runs.
+pub enum Route {
+    /// This member leads: it answers.
+    Local,
+    /// The call goes to the leader, once, on this channel.
+    Forward(Channel),
+}
+
+/// A member's way to its group's leader: the channels calls are forwarded on, and how the
+/// leader is named when a call is refused ("leader", "registry leader").
+pub struct Forwarder {
+    channels: ChannelCache,
+    who: &'static str,
+}
+
+impl Forwarder {
+    pub fn new(who: &'static str) -> Forwarder {
+        Forwarder {
+            channels: ChannelCache::new(CONNECT_TIMEOUT, Some(FORWARD_TIMEOUT)),
+            who,
+        }
+    }
+
+    /// Decides where a call with metadata `md` runs, given this member's id and the leader it
+    /// knows (id and address). A call that was already forwarded once is never forwarded again:
+    /// it is refused with the leader's address instead, and `why` says why this member did not
+    /// answer it.
+    pub fn route(
+        &self,
+        me: u64,
+        leader: Option<(u64, Option<String>)>,
+        md: &MetadataMap,
+        why: &str,
+    ) -> Result<Route, Status> {
+        match leader {
+            Some((l, _)) if l == me => Ok(Route::Local),
+            Some((l, Some(addr))) if !md.contains_key(meta::FORWARDED) => {
+                match self.channels.get(&addr) {
+                    Ok(ch) => Ok(Route::Forward(ch)),
+                    Err(e) => Err(self.not_leader(Some((l, Some(addr))), &e)),
+                }
+            }
+            other => Err(self.not_leader(other, why)),
+        }
+    }
+
+    /// UNAVAILABLE naming the leader, see [`crate::not_leader`].
+    pub fn not_leader(&self, leader: Option<(u64, Option<String>)>, why: &str) -> Status {
+        crate::not_leader(leader, self.who, why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    fn md(forwarded: bool) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        if forwarded {
+            md.insert(meta::FORWARDED, "1".parse().expect("ascii"));
+        }
+        md
+    }
+
+    #[test]
+    fn the_leader_answers_itself() {
+        let f = Forwarder::new("leader");
+        let leader = Some((1, Some("127.0.0.1:1".to_string())));
+        assert!(matches!(
+            f.route(1, leader, &md(true), "x"),
+            Ok(Route::Local)
+        ));
+    }
+
+    #[test]
+    fn a_forwarded_call_is_refused_naming_the_leader() {
+        let f = Forwarder::new("leader");
+        let leader = Some((2, Some("127.0.0.1:7".to_string())));
+        let Err(s) = f.route(1, leader, &md(true), "not the leader") else {
+            panic!("a call forwarded once is never forwarded again");
+        };
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(
+            s.metadata().get(meta::LEADER_ADDR).map(|v| v.to_str().ok()),
+            Some(Some("127.0.0.1:7"))
+        );
+        assert!(
+            s.message().contains("the leader is node 2"),
+            "{}",
+            s.message()
+        );
+    }
+
+    #[test]
+    fn no_leader_means_retry_later() {
+        let f = Forwarder::new("registry leader");
+        let Err(s) = f.route(1, None, &md(false), "not the leader") else {
+            panic!("nobody to forward to");
+        };
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.metadata().get(meta::LEADER_ADDR).is_none());
+        assert!(
+            s.message().contains("no registry leader is known"),
+            "{}",
+            s.message()
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! WatchVolume: a task per subscriber pages through the volume's applied commits and waits on the
+//! group-state channel for more, with a bounded channel to the subscriber.
+
+use std::sync::Arc;
+
+use folio_core::{Lsn, VolumeId};
+use folio_proto::volume::v1 as pb;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::read::ReadPath;
+use crate::edge::{status, Edge};
+use crate::metrics;
+
+/// Commits buffered for one WatchVolume subscriber before the server waits for it to read.
+pub const WATCH_BUFFER: usize = 64;
+/// WatchVolume streams one node serves at once.
+pub const WATCH_STREAMS_MAX: usize = 10_000;
+
+/// The stream of a WatchVolume call.
+pub type WatchStream = ReceiverStream<Result<pb::WatchVolumeEvent, Status>>;
+
+/// Holds one of the node's WatchVolume slots and counts the stream while it lives.
+struct WatchSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        metrics::WATCHERS.dec();
+    }
+}
+
+/// The node's WatchVolume streams.
+pub struct Watches {
+    /// One permit per stream this node may serve.
+    slots: Arc<Semaphore>,
+}
+
+impl Watches {
+    pub fn new() -> Watches {
+        Watches {
+            slots: Arc::new(Semaphore::new(WATCH_STREAMS_MAX)),
+        }
+    }
+
+    /// Streams the commits of `volume` after `since`. Any replica streams its applied history in
+    /// order. One that does not know the volume yet is not the place to ask: the leader answers
+    /// NOT_FOUND for sure.
+    pub async fn watch(
+        &self,
+        edge: &Edge,
+        reads: &ReadPath,
+        volume: VolumeId,
+        since: Lsn,
+    ) -> Result<WatchStream, Status> {
+        let reader = reads.reader.clone();
+        let head = reader
+            .volume(volume)
+            .map_err(|e| status::internal("read volume head", e))?;
+        let head = match head {
+            Some(h) => h,
+            None if edge.is_leader() => match reads.linearizable_head(edge, volume).await {
+                Ok(h) => h,
+                Err(e) => return Err(edge.redirect(volume, e).await),
+            },
+            None => {
+                return Err(status::not_leader(
+                    edge.leader(),
+                    "this replica does not know the volume yet",
+                ))
+            }
+        };
+        if since.0 == u64::MAX {
+            return Err(status::future_lsn("since_lsn", since.0, head.lsn));
+        }
+        if since > head.lsn && edge.is_leader() {
+            // A new leader may not have applied its predecessor's last entries yet.
+            let head = reads.linearizable_head(edge, volume).await?;
+            if since > head.lsn {
+                return Err(status::future_lsn("since_lsn", since.0, head.lsn));
+            }
+        }
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node already serves {WATCH_STREAMS_MAX} WatchVolume streams; retry later or \
+                 on another member"
+            ))
+        })?;
+        metrics::WATCHERS.inc();
+        let slot = WatchSlot(permit);
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut changes = reader.watch_group();
+            let mut next = since.next();
+            loop {
+                changes.borrow_and_update();
+                let batch = match reader.commits(volume, next, WATCH_BUFFER) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(status::internal("read commits", e))).await;
+                        return;
+                    }
+                };
+                for c in &batch {
+                    let mut idxs: Vec<u32> = c.pages.iter().map(|p| p.idx.0).collect();
+                    idxs.sort_unstable();
+                    let ev = pb::WatchVolumeEvent {
+                        lsn: c.lsn.0,
+                        committed_at_ms: c.committed_at_ms,
+                        page_idx: idxs,
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return; // the subscriber went away
+                    }
+                    next = c.lsn.next();
+                }
+                if batch.len() < WATCH_BUFFER {
+                    // Caught up: wait for the next applied entry (or notice a gone subscriber).
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
