@@ -5,7 +5,7 @@
 //! the bytes, the last one zero-padded. `export` reads the header and writes exactly that many
 //! bytes, so the round trip is byte-identical.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use clap::Subcommand;
 use folio_client::{Client, RetryPolicy, RouterOptions, Volume};
 use folio_core::limits::{MAX_PAGES_PER_REQUEST, MAX_REFS_PER_COMMIT};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 const FILE_MAGIC: &[u8; 8] = b"FOLIOFIL";
@@ -136,40 +137,19 @@ fn client(t: &Target) -> anyhow::Result<Arc<Client>> {
     Ok(Arc::new(Client::new(addrs, RetryPolicy::default())?))
 }
 
-/// A one-line progress bar on stderr, drawn only on a terminal.
-struct Progress {
-    what: &'static str,
-    total: u64,
-    tty: bool,
-}
+/// The import/export progress line: what, a 40-column bar, bytes done and total (binary units).
+const PROGRESS_TEMPLATE: &str = "{prefix} [{bar:40}] {binary_bytes}/{binary_total_bytes}";
 
-impl Progress {
-    fn new(what: &'static str, total: u64) -> Progress {
-        Progress {
-            what,
-            total,
-            tty: std::io::stderr().is_terminal(),
-        }
+/// A one-line progress bar of `total` bytes on stderr. indicatif draws it only when stderr is a
+/// terminal, so stdout (which scripts and tests parse) never changes; an empty file shows none.
+fn progress_bar(what: &'static str, total: u64) -> ProgressBar {
+    if total == 0 {
+        return ProgressBar::hidden();
     }
-
-    fn update(&self, done: u64) {
-        if !self.tty || self.total == 0 {
-            return;
-        }
-        let width = 40;
-        let filled = (done * width / self.total) as usize;
-        eprint!(
-            "\r{} [{}{}] {:.1}/{:.1} MiB",
-            self.what,
-            "#".repeat(filled),
-            " ".repeat(width as usize - filled),
-            done as f64 / 1048576.0,
-            self.total as f64 / 1048576.0
-        );
-        if done >= self.total {
-            eprintln!();
-        }
-    }
+    let style = ProgressStyle::with_template(PROGRESS_TEMPLATE)
+        .expect("the progress template is a valid indicatif template")
+        .progress_chars("## ");
+    ProgressBar::new(total).with_style(style).with_prefix(what)
 }
 
 pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
@@ -362,7 +342,7 @@ async fn import(t: &Target, volume: VolumeId, path: &PathBuf) -> anyhow::Result<
     let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let len = f.metadata()?.len();
     let v = Volume::open(client(t)?, volume, 1 << 20).await?;
-    let progress = Progress::new("import", len);
+    let progress = progress_bar("import", len);
     let mut header = vec![0u8; PAGE_SIZE];
     header[..8].copy_from_slice(FILE_MAGIC);
     header[8..12].copy_from_slice(&FILE_VERSION.to_le_bytes());
@@ -386,12 +366,13 @@ async fn import(t: &Target, volume: VolumeId, path: &PathBuf) -> anyhow::Result<
         }
         let lsn = tx.commit().await?.lsn;
         v.sync().await?;
-        progress.update((end * PAGE_SIZE as u64).min(len));
+        progress.set_position((end * PAGE_SIZE as u64).min(len));
         next = end;
         if next >= pages {
             break lsn;
         }
     };
+    progress.finish();
     if t.json {
         println!(
             "{}",
@@ -441,7 +422,7 @@ async fn export(
     let pages = len.div_ceil(PAGE_SIZE as u64);
     let mut out =
         std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-    let progress = Progress::new("export", len);
+    let progress = progress_bar("export", len);
     let mut written = 0u64;
     let mut p = 0u64;
     while p < pages {
@@ -452,9 +433,10 @@ async fn export(
             out.write_all(&page.data[..take])?;
             written += take as u64;
         }
-        progress.update(written);
+        progress.set_position(written);
         p = end;
     }
+    progress.finish();
     out.sync_all()?;
     if t.json {
         println!("{}", json!({"lsn": lsn.0, "bytes": len}));

@@ -14,6 +14,7 @@ pub mod volume;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::Retryable;
 use bytes::Bytes;
 use folio_core::limits::MAX_CLIENT_MESSAGE_BYTES;
 use folio_core::{Lsn, VolumeId};
@@ -25,6 +26,8 @@ use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+
+use retry::{Failed, LastFailure};
 
 pub use registry::Registry;
 pub use retry::RetryPolicy;
@@ -183,7 +186,37 @@ impl Conn {
         }
     }
 
-    /// Runs `call` until it succeeds, fails for good, or the retry budget runs out.
+    /// The address to try next. Unusable ones (say, a bad leader hint) are skipped, each skip
+    /// counting as an attempt; once every address has proved unusable the call fails for good.
+    fn pick(
+        &self,
+        attempt: &mut u32,
+        bad_addrs: &mut usize,
+    ) -> std::result::Result<(String, Channel), Failed> {
+        loop {
+            match self.channel() {
+                Ok(x) => return Ok(x),
+                Err((addr, e)) => {
+                    *bad_addrs += 1;
+                    if *bad_addrs >= self.addr_count() {
+                        return Err(Failed {
+                            addr,
+                            status: Status::invalid_argument(e.to_string()),
+                            attempt: *attempt,
+                            leader: None,
+                        });
+                    }
+                    self.redirect(&addr, None);
+                    *attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the retry budget runs out: at most
+    /// `max_attempts` attempts, each bounded by `attempt_timeout`, and no retry once
+    /// `total_timeout` has passed since the call began. A retryable failure moves on to the
+    /// leader the node named (tried at once) or to the next address (after the policy's backoff).
     pub(crate) async fn retrying<T, F, Fut>(
         &self,
         mut call: F,
@@ -192,65 +225,72 @@ impl Conn {
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Status>>,
     {
-        let mut attempt = 0u32;
         let started = tokio::time::Instant::now();
-        let mut last: Option<Status> = None;
-        let mut explained = false;
+        let mut attempt = 0u32;
         let mut bad_addrs = 0usize;
-        loop {
+        let mut last = LastFailure::default();
+        let attempt_timeout = self.policy.attempt_timeout;
+        let outcome = (|| {
             attempt += 1;
-            let (addr, ch) = match self.channel() {
-                Ok(x) => x,
-                Err((addr, e)) => {
-                    // An unusable address (say, a bad hint): try the next one, unless none is
-                    // usable.
-                    bad_addrs += 1;
-                    if bad_addrs >= self.addr_count() {
-                        return Err((Status::invalid_argument(e.to_string()), attempt));
-                    }
-                    self.redirect(&addr, None);
-                    continue;
-                }
-            };
-            let status = match tokio::time::timeout(self.policy.attempt_timeout, call(ch)).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(s)) => s,
-                Err(_) => Status::deadline_exceeded(format!(
-                    "no answer from {addr} within {:?}",
-                    self.policy.attempt_timeout
-                )),
-            };
-            if !retry::retryable(status.code()) {
-                return Err((status, attempt));
+            let picked = self
+                .pick(&mut attempt, &mut bad_addrs)
+                .map(|(addr, ch)| (addr, call(ch)));
+            let attempt = attempt;
+            async move {
+                let (addr, answer) = picked?;
+                let status = match tokio::time::timeout(attempt_timeout, answer).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(s)) => s,
+                    Err(_) => Status::deadline_exceeded(format!(
+                        "no answer from {addr} within {attempt_timeout:?}"
+                    )),
+                };
+                let leader = status
+                    .metadata()
+                    .get(meta::LEADER_ADDR)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .filter(|l| *l != addr);
+                Err(Failed {
+                    addr,
+                    status,
+                    attempt,
+                    leader,
+                })
             }
-            let leader = status
-                .metadata()
-                .get(meta::LEADER_ADDR)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .filter(|l| *l != addr);
-            let redirected = leader.is_some();
-            self.redirect(&addr, leader);
-            // Report what a server said over a later failure to reach one (a dead member
-            // tried last would otherwise hide why the live ones refused).
-            let from_server = std::error::Error::source(&status).is_none()
-                && status.code() != Code::DeadlineExceeded;
-            if from_server || !explained {
-                explained = from_server;
-                last = Some(status);
+        })
+        .retry(self.policy.backoff())
+        .sleep(retry::pause)
+        .when(|f: &Failed| {
+            if !retry::retryable(f.status.code()) {
+                return false;
             }
-            if attempt >= self.policy.max_attempts || started.elapsed() >= self.policy.total_timeout
-            {
-                let last = last.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-                return Err((last, attempt));
+            self.redirect(&f.addr, f.leader.clone());
+            last.record(&f.status);
+            f.attempt < self.policy.max_attempts && started.elapsed() < self.policy.total_timeout
+        })
+        .adjust(|f: &Failed, wait| match f.leader {
+            Some(_) => wait.map(|_| Duration::ZERO),
+            None => wait,
+        })
+        .notify(|f: &Failed, wait| {
+            tracing::debug!(
+                addr = %f.addr,
+                code = ?f.status.code(),
+                message = f.status.message(),
+                attempt = f.attempt,
+                ?wait,
+                "retrying"
+            );
+        })
+        .await;
+        outcome.map_err(|f| {
+            if retry::retryable(f.status.code()) {
+                (last.or(f.status), f.attempt)
+            } else {
+                (f.status, f.attempt)
             }
-            if let Some(s) = &last {
-                tracing::debug!(%addr, code = ?s.code(), message = s.message(), attempt, "retrying");
-            }
-            if !redirected {
-                tokio::time::sleep(self.policy.backoff(attempt)).await;
-            }
-        }
+        })
     }
 }
 

@@ -1,10 +1,14 @@
 //! Retry policy: which failures are retried and how long to wait between attempts. Every wait
-//! and the whole budget are bounded.
+//! and the whole budget are bounded. The waits come from backon's exponential backoff; the loop
+//! that uses them is `Conn::retrying`.
 
 use std::time::Duration;
 
-use rand::Rng;
-use tonic::Code;
+use backon::ExponentialBuilder;
+use tonic::{Code, Status};
+
+/// Each wait doubles the one before (before jitter), up to the policy's `backoff_max`.
+const BACKOFF_FACTOR: f32 = 2.0;
 
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -14,7 +18,8 @@ pub struct RetryPolicy {
     pub total_timeout: Duration,
     /// Time for one attempt.
     pub attempt_timeout: Duration,
-    /// First backoff; doubles per attempt up to `backoff_max`, with full jitter.
+    /// First backoff; doubles per attempt up to `backoff_max`, with jitter over the upper half
+    /// of each step.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -40,11 +45,19 @@ impl RetryPolicy {
         }
     }
 
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.backoff_base.saturating_mul(1 << attempt.min(16));
-        let cap = exp.min(self.backoff_max);
-        let ms = cap.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    /// The waits between one call's attempts: at most `max_attempts - 1` of them, the n-th
+    /// between half and all of `min(backoff_base * 2^n, backoff_max)`. backon's jitter adds up
+    /// to 100% on top of a step, so the steps are half of those bounds: from half of
+    /// `2 * backoff_base` (that is, `backoff_base`) up to half of `backoff_max`. The time bound
+    /// (`total_timeout`) covers the attempts too, so the caller checks it, not the backoff.
+    pub(crate) fn backoff(&self) -> ExponentialBuilder {
+        let step_max = self.backoff_max / 2;
+        ExponentialBuilder::new()
+            .with_jitter()
+            .with_factor(BACKOFF_FACTOR)
+            .with_min_delay(self.backoff_base.min(step_max))
+            .with_max_delay(step_max)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
     }
 }
 
@@ -57,15 +70,87 @@ pub fn retryable(code: Code) -> bool {
     )
 }
 
+/// One failed attempt of a call.
+pub(crate) struct Failed {
+    /// The node it went to.
+    pub addr: String,
+    pub status: Status,
+    /// Attempts made so far in this call, this one included (skipped unusable addresses count).
+    pub attempt: u32,
+    /// The leader the node named, if it named another node: the next attempt goes there at once.
+    pub leader: Option<String>,
+}
+
+/// What a call reports when its retries run out. What a server said wins over a later failure
+/// to reach one: a dead member tried last would otherwise hide why the live ones refused.
+#[derive(Default)]
+pub(crate) struct LastFailure {
+    status: Option<Status>,
+    from_server: bool,
+}
+
+impl LastFailure {
+    pub fn record(&mut self, status: &Status) {
+        let from_server =
+            std::error::Error::source(status).is_none() && status.code() != Code::DeadlineExceeded;
+        if from_server || !self.from_server {
+            self.from_server = from_server;
+            self.status = Some(status.clone());
+        }
+    }
+
+    /// The failure to report, or `latest` when none was recorded.
+    pub fn or(self, latest: Status) -> Status {
+        self.status.unwrap_or(latest)
+    }
+}
+
+/// The client's backon sleeper: tokio's sleep, except that a zero wait (after a redirect to a
+/// named leader) goes on at once, where a zero-length tokio sleep would wait for the next
+/// timer tick.
+pub(crate) async fn pause(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use backon::BackoffBuilder;
+
     use super::*;
 
     #[test]
     fn backoff_is_bounded() {
         let p = RetryPolicy::default();
-        for a in 0..50 {
-            assert!(p.backoff(a) <= p.backoff_max);
-        }
+        let waits: Vec<Duration> = p.backoff().build().collect();
+        assert_eq!(waits.len(), p.max_attempts as usize - 1);
+        assert!(waits.iter().all(|w| *w <= p.backoff_max));
+        assert!(waits[0] >= p.backoff_base && waits[0] <= 2 * p.backoff_base);
+        assert!(waits.iter().all(|w| *w >= p.backoff_base));
+    }
+
+    #[test]
+    fn backoff_is_bounded_when_the_base_exceeds_the_max() {
+        let p = RetryPolicy {
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_millis(100),
+            ..RetryPolicy::default()
+        };
+        assert!(p.backoff().build().all(|w| w <= p.backoff_max));
+    }
+
+    #[test]
+    fn once_never_waits() {
+        assert_eq!(RetryPolicy::once().backoff().build().count(), 0);
+    }
+
+    #[test]
+    fn a_server_answer_outlives_a_later_transport_failure() {
+        let mut last = LastFailure::default();
+        last.record(&Status::unavailable("not the leader"));
+        last.record(&Status::deadline_exceeded("no answer"));
+        let s = last.or(Status::cancelled("latest"));
+        assert_eq!(s.code(), Code::Unavailable);
     }
 }

@@ -5,10 +5,12 @@
 //! conformance suite for how that is checked).
 
 use std::ops::Range;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 
 use crate::{check_range, check_size, ObjectKey, ObjectStore, PutOutcome, StoreError};
@@ -35,7 +37,18 @@ pub struct S3Store {
 }
 
 /// How many times a conditional put that collided with a concurrent one (409) is retried.
-const CONFLICT_RETRIES: u32 = 5;
+const CONFLICT_RETRIES: usize = 5;
+/// The wait before the first such retry; each further one doubles it (40, 80, ... 640 ms), so
+/// the retries give up after about 1.2 s in all.
+const CONFLICT_BACKOFF_MIN: Duration = Duration::from_millis(40);
+/// The longest wait between conflicting puts (the fifth).
+const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(640);
+/// The waits between conflicting puts: exponential, unjittered, bounded in count and length.
+const CONFLICT_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_factor(2.0)
+    .with_min_delay(CONFLICT_BACKOFF_MIN)
+    .with_max_delay(CONFLICT_BACKOFF_MAX)
+    .with_max_times(CONFLICT_RETRIES);
 
 fn status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
     match e {
@@ -133,30 +146,27 @@ impl ObjectStore for S3Store {
     async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
         check_size(&bytes)?;
         let k = self.key(key);
-        let mut attempt = 0;
-        loop {
-            let res = self
-                .client
+        let (k, bytes) = (&k, &bytes);
+        let put = || async move {
+            self.client
                 .put_object()
                 .bucket(&self.bucket)
-                .key(&k)
+                .key(k)
                 .if_none_match("*")
                 .body(ByteStream::from(bytes.clone()))
                 .send()
-                .await;
-            match res {
-                Ok(_) => return Ok(PutOutcome::Created),
-                Err(e) => match status(&e) {
-                    Some(412) => return Ok(PutOutcome::AlreadyExists),
-                    // A concurrent conditional put on the same key is in flight: try again, and
-                    // the store answers 412 once the other one has landed.
-                    Some(409) if attempt < CONFLICT_RETRIES => {
-                        attempt += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
-                    }
-                    _ => return Err(map_err("put", &k, e)),
-                },
-            }
+                .await
+        };
+        // A 409 means a concurrent conditional put on the same key is in flight: try again, and
+        // the store answers 412 once the other one has landed.
+        let res = put
+            .retry(CONFLICT_BACKOFF)
+            .when(|e| status(e) == Some(409))
+            .await;
+        match res {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(e) if status(&e) == Some(412) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(map_err("put", k, e)),
         }
     }
 
@@ -281,5 +291,25 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| map_err("delete", &k, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use backon::BackoffBuilder;
+
+    use super::*;
+
+    #[test]
+    fn conflict_backoff_is_five_doubling_waits() {
+        let waits: Vec<Duration> = CONFLICT_BACKOFF.build().collect();
+        assert_eq!(waits.len(), CONFLICT_RETRIES);
+        for (i, w) in waits.iter().enumerate() {
+            let want = CONFLICT_BACKOFF_MIN * (1 << i);
+            assert!(
+                w.abs_diff(want) < Duration::from_millis(1),
+                "wait {i}: {w:?}"
+            );
+        }
     }
 }
