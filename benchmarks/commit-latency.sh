@@ -15,11 +15,11 @@ start_group
 
 echo "machine: $(nproc) cores, $(uname -r), data dir on $(df --output=source "$WORK" | tail -1)"
 mkdir -p "$WORK/fsync"
-"$BIN" bench fsync --dir "$WORK/fsync" --count "$COUNT"
-"$BIN" bench rpc --addr "$leader" --count "$COUNT"
-"$BIN" bench commit --addr "$leader" --count "$COUNT" --pages "$PAGES"
+"$BENCH" fsync --dir "$WORK/fsync" --count "$COUNT"
+"$BENCH" rpc --addr "$leader" --count "$COUNT"
+"$BENCH" commit --addr "$leader" --count "$COUNT" --pages "$PAGES"
 echo "(through a follower, forwarded once to the leader:)"
-"$BIN" bench commit --addr "$follower" --count "$COUNT" --pages "$PAGES"
+"$BENCH" commit --addr "$follower" --count "$COUNT" --pages "$PAGES"
 
 # Group commit: concurrent writers share Raft entries. The mean batch size is read from the
 # leader's folio_batch_requests histogram, before and after, so it covers only this workload.
@@ -33,7 +33,7 @@ PY
 }
 for W in 16 64; do
   read -r s0 c0 < <(batch_mean "$leader_metrics")
-  "$BIN" bench commit --addr "$leader" --count $((COUNT * 4)) --pages "$PAGES" --writers "$W" --warmup 5
+  "$BENCH" commit --addr "$leader" --count $((COUNT * 4)) --pages "$PAGES" --writers "$W" --warmup 5
   read -r s1 c1 < <(batch_mean "$leader_metrics")
   python3 -c "print(f'  mean commands per Raft entry: {($s1-$s0)/max($c1-$c0,1):.1f}')"
 done

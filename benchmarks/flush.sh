@@ -32,7 +32,7 @@ PY
 
 echo "machine: $(nproc) cores, $(uname -r); object store: moto on 127.0.0.1; flush interval 1 s"
 read -r t0 p0 n0 b0 g0 fs0 fc0 < <(scrape)
-"$BIN" bench commit --addr "$leader" --count "$COMMITS" --writers "$WRITERS" --warmup 5
+"$BENCH" commit --addr "$leader" --count "$COMMITS" --writers "$WRITERS" --warmup 5
 sleep 2.5   # let the last segment seal and upload
 read -r t1 p1 n1 b1 g1 fs1 fc1 < <(scrape)
 python3 - <<PY
@@ -45,10 +45,10 @@ print(f"  flush latency (seal seen -> Flushed applied): mean {($fs1-$fs0)/max($f
 PY
 
 echo "latency, same group, 1 writer:"
-"$BIN" bench commit --addr "$leader" --count 200 --warmup 5 --durability quorum
-"$BIN" bench commit --addr "$leader" --count 40 --warmup 2 --durability object-store
+"$BENCH" commit --addr "$leader" --count 200 --warmup 5 --durability quorum
+"$BENCH" commit --addr "$leader" --count 40 --warmup 2 --durability object-store
 echo "latency, same group, $WRITERS writers:"
-"$BIN" bench commit --addr "$leader" --count 640 --writers "$WRITERS" --warmup 2 --durability object-store
+"$BENCH" commit --addr "$leader" --count 640 --writers "$WRITERS" --warmup 2 --durability object-store
 
 echo "page reads through the leader, pages flushed to moto (1 page per call):"
-"$BIN" bench read --addr "$leader" --count 2000
+"$BENCH" read --addr "$leader" --count 2000

@@ -1,11 +1,13 @@
 # Shared by the benchmark scripts: build, a work directory torn down on exit, and a 3-node group
 # of release-built `folio server` processes on 127.0.0.1. Source it from the repository root.
+#   BIN, BENCH          the release-built `folio` and `folio-bench` (the measurements)
 #   OBJECT_STORE_TOML   the [object_store] section every node gets (required by start_group)
-#   after start_group:  BIN, WORK, addrs[], metrics[], leader, leader_metrics, follower
+#   after start_group:  BIN, BENCH, WORK, addrs[], metrics[], leader, leader_metrics, follower
 scripts/setup.sh
 . scripts/env.sh
 cargo build --release --workspace --bins >/dev/null
 BIN="$CARGO_TARGET_DIR/release/folio"
+BENCH="$CARGO_TARGET_DIR/release/folio-bench"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/folio-bench.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

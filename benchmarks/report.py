@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns the results.json files of several `folio bench suite` runs into the markdown tables of
+"""Turns the results.json files of several `folio-bench` suite runs into the markdown tables of
 BENCHMARKS.md: the median of every figure across runs, then the targets of the benchmark issue as
 ratios to the baselines measured in the same runs. Standard library only.
 

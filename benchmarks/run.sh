@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The benchmark of record: on this machine, runs `folio bench suite` RUNS times (default 3) and
+# The benchmark of record: on this machine, runs the `folio-bench` suite RUNS times (default 3) and
 # writes every run's results plus a summary of medians and ratios to the baselines:
 #   benchmarks/results/<date>/run-N/{results.json,latency.svg}, .../summary.md
 # Each run starts its own 3-node Folio group, a second group with flush.early_seal = false (the
 # acknowledge-after-flush baseline) and a 3-member etcd cluster, all on 127.0.0.1, and flushes to
 # moto (an S3-compatible server) started here. On a fresh Debian machine it first installs what
-# is missing (build tools, moto, etcd-server) and builds the release binary. Everything started
-# is torn down on exit.
+# is missing (build tools, moto, etcd-server) and builds the release binaries (`folio` and
+# `folio-bench`, which starts its groups from that `folio`). Everything started is torn down on
+# exit.
 #   benchmarks/run.sh [RUNS]
 # Environment: FOLIO_BENCH_STORE=local flushes to a local directory instead of moto;
-# FOLIO_BENCH_ARGS adds arguments to every `folio bench suite` (e.g. "--secs 5").
+# FOLIO_BENCH_ARGS adds arguments to every `folio-bench` run (e.g. "--secs 5").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -27,7 +28,7 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 ETCD_BIN=$(command -v etcd)
 
-# Installs the rest, builds the release binary, and sets BIN, WORK and the cleanup trap.
+# Installs the rest, builds the release binaries, and sets BIN, BENCH, WORK and the cleanup trap.
 . benchmarks/lib.sh
 
 STORE_ARGS=()
@@ -45,15 +46,15 @@ mkdir -p "$OUT"
   echo "disk under test: $(df --output=source "$WORK" | tail -1) ($WORK)"
   echo "etcd: $("$ETCD_BIN" --version | head -1)"
   echo "object store: $STORE"
-  echo "command: $BIN bench suite --etcd-bin $ETCD_BIN ${STORE_ARGS[*]} ${FOLIO_BENCH_ARGS:-}"
+  echo "command: $BENCH --folio-bin $BIN --etcd-bin $ETCD_BIN ${STORE_ARGS[*]} ${FOLIO_BENCH_ARGS:-}"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
 for i in $(seq 1 "$RUNS"); do
   echo "=== run $i of $RUNS"
   # shellcheck disable=SC2086  # FOLIO_BENCH_ARGS is a list of arguments
-  "$BIN" bench suite --out "$OUT/run-$i" --work-dir "$WORK/run-$i" --etcd-bin "$ETCD_BIN" \
-    "${STORE_ARGS[@]}" ${FOLIO_BENCH_ARGS:-}
+  "$BENCH" --folio-bin "$BIN" --out "$OUT/run-$i" --work-dir "$WORK/run-$i" \
+    --etcd-bin "$ETCD_BIN" "${STORE_ARGS[@]}" ${FOLIO_BENCH_ARGS:-}
   rm -rf "$WORK/run-$i"
 done
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use etcd_client::{ConnectOptions, KvClient};
 
-use super::group::{free_ports, Children, STARTUP_TIMEOUT};
-use super::load::{OpFuture, OpSample, Writer};
+use crate::group::{free_ports, Children, STARTUP_TIMEOUT};
+use crate::load::{OpFuture, OpSample, Writer};
 
 /// Longest one put may take before the workload fails (etcd's own request timeout is shorter).
 const PUT_TIMEOUT: Duration = Duration::from_secs(30);

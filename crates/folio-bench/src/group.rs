@@ -1,6 +1,7 @@
 //! Server processes the suite starts for itself: a 3-node Folio group of `folio server` children
-//! (this same binary) on 127.0.0.1 with their own data directories, and the helpers shared with
-//! the etcd baseline (free ports, child processes that die with the suite, startup checks).
+//! on 127.0.0.1 with their own data directories, the lookup of the `folio` binary they run, and
+//! the helpers shared with the etcd baseline (free ports, child processes that die with the suite,
+//! startup checks).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,46 @@ impl StoreSpec {
             ),
         }
     }
+}
+
+/// The `folio` binary the suite starts its groups from: `given` (`--folio-bin`), else the `folio`
+/// next to this executable (cargo builds both into the same target directory), else the first
+/// `folio` on PATH.
+pub fn find_folio_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        anyhow::ensure!(
+            is_executable(p),
+            "--folio-bin {}: not an executable file",
+            p.display()
+        );
+        return Ok(p.to_path_buf());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("folio")));
+    if let Some(p) = beside.iter().find(|p| is_executable(p)) {
+        return Ok(p.clone());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(p) = std::env::split_paths(&path)
+        .map(|dir| dir.join("folio"))
+        .find(|p| is_executable(p))
+    {
+        return Ok(p);
+    }
+    let beside = beside
+        .map(|p| format!(" (looked for {})", p.display()))
+        .unwrap_or_default();
+    anyhow::bail!(
+        "no folio binary next to folio-bench{beside} or on PATH: build it \
+         (cargo build --workspace --bins) or pass --folio-bin PATH"
+    )
+}
+
+/// A regular file someone may execute (the exec itself reports anything finer).
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A TOML basic string. JSON's string escapes are a subset of TOML's.
@@ -150,15 +191,16 @@ pub struct LocalGroup {
 }
 
 impl LocalGroup {
-    /// Starts the group `name` in `dir/name` and waits for a leader. `early_seal` is the
-    /// `[flush] early_seal` setting; the flush interval is the default (1 s).
+    /// Starts the group `name` in `dir/name` from the `folio` binary `exe` and waits for a
+    /// leader. `early_seal` is the `[flush] early_seal` setting; the flush interval is the
+    /// default (1 s).
     pub async fn start(
+        exe: &Path,
         dir: &Path,
         name: &str,
         store: &StoreSpec,
         early_seal: bool,
     ) -> anyhow::Result<LocalGroup> {
-        let exe = std::env::current_exe().context("find the folio binary")?;
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let ports = free_ports(6)?;
@@ -188,7 +230,7 @@ impl LocalGroup {
             );
             let path = dir.join(format!("node-{}.toml", i + 1));
             std::fs::write(&path, cfg).with_context(|| format!("write {}", path.display()))?;
-            let mut cmd = Command::new(&exe);
+            let mut cmd = Command::new(exe);
             cmd.arg("server").arg("--config").arg(&path);
             cmd.env("FOLIO_LOG", "warn");
             if matches!(store, StoreSpec::S3 { .. }) {

@@ -18,7 +18,8 @@ use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 use tokio::sync::Barrier;
 
-use super::probe::{Probe, Usage};
+use crate::latency::Latencies;
+use crate::probe::{Probe, Usage};
 
 /// Attempts one contended commit makes (each after a CAS conflict) before the workload fails:
 /// with a fair group, a writer wins long before this.
@@ -63,7 +64,7 @@ pub trait Writer: Send + 'static {
 
 /// What a closed-loop run measured.
 pub struct Measured {
-    pub samples: Vec<Duration>,
+    pub latencies: Latencies,
     pub conflicts: u64,
     /// The measured window: from every writer's end of warm-up to the last writer's end.
     pub secs: f64,
@@ -123,13 +124,13 @@ pub async fn closed_loop(
             gate.warmed.wait().await;
             gate.go.wait().await;
             warm?;
-            let (mut samples, mut conflicts) = (Vec::new(), 0);
+            let (mut latencies, mut conflicts) = (Latencies::default(), 0);
             while gate.claim() {
                 let s = w.op().await?;
-                samples.push(s.latency);
+                latencies.record(s.latency);
                 conflicts += s.conflicts;
             }
-            anyhow::Ok((samples, conflicts))
+            anyhow::Ok((latencies, conflicts))
         });
     }
     gate.warmed.wait().await;
@@ -143,15 +144,15 @@ pub async fn closed_loop(
         .expect("the deadline is set once");
     gate.go.wait().await;
     let mut m = Measured {
-        samples: Vec::new(),
+        latencies: Latencies::default(),
         conflicts: 0,
         secs: 0.0,
         usage: None,
     };
     while let Some(r) = tasks.join_next().await {
         // On the first failure, dropping the JoinSet aborts the other writers.
-        let (samples, conflicts) = r.context("writer task")??;
-        m.samples.extend(samples);
+        let (latencies, conflicts) = r.context("writer task")??;
+        m.latencies.merge(&latencies);
         m.conflicts += conflicts;
     }
     m.secs = started.elapsed().as_secs_f64();
@@ -400,7 +401,7 @@ pub async fn prepare_flushed_volume(
 }
 
 /// Appends 4 KiB and fdatasyncs, up to `count` times or for `limit`, in a fresh file in `dir`.
-pub fn fsync_samples(dir: &Path, count: usize, limit: Duration) -> anyhow::Result<Vec<Duration>> {
+pub fn fsync_samples(dir: &Path, count: usize, limit: Duration) -> anyhow::Result<Latencies> {
     let path = dir.join(format!(".folio-fsync-bench-{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -409,15 +410,15 @@ pub fn fsync_samples(dir: &Path, count: usize, limit: Duration) -> anyhow::Resul
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
     let page = payload(7, PAGE_SIZE);
-    let mut samples = Vec::with_capacity(count);
+    let mut samples = Latencies::default();
     let deadline = Instant::now() + limit;
-    while samples.len() < count && Instant::now() < deadline {
+    while samples.count() < count && Instant::now() < deadline {
         let t = Instant::now();
         f.write_all(&page)?;
         // SAFETY: fdatasync on a file descriptor we own and keep open for the call.
         let rc = unsafe { libc::fdatasync(f.as_raw_fd()) };
         anyhow::ensure!(rc == 0, "fdatasync: {}", std::io::Error::last_os_error());
-        samples.push(t.elapsed());
+        samples.record(t.elapsed());
     }
     drop(f);
     let _ = std::fs::remove_file(&path);
@@ -426,11 +427,7 @@ pub fn fsync_samples(dir: &Path, count: usize, limit: Duration) -> anyhow::Resul
 
 /// Round trips of a trivial gRPC call (admin Status) to `addr`, up to `count` or for `limit`,
 /// after a warm-up, on one connection with TCP_NODELAY.
-pub async fn rpc_samples(
-    addr: &str,
-    count: usize,
-    limit: Duration,
-) -> anyhow::Result<Vec<Duration>> {
+pub async fn rpc_samples(addr: &str, count: usize, limit: Duration) -> anyhow::Result<Latencies> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
@@ -442,12 +439,12 @@ pub async fn rpc_samples(
     for _ in 0..RPC_WARMUP {
         c.status(folio_proto::admin::v1::StatusRequest {}).await?;
     }
-    let mut samples = Vec::with_capacity(count);
+    let mut samples = Latencies::default();
     let deadline = Instant::now() + limit;
-    while samples.len() < count && Instant::now() < deadline {
+    while samples.count() < count && Instant::now() < deadline {
         let t = Instant::now();
         c.status(folio_proto::admin::v1::StatusRequest {}).await?;
-        samples.push(t.elapsed());
+        samples.record(t.elapsed());
     }
     Ok(samples)
 }

@@ -1,13 +1,17 @@
-//! `folio bench`: latency and throughput measurements. `fsync` measures the disk's floor (a
-//! 4 KiB append and an fdatasync), `rpc` a loopback gRPC round trip, `commit` and `read` commits
-//! and page reads against a running group, and `suite` all of them plus the baselines (etcd,
-//! acknowledge-after-flush) in one run, with a table, JSON and a latency plot.
+//! `folio-bench`: Folio's latency and throughput measurements, in a binary of its own so that the
+//! baselines' clients (`etcd-client`) and the plotting library stay out of the production `folio`
+//! binary. With no subcommand it runs the suite: every workload and baseline (etcd,
+//! acknowledge-after-flush) in one run, against `folio server` processes it starts (or a running
+//! group), with a table, JSON and a latency plot. The subcommands measure one thing each: `fsync`
+//! the disk's floor (a 4 KiB append and an fdatasync), `rpc` a loopback gRPC round trip, `commit`
+//! and `read` commits and page reads against a running group.
 //!
 //! Every workload is bounded by a count and a time limit, and reports percentiles over every
 //! sample after its warm-up.
 
 mod etcd;
 mod group;
+mod latency;
 mod load;
 mod probe;
 mod report;
@@ -17,17 +21,33 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Subcommand;
+use clap::{Parser, Subcommand};
 use folio_client::{Client, RetryPolicy};
 use folio_proto::volume::v1 as pb;
 
+use latency::summarize;
 use load::{Budget, CommitWriter, ReadWriter, Writer};
 
 /// Longest a one-shot subcommand (`commit`, `read`) measures, whatever its count.
 const SUBCOMMAND_TIME_LIMIT: Duration = Duration::from_secs(600);
 
+/// Folio's benchmarks: without a subcommand, the suite (every workload and baseline in one run).
+///
+/// The suite starts a 3-node group of `folio server` processes (from `--folio-bin`, by default the
+/// `folio` next to this binary, then on PATH) or uses one (`--addr`), a second one for the
+/// acknowledge-after-flush baseline, and an etcd cluster (`--etcd-bin`) or uses one (`--etcd`);
+/// it prints a table and writes `results.json` and `latency.svg`. `--list` names the workloads.
+#[derive(Parser)]
+#[command(name = "folio-bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
+    #[command(flatten)]
+    suite: suite::SuiteArgs,
+}
+
 #[derive(Subcommand)]
-pub enum BenchCmd {
+enum BenchCmd {
     /// 4 KiB append + fdatasync latency in a directory (the floor a quorum commit cannot beat).
     Fsync {
         #[arg(long, default_value = ".")]
@@ -81,14 +101,10 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Every workload and baseline in one run: starts a 3-node group (or uses `--addr`), a
-    /// second one for the acknowledge-after-flush baseline, and an etcd cluster (`--etcd-bin`)
-    /// or uses one (`--etcd`); prints a table and writes `results.json` and `latency.svg`.
-    Suite(Box<suite::SuiteArgs>),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum BenchDurability {
+enum BenchDurability {
     Quorum,
     ObjectStore,
 }
@@ -102,70 +118,23 @@ impl BenchDurability {
     }
 }
 
-/// Latency percentiles of a sample set.
-#[derive(Clone, Debug)]
-pub struct Summary {
-    pub count: usize,
-    pub p50: Duration,
-    pub p90: Duration,
-    pub p99: Duration,
-    pub p999: Duration,
-    pub max: Duration,
-    pub mean: Duration,
-}
-
-impl Summary {
-    /// Percentiles by the nearest-rank method. `None` for an empty set.
-    pub fn of(mut v: Vec<Duration>) -> Option<Summary> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        let at = |q: f64| {
-            v[((v.len() as f64 * q).ceil() as usize)
-                .saturating_sub(1)
-                .min(v.len() - 1)]
-        };
-        let total: Duration = v.iter().sum();
-        Some(Summary {
-            count: v.len(),
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            p999: at(0.999),
-            max: v[v.len() - 1],
-            mean: total / v.len() as u32,
-        })
-    }
-
-    fn print(&self, what: &str, json: bool) {
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"workload": what, "count": self.count, "p50_us": us(self.p50),
-                    "p90_us": us(self.p90), "p99_us": us(self.p99), "p999_us": us(self.p999),
-                    "max_us": us(self.max)})
-            );
-        } else {
-            println!(
-                "{what}: n={} p50={:.0}µs p90={:.0}µs p99={:.0}µs p99.9={:.0}µs max={:.0}µs",
-                self.count,
-                us(self.p50),
-                us(self.p90),
-                us(self.p99),
-                us(self.p999),
-                us(self.max)
-            );
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Some(cmd) => run(cmd).await,
+        None => suite::run(cli.suite).await,
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn summarize(samples: Vec<Duration>) -> anyhow::Result<Summary> {
-    Summary::of(samples).ok_or_else(|| anyhow::anyhow!("no samples were taken"))
-}
-
-pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Fsync { dir, count, json } => {
             anyhow::ensure!(count > 0, "count must be positive");
@@ -173,7 +142,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 load::fsync_samples(&dir, count, SUBCOMMAND_TIME_LIMIT)
             })
             .await??;
-            summarize(samples)?.print("fsync 4KiB append+fdatasync", json);
+            summarize(&samples)?.print("fsync 4KiB append+fdatasync", json);
             Ok(())
         }
         BenchCmd::Commit {
@@ -208,9 +177,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 warmup_ops: warmup,
             };
             let m = load::closed_loop(ws, &budget, None).await?;
-            let n = m.samples.len();
+            let n = m.latencies.count();
             let secs = m.secs;
-            summarize(m.samples)?.print(
+            summarize(&m.latencies)?.print(
                 &format!("commit {pages} page(s), {writers} writer(s), durability {durability:?}"),
                 json,
             );
@@ -239,16 +208,15 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                     warmup_ops: warmup,
                 };
                 let m = load::closed_loop(vec![Box::new(reader)], &budget, None).await?;
-                summarize(m.samples)?.print(what, json);
+                summarize(&m.latencies)?.print(what, json);
             }
             Ok(())
         }
         BenchCmd::Rpc { addr, count, json } => {
             anyhow::ensure!(count > 0, "count must be positive");
             let samples = load::rpc_samples(&addr, count, SUBCOMMAND_TIME_LIMIT).await?;
-            summarize(samples)?.print("grpc round trip (admin Status)", json);
+            summarize(&samples)?.print("grpc round trip (admin Status)", json);
             Ok(())
         }
-        BenchCmd::Suite(args) => suite::run(*args).await,
     }
 }

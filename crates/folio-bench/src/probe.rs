@@ -1,14 +1,24 @@
 //! What a workload cost, read before and after it: CPU time of the server processes and of this
 //! process (from `/proc/<pid>/stat`), and object-store requests counted by the nodes
-//! (`folio_object_store_requests_total` on their `/metrics` endpoints).
+//! (`folio_object_store_requests_total` on their `/metrics` endpoints, fetched with hyper).
+//!
+//! The Prometheus text is read by a few lines here rather than the `prometheus-parse` crate: only
+//! one counter family is needed, and that crate would add a third `itertools` version and a
+//! regex per line to the build.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::StatusCode;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
 
 /// Largest `/metrics` answer read.
-const METRICS_BYTES_MAX: u64 = 16 << 20;
+const METRICS_BYTES_MAX: usize = 16 << 20;
+/// Longest one scrape (connect, request, whole answer) may take.
 const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where to read a workload's costs. Empty lists mean "not measured" (an external group).
@@ -63,9 +73,12 @@ impl Probe {
         let store = if self.metrics.is_empty() {
             None
         } else {
+            // One client per snapshot: its pooled connections close when it is dropped, so no
+            // connection outlives the measurement it belongs to.
+            let http = http_client();
             let mut sum = StoreRequests::default();
             for addr in &self.metrics {
-                let text = http_get(addr, "/metrics")
+                let text = http_get(&http, addr, "/metrics")
                     .await
                     .with_context(|| format!("read metrics from {addr}"))?;
                 let r = store_requests(&text);
@@ -125,17 +138,19 @@ fn cpu_secs(stat_path: &str) -> anyhow::Result<f64> {
     Ok(ticks as f64 / per_sec as f64)
 }
 
-/// Sums `folio_object_store_requests_total{op,outcome}` from Prometheus text.
+/// Sums `folio_object_store_requests_total{op,outcome}` from Prometheus text. A sample line is
+/// `name{labels} value [timestamp]`; comments and other families are skipped.
 pub fn store_requests(text: &str) -> StoreRequests {
     let mut r = StoreRequests::default();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("folio_object_store_requests_total{") else {
             continue;
         };
-        let Some((labels, value)) = rest.split_once("} ") else {
+        // Folio's label values (operation and outcome names) hold no braces.
+        let Some((labels, value)) = rest.rsplit_once('}') else {
             continue;
         };
-        let Ok(value) = value.trim().parse::<f64>() else {
+        let Some(Ok(value)) = value.split_whitespace().next().map(str::parse::<f64>) else {
             continue;
         };
         let op = labels
@@ -153,30 +168,40 @@ pub fn store_requests(text: &str) -> StoreRequests {
     r
 }
 
-/// A plain HTTP/1.0 GET (the metrics endpoint closes the connection after answering), bounded
-/// in time and size. Returns the body of a 200 answer.
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+/// A hyper client for plain-HTTP scrapes, dialling with TCP_NODELAY (as every Folio connection
+/// does) and a connect timeout.
+fn http_client() -> HttpClient<HttpConnector, Empty<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(METRICS_TIMEOUT));
+    HttpClient::builder(TokioExecutor::new()).build(connector)
+}
+
+/// GETs `http://{addr}{path}`, bounded in time and size. Returns the body of a 200 answer.
+async fn http_get(
+    http: &HttpClient<HttpConnector, Empty<Bytes>>,
+    addr: &str,
+    path: &str,
+) -> anyhow::Result<String> {
+    let uri: hyper::Uri = format!("http://{addr}{path}")
+        .parse()
+        .with_context(|| format!("bad metrics address {addr:?}"))?;
     let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut buf = Vec::new();
-        s.take(METRICS_BYTES_MAX).read_to_end(&mut buf).await?;
-        anyhow::Ok(buf)
+        let answer = http.get(uri).await?;
+        let status = answer.status();
+        anyhow::ensure!(status == StatusCode::OK, "HTTP answer {status}");
+        let body = Limited::new(answer.into_body(), METRICS_BYTES_MAX)
+            .collect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("read the answer (at most {METRICS_BYTES_MAX} bytes): {e}")
+            })?;
+        anyhow::Ok(body.to_bytes())
     };
-    let buf = tokio::time::timeout(METRICS_TIMEOUT, fetch)
+    let body = tokio::time::timeout(METRICS_TIMEOUT, fetch)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {METRICS_TIMEOUT:?}"))??;
-    let text = String::from_utf8(buf).context("metrics are not UTF-8")?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    let status = head.lines().next().unwrap_or("");
-    anyhow::ensure!(
-        status.split_whitespace().nth(1) == Some("200"),
-        "HTTP answer {status:?}"
-    );
-    Ok(body.to_string())
+    String::from_utf8(body.to_vec()).context("metrics are not UTF-8")
 }
 
 #[cfg(test)]
@@ -188,11 +213,54 @@ mod tests {
         let text = "# HELP folio_object_store_requests_total x\n\
             folio_object_store_requests_total{op=\"put\",outcome=\"ok\"} 3\n\
             folio_object_store_requests_total{op=\"put\",outcome=\"already_exists\"} 1\n\
-            folio_object_store_requests_total{op=\"get_range\",outcome=\"ok\"} 10\n\
+            folio_object_store_requests_total{op=\"get_range\",outcome=\"ok\"} 10 1700000000000\n\
             folio_object_store_requests_total{op=\"head\",outcome=\"ok\"} 2\n\
             folio_object_store_request_seconds_count{op=\"put\"} 4\n";
         let r = store_requests(text);
         assert_eq!((r.total, r.put, r.get), (16.0, 4.0, 10.0));
+    }
+
+    /// Answers one HTTP request on 127.0.0.1 with `answer`, and returns its address.
+    async fn serve_once(answer: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                req.extend_from_slice(&buf[..n]);
+            }
+            assert!(req.starts_with(b"GET /metrics HTTP/1.1\r\n"));
+            s.write_all(answer.as_bytes()).await.unwrap();
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn scrapes_over_http() {
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-length: 59\r\nconnection: close\r\n\r\n\
+             folio_object_store_requests_total{op=\"put\",outcome=\"ok\"} 7\n",
+        )
+        .await;
+        let text = http_get(&http_client(), &addr, "/metrics").await.unwrap();
+        assert_eq!(store_requests(&text).put, 7.0);
+    }
+
+    #[tokio::test]
+    async fn refuses_an_error_answer() {
+        let addr = serve_once(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let e = http_get(&http_client(), &addr, "/metrics")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("503"), "{e:#}");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::probe::Usage;
-use super::Summary;
+use crate::latency::Summary;
+use crate::probe::Usage;
 
 /// Bumped when a field changes meaning, so report scripts can refuse what they do not know.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -1,6 +1,7 @@
-//! `folio bench suite`: every workload and baseline in one run on one machine. It starts (or is
-//! given) a 3-node group, runs the selected workloads one after another, each bounded by a count
-//! and a time limit, and reports them as a table, `results.json` and `latency.svg`.
+//! The suite (`folio-bench` without a subcommand): every workload and baseline in one run on one
+//! machine. It starts (from the `folio` binary) or is given a 3-node group, runs the selected
+//! workloads one after another, each bounded by a count and a time limit, and reports them as a
+//! table, `results.json` and `latency.svg`.
 //!
 //! Baselines run in the same process with the same payload sizes and writer counts: the disk's
 //! fsync floor and the loopback round trip; `OBJECT_STORE` durability on a second group with
@@ -8,7 +9,7 @@
 //! improves on); and a 3-member etcd cluster. Each system runs alone: the Folio groups are
 //! stopped before etcd starts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,12 +18,12 @@ use folio_client::{Client, RetryPolicy};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 
-use super::etcd::{self, EtcdCluster, EtcdWriter};
-use super::group::{LocalGroup, StoreSpec};
-use super::load::{self, Budget, CommitWriter, ContendWriter, ReadWriter, Writer};
-use super::probe::Probe;
-use super::report::{self, Machine, Shape, Skipped, SuiteReport, WorkloadResult};
-use super::summarize;
+use crate::etcd::{self, EtcdCluster, EtcdWriter};
+use crate::group::{self, LocalGroup, StoreSpec};
+use crate::latency::summarize;
+use crate::load::{self, Budget, CommitWriter, ContendWriter, ReadWriter, Writer};
+use crate::probe::Probe;
+use crate::report::{self, Machine, Shape, Skipped, SuiteReport, WorkloadResult};
 
 /// Measured operations per writer are preceded by this many unmeasured ones.
 const WARMUP_OPS: usize = 5;
@@ -96,6 +97,10 @@ pub struct SuiteArgs {
     /// Keep the work directory (logs, data) after the run.
     #[arg(long)]
     keep: bool,
+    /// The `folio` binary the started groups run [default: the `folio` next to this binary,
+    /// else the first on PATH].
+    #[arg(long, value_name = "PATH")]
+    folio_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -286,6 +291,11 @@ fn shape(kind: Kind) -> Shape {
     }
 }
 
+/// Whether a workload runs against a Folio group (started here unless `--addr` names one).
+fn needs_group(kind: Kind) -> bool {
+    !matches!(kind, Kind::Fsync | Kind::Etcd { .. })
+}
+
 /// The workloads `list` names, in the catalogue's order.
 fn select(list: &str) -> anyhow::Result<Vec<Spec>> {
     let all = catalogue();
@@ -413,7 +423,7 @@ async fn read_each_once(
     rs: &ReadState,
     ops: usize,
     time: Duration,
-    probe: Option<&super::probe::Probe>,
+    probe: Option<&Probe>,
 ) -> anyhow::Result<(load::Measured, usize)> {
     let reader = ReadWriter::new(
         client.clone(),
@@ -427,13 +437,15 @@ async fn read_each_once(
         warmup_ops: 1,
     };
     let m = load::closed_loop(vec![Box::new(reader)], &b, probe).await?;
-    let read = 1 + m.samples.len();
+    let read = 1 + m.latencies.count();
     Ok((m, read))
 }
 
 struct Suite {
     args: SuiteArgs,
     work: PathBuf,
+    /// Found before the run when a selected workload needs a group started here.
+    folio_bin: Option<PathBuf>,
     store: StoreSpec,
     budget: Budget,
     main: Option<Target>,
@@ -464,6 +476,13 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
         "--read-pages must be in 2..={READ_PAGES_MAX}"
     );
     let specs = select(&args.workloads)?;
+    // Found before anything starts, so a missing binary fails the run at once rather than at
+    // its first Folio workload.
+    let folio_bin = if args.addr.is_empty() && specs.iter().any(|s| needs_group(s.kind)) {
+        Some(group::find_folio_bin(args.folio_bin.as_deref())?)
+    } else {
+        None
+    };
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -527,6 +546,7 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
         "warmup_ops_per_writer": WARMUP_OPS,
         "read_pages": args.read_pages,
         "work_dir": work.path.display().to_string(),
+        "folio_bin": folio_bin.as_ref().map(|p| p.display().to_string()),
         "folio_version": env!("CARGO_PKG_VERSION"),
     });
     let budget = Budget {
@@ -536,6 +556,7 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     };
     let mut suite = Suite {
         work: work.path.clone(),
+        folio_bin,
         args,
         store,
         budget,
@@ -602,11 +623,18 @@ impl Suite {
         None
     }
 
+    fn folio_bin(&self) -> &Path {
+        self.folio_bin
+            .as_deref()
+            .expect("found before the run, as a selected workload needs a started group")
+    }
+
     async fn main(&mut self) -> anyhow::Result<&mut Target> {
         if self.main.is_none() {
             let t = if self.args.addr.is_empty() {
+                let exe = self.folio_bin();
                 Target::from_group(
-                    LocalGroup::start(&self.work, "folio", &self.store, true).await?,
+                    LocalGroup::start(exe, &self.work, "folio", &self.store, true).await?,
                 )?
             } else {
                 Target::external(&self.args.addr, &self.args.metrics).await?
@@ -620,7 +648,8 @@ impl Suite {
     async fn late(&mut self) -> anyhow::Result<Option<&mut Target>> {
         if self.late.is_none() {
             if self.args.addr.is_empty() {
-                let g = LocalGroup::start(&self.work, "late-seal", &self.store, false).await?;
+                let exe = self.folio_bin();
+                let g = LocalGroup::start(exe, &self.work, "late-seal", &self.store, false).await?;
                 self.late = Some(Target::from_group(g)?);
             } else if !self.args.late_seal_addr.is_empty() {
                 self.late = Some(Target::external(&self.args.late_seal_addr, &[]).await?);
@@ -671,7 +700,7 @@ impl Suite {
                 let mut r = WorkloadResult::new(
                     &spec.name,
                     &shape,
-                    &summarize(samples)?,
+                    &summarize(&samples)?,
                     secs,
                     Some(usage),
                     None,
@@ -689,7 +718,7 @@ impl Suite {
                 WorkloadResult::new(
                     &spec.name,
                     &shape,
-                    &summarize(samples)?,
+                    &summarize(&samples)?,
                     secs,
                     Some(usage),
                     None,
@@ -900,7 +929,7 @@ fn result_of(
     Ok(WorkloadResult::new(
         name,
         shape,
-        &summarize(m.samples)?,
+        &summarize(&m.latencies)?,
         secs,
         usage,
         conflicts,
