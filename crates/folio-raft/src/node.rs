@@ -101,8 +101,7 @@ pub trait NodeConfig: DeserializeOwned {
 
     /// The members this node bootstraps the group with, if it is the lowest of them and its store
     /// is new. `advertise` is this node's announced address.
-    fn bootstrap_members(&self, advertise: &str) -> Vec<(u64, String)> {
-        let _ = advertise;
+    fn bootstrap_members(&self, _advertise: &str) -> Vec<(u64, String)> {
         self.initial_members()
             .iter()
             .map(|m| (m.id, m.addr.clone()))
