@@ -47,6 +47,7 @@ fn input() -> Input {
         let idx = PageIdx(((i / VOLUMES) as u32).wrapping_mul(2_654_435_761) % 100_000);
         pages.push((v, idx, page(i as u64)));
         commits.push(CommitEntry {
+            fingerprint: 0,
             volume: v,
             lsn: Lsn((i / VOLUMES) as u64 + 1),
             committed_at_ms: 1_700_000_000_000 + i as u64,

@@ -12,23 +12,30 @@
 //!                     commits crc32c u32, commits length u64, "FOLIOEND"
 //! ```
 //!
-//! A commit record is
+//! A commit record (version 2, the one written) is
 //!
 //! ```text
-//! volume [16], lsn u64, committed_at_ms u64, key length u16, key (key length bytes),
-//! page count u32, then page count × (page index u32, segment id [16], offset u64)
+//! volume [16], lsn u64, committed_at_ms u64, fingerprint u128, key length u16,
+//! key (key length bytes), page count u32,
+//! then page count × (page index u32, segment id [16], offset u64)
 //! ```
 //!
-//! Records are sorted strictly by (volume, lsn); a record's pages are in the order given. A
-//! record's pages may live in this segment or in another one (pages uploaded earlier). The count
-//! is always present, so a segment with no commits has a 4-byte commits section.
+//! Version 1 differs only in its commit records, which have no fingerprint; they decode with
+//! fingerprint 0 ("unknown"). Records are sorted strictly by (volume, lsn); a record's pages are in
+//! the order given. A record's pages may live in this segment or in another one (pages uploaded
+//! earlier). The count is always present, so a segment with no commits has a 4-byte commits
+//! section.
 //!
 //! All integers are little-endian. Every page has its own checksum in the index, so one page
 //! fetched with a ranged GET ([`page_range`]) is verified on its own ([`IndexEntry::verify`]); the
 //! index, the commits section and the header have checksums in the footer, and the index and
 //! commits can each be fetched with a ranged GET ([`Footer::index_range`],
-//! [`Footer::commits_range`]). Encoding is deterministic: the same pages in the same order and the
-//! same set of commits (in any order) give the same bytes on every replica.
+//! [`Footer::commits_range`]); the commits decoder also needs the version from the header
+//! ([`Header::decode`]). Encoding is deterministic: the same pages in the same order and the same
+//! set of commits (in any order) give the same bytes on every replica.
+
+pub mod manifest;
+pub mod table;
 
 use std::ops::Range;
 
@@ -39,7 +46,10 @@ use folio_core::{Lsn, Page, PageIdx, PageLocation, SegmentId, VolumeId, PAGE_SIZ
 pub const HEADER_LEN: usize = 32;
 pub const INDEX_ENTRY_LEN: usize = 32;
 pub const FOOTER_LEN: usize = 40;
-pub const VERSION: u16 = 1;
+/// The version written. Decoders read this and [`VERSION_1`].
+pub const VERSION: u16 = 2;
+/// The first version: commit records without a fingerprint.
+pub const VERSION_1: u16 = 1;
 const MAGIC: &[u8; 8] = b"FOLIOSEG";
 const END_MAGIC: &[u8; 8] = b"FOLIOEND";
 
@@ -56,8 +66,11 @@ pub const MAX_COMMITS_BYTES: u64 = 64 << 20;
 
 /// The commit count at the start of the commits section.
 const COMMIT_COUNT_LEN: usize = 4;
-/// A commit record with an empty key and no pages: volume, lsn, time, key length, page count.
-const COMMIT_FIXED_LEN: usize = 16 + 8 + 8 + 2 + 4;
+/// A commit record with an empty key and no pages: volume, lsn, time, fingerprint, key length,
+/// page count.
+const COMMIT_FIXED_LEN: usize = 16 + 8 + 8 + 16 + 2 + 4;
+/// The same in version 1, which has no fingerprint.
+const COMMIT_FIXED_LEN_V1: usize = COMMIT_FIXED_LEN - 16;
 /// One page location in a commit record: page index, segment id, offset.
 const COMMIT_PAGE_LEN: usize = 4 + 16 + 8;
 
@@ -67,7 +80,9 @@ pub enum SegmentError {
     TooShort(usize),
     #[error("bad magic in the {0}")]
     Magic(&'static str),
-    #[error("unsupported segment version {0}")]
+    #[error(
+        "unsupported segment version {0} (this build reads versions {VERSION_1} and {VERSION})"
+    )]
     Version(u16),
     #[error("{0} checksum mismatch")]
     Checksum(&'static str),
@@ -129,6 +144,9 @@ pub struct CommitEntry {
     pub volume: VolumeId,
     pub lsn: Lsn,
     pub committed_at_ms: u64,
+    /// A content hash of the commit, so a retry under the same idempotency key is recognised as
+    /// the same request; 0 means unknown (records of version 1 segments).
+    pub fingerprint: u128,
     /// At most [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes.
     pub idempotency_key: Bytes,
     /// In this segment or in others; kept in the order given.
@@ -136,8 +154,8 @@ pub struct CommitEntry {
 }
 
 /// Bytes a commit record with an idempotency key of `key_len` bytes and `pages` page locations
-/// takes in a segment's commits section. Writers use it to decide when a segment is full without
-/// building the record.
+/// takes in a segment's commits section as written (version [`VERSION`]). Writers use it to decide
+/// when a segment is full without building the record.
 pub fn commit_record_len(key_len: usize, pages: usize) -> usize {
     COMMIT_FIXED_LEN + key_len + pages * COMMIT_PAGE_LEN
 }
@@ -260,6 +278,7 @@ impl SegmentBuilder {
             out.put_slice(c.volume.as_bytes());
             out.put_u64_le(c.lsn.0);
             out.put_u64_le(c.committed_at_ms);
+            out.put_u128_le(c.fingerprint);
             out.put_u16_le(c.idempotency_key.len() as u16);
             out.put_slice(&c.idempotency_key);
             out.put_u32_le(c.pages.len() as u32);
@@ -427,8 +446,18 @@ impl SegmentIndex {
 }
 
 /// Parses and verifies a commits section (the bytes of [`Footer::commits_range`], for example
-/// from a ranged GET). Records come back sorted by (volume, lsn).
-pub fn decode_commits(footer: &Footer, bytes: &[u8]) -> Result<Vec<CommitEntry>, SegmentError> {
+/// from a ranged GET) of a segment of this `version` ([`Header::version`]). Records come back
+/// sorted by (volume, lsn); those of a version 1 segment with fingerprint 0.
+pub fn decode_commits(
+    version: u16,
+    footer: &Footer,
+    bytes: &[u8],
+) -> Result<Vec<CommitEntry>, SegmentError> {
+    let fixed_len = match version {
+        VERSION => COMMIT_FIXED_LEN,
+        VERSION_1 => COMMIT_FIXED_LEN_V1,
+        v => return Err(SegmentError::Version(v)),
+    };
     if bytes.len() as u64 != footer.commits_len {
         return Err(SegmentError::Layout(format!(
             "commits section is {} bytes, footer says {}",
@@ -442,7 +471,7 @@ pub fn decode_commits(footer: &Footer, bytes: &[u8]) -> Result<Vec<CommitEntry>,
     let mut r = Reader(bytes);
     let count = r.u32()? as usize;
     // Every count is bounded by the bytes left before anything is allocated for it.
-    if count > r.0.len() / COMMIT_FIXED_LEN {
+    if count > r.0.len() / fixed_len {
         return Err(SegmentError::Layout(format!(
             "{count} commits cannot fit in {} bytes",
             r.0.len()
@@ -453,6 +482,7 @@ pub fn decode_commits(footer: &Footer, bytes: &[u8]) -> Result<Vec<CommitEntry>,
         let volume = VolumeId::from_slice(r.take(16)?).expect("16 bytes");
         let lsn = Lsn(r.u64()?);
         let committed_at_ms = r.u64()?;
+        let fingerprint = if version == VERSION_1 { 0 } else { r.u128()? };
         let key_len = r.u16()? as usize;
         if key_len > MAX_IDEMPOTENCY_KEY_BYTES {
             return Err(SegmentError::Layout(format!(
@@ -482,6 +512,7 @@ pub fn decode_commits(footer: &Footer, bytes: &[u8]) -> Result<Vec<CommitEntry>,
             volume,
             lsn,
             committed_at_ms,
+            fingerprint,
             idempotency_key,
             pages,
         };
@@ -530,12 +561,59 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, SegmentError> {
         self.array().map(u64::from_le_bytes)
     }
+
+    fn u128(&mut self) -> Result<u128, SegmentError> {
+        self.array().map(u128::from_le_bytes)
+    }
+}
+
+/// The header: which format version the segment is in, and its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// [`VERSION`] or [`VERSION_1`]; the commits decoder needs it.
+    pub version: u16,
+    pub id: SegmentId,
+}
+
+impl Header {
+    /// Parses and verifies the first [`HEADER_LEN`] bytes of a segment against its footer.
+    pub fn decode(footer: &Footer, bytes: &[u8]) -> Result<Header, SegmentError> {
+        if bytes.len() != HEADER_LEN {
+            return Err(SegmentError::Layout(format!(
+                "header is {} bytes, not {HEADER_LEN}",
+                bytes.len()
+            )));
+        }
+        if crc32c::crc32c(bytes) != footer.header_crc {
+            return Err(SegmentError::Checksum("header"));
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(SegmentError::Magic("header"));
+        }
+        let version = u16::from_le_bytes(bytes[8..10].try_into().expect("2 bytes"));
+        if version != VERSION && version != VERSION_1 {
+            return Err(SegmentError::Version(version));
+        }
+        let count = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        if count != footer.page_count {
+            return Err(SegmentError::Layout(format!(
+                "header says {count} pages, footer {}",
+                footer.page_count
+            )));
+        }
+        Ok(Header {
+            version,
+            id: SegmentId::from_slice(&bytes[16..32]).expect("16 bytes"),
+        })
+    }
 }
 
 /// A whole segment, decoded and verified.
 #[derive(Clone, Debug)]
 pub struct Segment {
     pub id: SegmentId,
+    /// The format version it was written in ([`Header::version`]).
+    pub version: u16,
     pub index: SegmentIndex,
     /// Sorted by (volume, lsn).
     pub commits: Vec<CommitEntry>,
@@ -556,31 +634,18 @@ impl Segment {
                 footer.segment_len()
             )));
         }
-        let header = &bytes[..HEADER_LEN];
-        if crc32c::crc32c(header) != footer.header_crc {
-            return Err(SegmentError::Checksum("header"));
-        }
-        if &header[..8] != MAGIC {
-            return Err(SegmentError::Magic("header"));
-        }
-        let version = u16::from_le_bytes(header[8..10].try_into().expect("2 bytes"));
-        if version != VERSION {
-            return Err(SegmentError::Version(version));
-        }
-        let count = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
-        if count != footer.page_count {
-            return Err(SegmentError::Layout(format!(
-                "header says {count} pages, footer {}",
-                footer.page_count
-            )));
-        }
-        let id = SegmentId::from_slice(&header[16..32]).expect("16 bytes");
+        let header = Header::decode(&footer, &bytes[..HEADER_LEN])?;
         let r = footer.index_range();
         let index = SegmentIndex::decode(&footer, &bytes[r.start as usize..r.end as usize])?;
         let r = footer.commits_range();
-        let commits = decode_commits(&footer, &bytes[r.start as usize..r.end as usize])?;
+        let commits = decode_commits(
+            header.version,
+            &footer,
+            &bytes[r.start as usize..r.end as usize],
+        )?;
         let seg = Segment {
-            id,
+            id: header.id,
+            version: header.version,
             index,
             commits,
             bytes,
@@ -650,6 +715,7 @@ mod tests {
             volume: VolumeId::from_array([vol; 16]),
             lsn: Lsn(lsn),
             committed_at_ms: 1_700_000_000_000 + lsn,
+            fingerprint: (u128::from(lsn) << 100) | 0xfeed,
             idempotency_key: Bytes::copy_from_slice(key),
             pages,
         }
@@ -712,7 +778,8 @@ mod tests {
         let r = footer.commits_range();
         assert_eq!(r.start, footer.index_range().end);
         assert_eq!(r.end, (bytes.len() - FOOTER_LEN) as u64);
-        let got = decode_commits(&footer, &bytes[r.start as usize..r.end as usize]).unwrap();
+        let got =
+            decode_commits(VERSION, &footer, &bytes[r.start as usize..r.end as usize]).unwrap();
         let want = vec![cs[1].clone(), cs[2].clone(), cs[0].clone()];
         assert_eq!(got, want);
         let seg = Segment::decode(bytes).unwrap();
@@ -733,6 +800,7 @@ mod tests {
         want.extend_from_slice(&[7; 16]);
         want.extend_from_slice(&0x11u64.to_le_bytes());
         want.extend_from_slice(&(1_700_000_000_000u64 + 0x11).to_le_bytes());
+        want.extend_from_slice(&((0x11u128 << 100) | 0xfeed).to_le_bytes());
         want.extend_from_slice(&2u16.to_le_bytes());
         want.extend_from_slice(b"ab");
         want.extend_from_slice(&1u32.to_le_bytes());
@@ -786,22 +854,27 @@ mod tests {
     fn commits_decoder_rejects_malformed_sections() {
         let layout = |s: &[u8]| {
             matches!(
-                decode_commits(&footer_for(s), s),
+                decode_commits(VERSION, &footer_for(s), s),
                 Err(SegmentError::Layout(_))
             )
         };
         let good = section(vec![commit(1, 1, b"a", vec![]), commit(1, 2, b"b", vec![])]);
-        assert_eq!(decode_commits(&footer_for(&good), &good).unwrap().len(), 2);
+        assert_eq!(
+            decode_commits(VERSION, &footer_for(&good), &good)
+                .unwrap()
+                .len(),
+            2
+        );
 
         // Checksum, and a length that disagrees with the footer.
         let mut bad = good.clone();
         bad[10] ^= 1;
         assert_eq!(
-            decode_commits(&footer_for(&good), &bad),
+            decode_commits(VERSION, &footer_for(&good), &bad),
             Err(SegmentError::Checksum("commits"))
         );
         assert!(matches!(
-            decode_commits(&footer_for(&good), &good[..good.len() - 1]),
+            decode_commits(VERSION, &footer_for(&good), &good[..good.len() - 1]),
             Err(SegmentError::Layout(_))
         ));
 
@@ -820,7 +893,7 @@ mod tests {
         huge[..4].copy_from_slice(&3u32.to_le_bytes());
         assert!(layout(&huge));
         let mut huge = good.clone();
-        let pages_at = 4 + 16 + 8 + 8 + 2 + 1;
+        let pages_at = 4 + 16 + 8 + 8 + 16 + 2 + 1;
         huge[pages_at..pages_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(layout(&huge));
 
@@ -847,14 +920,14 @@ mod tests {
         // A key longer than the limit, though the bytes are there.
         let mut long = Vec::new();
         long.extend_from_slice(&1u32.to_le_bytes());
-        long.extend_from_slice(&[0; 32]);
+        long.extend_from_slice(&[0; 48]);
         long.extend_from_slice(&((MAX_IDEMPOTENCY_KEY_BYTES + 1) as u16).to_le_bytes());
         long.extend_from_slice(&[0; MAX_IDEMPOTENCY_KEY_BYTES + 1]);
         long.extend_from_slice(&0u32.to_le_bytes());
         assert!(layout(&long));
         let at_limit = section(vec![commit(0, 0, &[0; MAX_IDEMPOTENCY_KEY_BYTES], vec![])]);
         assert_eq!(at_limit.len(), long.len() - 1);
-        assert!(decode_commits(&footer_for(&at_limit), &at_limit).is_ok());
+        assert!(decode_commits(VERSION, &footer_for(&at_limit), &at_limit).is_ok());
     }
 
     #[test]
@@ -862,5 +935,142 @@ mod tests {
     fn add_commit_refuses_an_oversized_key() {
         let mut b = SegmentBuilder::new(SegmentId::new(1, GroupId(1), 0));
         b.add_commit(commit(1, 1, &[0; MAX_IDEMPOTENCY_KEY_BYTES + 1], vec![]));
+    }
+
+    /// A version 1 segment, written byte by byte as the version 1 writer did: one page and two
+    /// commits whose records have no fingerprint.
+    fn v1_segment(id: SegmentId, v: VolumeId, other: SegmentId) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"FOLIOSEG");
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(id.as_bytes());
+        let header_crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&[7; PAGE_SIZE]);
+        let index_offset = b.len();
+        b.extend_from_slice(v.as_bytes());
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&crc32c::crc32c(&[7; PAGE_SIZE]).to_le_bytes());
+        let index_crc = crc32c::crc32c(&b[index_offset..]);
+        let commits_offset = b.len();
+        b.extend_from_slice(&2u32.to_le_bytes());
+        // Volume, lsn, time, key length, key, page count, pages.
+        b.extend_from_slice(v.as_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&1_000u64.to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(b"k1");
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(id.as_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(v.as_bytes());
+        b.extend_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&2_000u64.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(id.as_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(other.as_bytes());
+        b.extend_from_slice(&8192u64.to_le_bytes());
+        let commits_crc = crc32c::crc32c(&b[commits_offset..]);
+        let commits_len = (b.len() - commits_offset) as u64;
+        b.extend_from_slice(&(index_offset as u64).to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&index_crc.to_le_bytes());
+        b.extend_from_slice(&header_crc.to_le_bytes());
+        b.extend_from_slice(&commits_crc.to_le_bytes());
+        b.extend_from_slice(&commits_len.to_le_bytes());
+        b.extend_from_slice(b"FOLIOEND");
+        b
+    }
+
+    #[test]
+    fn a_version_1_segment_decodes_with_fingerprint_zero() {
+        let id = SegmentId::new(5, GroupId(2), 3);
+        let other = SegmentId::new(4, GroupId(2), 2);
+        let v = VolumeId::from_array([9; 16]);
+        let bytes = Bytes::from(v1_segment(id, v, other));
+        let here = PageLocation {
+            idx: PageIdx(3),
+            segment: id,
+            offset: 0,
+        };
+        let want = vec![
+            CommitEntry {
+                volume: v,
+                lsn: Lsn(1),
+                committed_at_ms: 1_000,
+                fingerprint: 0,
+                idempotency_key: Bytes::from_static(b"k1"),
+                pages: vec![here],
+            },
+            CommitEntry {
+                volume: v,
+                lsn: Lsn(2),
+                committed_at_ms: 2_000,
+                fingerprint: 0,
+                idempotency_key: Bytes::new(),
+                pages: vec![
+                    here,
+                    PageLocation {
+                        idx: PageIdx(4),
+                        segment: other,
+                        offset: 8192,
+                    },
+                ],
+            },
+        ];
+        let seg = Segment::decode(bytes.clone()).unwrap();
+        assert_eq!((seg.id, seg.version), (id, VERSION_1));
+        assert_eq!(seg.commits, want);
+        let e = seg.index.latest(v, PageIdx(3)).unwrap();
+        assert_eq!(seg.page(e).unwrap().bytes()[..], [7; PAGE_SIZE]);
+
+        // As a ranged reader would: footer, header, then the commits section.
+        let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..]).unwrap();
+        let header = Header::decode(&footer, &bytes[..HEADER_LEN]).unwrap();
+        assert_eq!(header, Header { version: 1, id });
+        let r = footer.commits_range();
+        let section = &bytes[r.start as usize..r.end as usize];
+        assert_eq!(
+            decode_commits(header.version, &footer, section).unwrap(),
+            want
+        );
+    }
+
+    #[test]
+    fn the_builder_writes_version_2_and_version_3_is_refused() {
+        let mut b = SegmentBuilder::new(SegmentId::new(1, GroupId(1), 0));
+        b.add_commit(commit(1, 1, b"k", vec![]));
+        let bytes = b.finish();
+        assert_eq!(&bytes[8..10], &2u16.to_le_bytes());
+        assert_eq!(Segment::decode(bytes.clone()).unwrap().version, VERSION);
+
+        // Version 3 with checksums that match, so only the version is wrong.
+        let mut v3 = bytes.to_vec();
+        v3[8..10].copy_from_slice(&3u16.to_le_bytes());
+        let header_crc = crc32c::crc32c(&v3[..HEADER_LEN]);
+        let at = v3.len() - FOOTER_LEN + 16;
+        v3[at..at + 4].copy_from_slice(&header_crc.to_le_bytes());
+        let err = Segment::decode(Bytes::from(v3)).unwrap_err();
+        assert_eq!(err, SegmentError::Version(3));
+        assert!(err.to_string().contains("version 3"), "{err}");
+
+        let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..]).unwrap();
+        let r = footer.commits_range();
+        let section = &bytes[r.start as usize..r.end as usize];
+        assert_eq!(
+            decode_commits(3, &footer, section),
+            Err(SegmentError::Version(3))
+        );
+        assert_eq!(
+            decode_commits(0, &footer, section),
+            Err(SegmentError::Version(0))
+        );
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use folio_core::{GroupId, Lsn, PageIdx, PageLocation, SegmentId, VolumeId};
 use folio_segment::{
     decode_commits, CommitEntry, Footer, SegmentBuilder, SegmentError, FOOTER_LEN, HEADER_LEN,
+    VERSION,
 };
 
 /// Records the largest single allocation request.
@@ -52,7 +53,7 @@ fn footer_accepting(section: &[u8]) -> Footer {
 fn decode_watching(section: &[u8]) -> (Result<Vec<CommitEntry>, SegmentError>, usize) {
     let footer = footer_accepting(section);
     LARGEST.store(0, Ordering::Relaxed);
-    let got = decode_commits(&footer, section);
+    let got = decode_commits(VERSION, &footer, section);
     (got, LARGEST.load(Ordering::Relaxed))
 }
 
@@ -61,6 +62,7 @@ fn huge_claimed_counts_do_not_allocate() {
     let id = SegmentId::new(1, GroupId(1), 0);
     let mut b = SegmentBuilder::new(id);
     b.add_commit(CommitEntry {
+        fingerprint: 0,
         volume: VolumeId::from_array([1; 16]),
         lsn: Lsn(1),
         committed_at_ms: 7,
@@ -77,7 +79,7 @@ fn huge_claimed_counts_do_not_allocate() {
     assert_eq!(got.unwrap().len(), 1);
 
     // The commit count, then the record's page count, claim u32::MAX.
-    let page_count_at = 4 + 16 + 8 + 8 + 2 + 1;
+    let page_count_at = 4 + 16 + 8 + 8 + 16 + 2 + 1;
     for at in [0, page_count_at] {
         let mut bad = valid.clone();
         bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());

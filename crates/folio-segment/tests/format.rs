@@ -7,7 +7,7 @@ use folio_core::limits::MAX_IDEMPOTENCY_KEY_BYTES;
 use folio_core::{GroupId, Lsn, Page, PageIdx, PageLocation, SegmentId, VolumeId, PAGE_SIZE};
 use folio_segment::{
     decode_commits, page_range, CommitEntry, Footer, Segment, SegmentBuilder, SegmentError,
-    SegmentIndex, FOOTER_LEN, HEADER_LEN,
+    SegmentIndex, FOOTER_LEN, HEADER_LEN, VERSION,
 };
 use proptest::prelude::*;
 
@@ -22,6 +22,7 @@ type CommitSpec = (u8, u64, u64, Vec<u8>, Vec<(u32, Option<u8>, u64)>);
 fn commit(spec: &CommitSpec) -> CommitEntry {
     let (vol, lsn, at, key, pages) = spec;
     CommitEntry {
+        fingerprint: 0,
         volume: VolumeId::from_array([*vol; 16]),
         lsn: Lsn(*lsn),
         committed_at_ms: *at,
@@ -131,7 +132,7 @@ fn pages_and_commits_round_trip() {
     let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..]).unwrap();
     let r = footer.commits_range();
     assert_eq!(
-        decode_commits(&footer, &bytes[r.start as usize..r.end as usize]).unwrap(),
+        decode_commits(VERSION, &footer, &bytes[r.start as usize..r.end as usize]).unwrap(),
         seg.commits
     );
 }
@@ -215,11 +216,11 @@ proptest! {
         if data.len() >= FOOTER_LEN {
             if let Ok(f) = Footer::decode(&data[data.len() - FOOTER_LEN..]) {
                 let _ = SegmentIndex::decode(&f, &data);
-                let _ = decode_commits(&f, &data);
+                let _ = decode_commits(VERSION, &f, &data);
             }
         }
         // Arbitrary bytes past the commits checksum, so the parser itself sees them.
-        let _ = decode_commits(&footer_accepting(&data), &data);
+        let _ = decode_commits(VERSION, &footer_accepting(&data), &data);
     }
 
     #[test]
@@ -245,17 +246,20 @@ proptest! {
         let (bytes, _) = build(&[], &commits);
         let valid = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
         let t = &valid[..cut.index(valid.len())];
-        prop_assert!(decode_commits(&footer_accepting(t), t).is_err(), "a truncated section parses");
+        prop_assert!(
+            decode_commits(VERSION, &footer_accepting(t), t).is_err(),
+            "a truncated section parses"
+        );
         let mut s = valid.to_vec();
         for (at, b) in &edits {
             let i = at.index(s.len());
             s[i] = *b;
         }
-        if let Ok(got) = decode_commits(&footer_accepting(&s), &s) {
+        if let Ok(got) = decode_commits(VERSION, &footer_accepting(&s), &s) {
             prop_assert!(got.windows(2).all(|w| (w[0].volume, w[0].lsn) < (w[1].volume, w[1].lsn)));
         }
         s.extend_from_slice(&extra);
-        let _ = decode_commits(&footer_accepting(&s), &s);
+        let _ = decode_commits(VERSION, &footer_accepting(&s), &s);
     }
 }
 
