@@ -32,6 +32,11 @@ enum Cmd {
     Server {
         #[arg(long, short)]
         config: PathBuf,
+        /// Rebuild the group from its object store: start every node of the group with this, on
+        /// empty data directories. The bootstrapping node restores every flushed commit before
+        /// the group takes writes (the same as `restore = true` in the config).
+        #[arg(long)]
+        restore: bool,
     },
     /// Run one node of the volume registry, configured by a TOML file.
     Registry {
@@ -167,10 +172,13 @@ async fn shutdown_signal() {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Server { config } => {
+        Cmd::Server { config, restore } => {
             init_tracing();
             match load_config::<Config>(&config) {
-                Ok(cfg) => run_node(cfg, false).await,
+                Ok(mut cfg) => {
+                    cfg.restore |= restore;
+                    run_node(cfg, false).await
+                }
                 Err(e) => Err(e.into()),
             }
         }
@@ -290,6 +298,8 @@ async fn dev(
         }),
         object_store,
         flush: Default::default(),
+        checkpoint: Default::default(),
+        restore: false,
         read: Default::default(),
         raft: Default::default(),
         limits: Default::default(),

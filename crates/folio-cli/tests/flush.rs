@@ -147,7 +147,12 @@ async fn steady_load_lands_in_segments_with_one_put_per_segment() -> anyhow::Res
             all.acks.extend(durable.acks);
             wait_drained(&c, Duration::from_secs(30)).await?;
             let segments = check_acks_in_segments(&moto, &all.acks).await?;
-            let puts = counter(&c, leader, "folio_object_store_requests_total", &["op=\"put\""]);
+            let puts = counter(
+                &c,
+                leader,
+                "folio_object_store_requests_total",
+                &["op=\"put\"", "kind=\"segment\""],
+            );
             let errors = counter(&c, leader, "folio_segment_upload_errors_total", &[]);
             eprintln!(
                 "{} commits acknowledged, {segments} segments, {puts} PUTs by the leader",

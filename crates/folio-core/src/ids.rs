@@ -124,6 +124,13 @@ impl SegmentId {
     pub fn seq(&self) -> u32 {
         u32::from_be_bytes(self.0[12..].try_into().expect("4 bytes"))
     }
+
+    /// The group that wrote the segment.
+    pub fn group(&self) -> GroupId {
+        let mut g = [0u8; 8];
+        g[2..].copy_from_slice(&self.0[6..12]);
+        GroupId(u64::from_be_bytes(g))
+    }
 }
 
 impl fmt::Display for SegmentId {

@@ -26,6 +26,10 @@ pub struct FaultConfig {
     /// One request in this many is delayed by `slow_ms` more (0: never).
     pub slow_one_in: AtomicU32,
     pub slow_ms: AtomicU64,
+    /// One put or delete in this many reaches the store and then fails with `Unavailable`
+    /// (0: never): the change happened but the caller cannot know, as when a process dies or a
+    /// connection drops right after the store applied a request.
+    pub lose_reply_one_in: AtomicU32,
     /// Requests that reached the wrapper, and those it failed.
     pub requests: AtomicU64,
     pub injected_failures: AtomicU64,
@@ -46,6 +50,19 @@ impl<S: ObjectStore> FaultyStore<S> {
             },
             faults,
         )
+    }
+
+    /// Loses the reply of a change that happened, one time in `lose_reply_one_in`.
+    fn after_change(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let f = &self.faults;
+        let one_in = f.lose_reply_one_in.load(Ordering::Relaxed);
+        if one_in > 0 && rand::rng().random_range(0..one_in) == 0 {
+            f.injected_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Unavailable(format!(
+                "injected fault: the reply for {key} was lost (the change was made)"
+            )));
+        }
+        Ok(())
     }
 
     async fn before(&self) -> Result<(), StoreError> {
@@ -83,7 +100,9 @@ impl<S: ObjectStore> FaultyStore<S> {
 impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
         self.before().await?;
-        self.inner.put_if_absent(key, bytes).await
+        let out = self.inner.put_if_absent(key, bytes).await?;
+        self.after_change(key)?;
+        Ok(out)
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
@@ -113,6 +132,7 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
         self.before().await?;
-        self.inner.delete(key).await
+        self.inner.delete(key).await?;
+        self.after_change(key)
     }
 }

@@ -16,6 +16,27 @@ pub enum ObjectKey {
     /// `groups/{group id}/{name}`: a group's own metadata. `name` is a short ASCII name chosen by
     /// Folio, never user input.
     Group { group: GroupId, name: &'static str },
+    /// `groups/{group id}/identity`: the group's claim on its id in this bucket (an
+    /// incarnation id), written once with a conditional put by the node that bootstraps the
+    /// group. A second group with the same id finds it and refuses to start.
+    Identity { group: GroupId },
+    /// `groups/{group id}/nodes/{node id}`: a node's claim on its id within the group, written
+    /// once when the node first starts on an empty data directory. A node whose directory was
+    /// wiped finds its old claim and refuses to rejoin silently.
+    NodeClaim { group: GroupId, node: u64 },
+    /// `groups/{group id}/manifests/{seq, 20 digits}`: one version of the group's checkpoint
+    /// manifest (the list of index runs and the last segment they cover). Versions are created
+    /// with conditional puts in sequence order, so the newest is the last one listed.
+    Manifest { group: GroupId, seq: u64 },
+    /// `groups/{group id}/runs/{seq, 20 digits}-{nonce, 16 hex}`: an immutable index run (a
+    /// sorted table of page versions, commit records and volume heads), written before the
+    /// manifest that references it. The nonce keeps two leaders' attempts at one manifest
+    /// version from colliding.
+    Run {
+        group: GroupId,
+        seq: u64,
+        nonce: u64,
+    },
 }
 
 impl ObjectKey {
@@ -25,6 +46,11 @@ impl ObjectKey {
     pub fn group_prefix(g: GroupId) -> String {
         format!("groups/{g}/")
     }
+
+    /// The prefix under which group `g`'s manifest versions are listed, in sequence order.
+    pub fn manifests_prefix(g: GroupId) -> String {
+        format!("groups/{g}/manifests/")
+    }
 }
 
 impl fmt::Display for ObjectKey {
@@ -32,6 +58,12 @@ impl fmt::Display for ObjectKey {
         match self {
             ObjectKey::Segment(id) => write!(f, "segments/{id}"),
             ObjectKey::Group { group, name } => write!(f, "groups/{group}/{name}"),
+            ObjectKey::Identity { group } => write!(f, "groups/{group}/identity"),
+            ObjectKey::NodeClaim { group, node } => write!(f, "groups/{group}/nodes/{node}"),
+            ObjectKey::Manifest { group, seq } => write!(f, "groups/{group}/manifests/{seq:020}"),
+            ObjectKey::Run { group, seq, nonce } => {
+                write!(f, "groups/{group}/runs/{seq:020}-{nonce:016x}")
+            }
         }
     }
 }
@@ -53,5 +85,20 @@ mod tests {
         .to_string();
         assert_eq!(g, "groups/3/checkpoint");
         assert!(g.starts_with(&ObjectKey::group_prefix(GroupId(3))));
+        let m = |seq| {
+            ObjectKey::Manifest {
+                group: GroupId(3),
+                seq,
+            }
+            .to_string()
+        };
+        assert!(m(9) < m(10) && m(10).starts_with(&ObjectKey::manifests_prefix(GroupId(3))));
+        let r = ObjectKey::Run {
+            group: GroupId(3),
+            seq: 7,
+            nonce: 0xab,
+        }
+        .to_string();
+        assert_eq!(r, "groups/3/runs/00000000000000000007-00000000000000ab");
     }
 }

@@ -24,15 +24,28 @@ fn io_err(what: &str, e: std::io::Error) -> StoreError {
     StoreError::Other(format!("{what}: {e}"))
 }
 
+/// A temporary file this old belongs to a write that will never finish.
+const STALE_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl LocalDirStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         std::fs::create_dir_all(root.join(TMP_DIR))
             .map_err(|e| io_err("create store directory", e))?;
-        // Temporary files of a crashed process are garbage.
+        // Temporary files of a crashed process are garbage. Several processes may share the
+        // directory (every node of a group on one machine, or a shared mount) and each writes
+        // through a temporary file, so only files far older than any write are removed.
         if let Ok(rd) = std::fs::read_dir(root.join(TMP_DIR)) {
             for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_TMP_AGE);
+                if stale {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         Ok(LocalDirStore {

@@ -44,7 +44,15 @@ pub struct Config {
     #[serde(default)]
     pub flush: FlushConfig,
     #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
     pub read: ReadConfig,
+    /// Rebuild the group from the object store: on empty data directories, every node of the
+    /// group is started with this set (`folio server --restore`). The bootstrapping node then
+    /// restores every flushed commit from the bucket before the group takes writes, and each
+    /// node may replace its own claim in the bucket. Harmless once the rebuild is done.
+    #[serde(default)]
+    pub restore: bool,
     #[serde(default)]
     pub raft: RaftConfig,
     #[serde(default)]
@@ -138,6 +146,31 @@ impl Default for FlushConfig {
             object_store_ack_timeout_ms: 30_000,
             retry_backoff_max_ms: 5_000,
             early_seal: true,
+        }
+    }
+}
+
+/// Checkpoints: the leader moves the page index and commit records of flushed segments from the
+/// nodes to index runs in the object store, so a node's state does not grow with history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// A checkpoint is written when the oldest flushed segment no checkpoint covers is this old.
+    pub interval_ms: u64,
+    /// ... or as soon as that many index entries (page versions plus commit records) wait; one
+    /// run holds at most about this many (a segment is never split).
+    pub entries_max: u64,
+    /// Runs are merged (newest two while the older is at most twice the newer's entries) up to
+    /// this many bytes; larger runs stay as they are.
+    pub run_bytes_max: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval_ms: 10_000,
+            entries_max: 200_000,
+            run_bytes_max: 64 << 20,
         }
     }
 }
@@ -295,6 +328,18 @@ impl NodeConfig for Config {
                  message limit of {} bytes",
                 entry as u64 * l.append_entries_max,
                 folio_raft::network::PEER_MESSAGE_BYTES_MAX
+            ));
+        }
+        let c = &self.checkpoint;
+        if c.interval_ms == 0 || c.entries_max == 0 {
+            return bad(
+                "checkpoint.interval_ms and checkpoint.entries_max must be positive".into(),
+            );
+        }
+        if c.run_bytes_max > folio_objstore::MAX_OBJECT_BYTES as u64 / 2 {
+            return bad(format!(
+                "checkpoint.run_bytes_max must be at most {} bytes (half the largest object)",
+                folio_objstore::MAX_OBJECT_BYTES / 2
             ));
         }
         let f = &self.flush;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use folio_core::SegmentId;
 use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
-use folio_state::{Command, CommandResult, Raft, Request, StateReader};
+use folio_state::{Command, CommandResult, Raft, Request, SegmentObject, StateReader};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -57,10 +57,30 @@ async fn propose(
     }
 }
 
+/// Decodes a built segment object and checks it against what the buffer held.
+fn verify_segment(obj: &SegmentObject) -> Result<(), FlushError> {
+    let seg = folio_segment::Segment::decode(obj.bytes.clone())
+        .map_err(|e| FlushError::Verify(obj.id, e.to_string()))?;
+    let (pages, commits) = (seg.index.entries().len() as u64, seg.commits.len() as u64);
+    if seg.id != obj.id || pages != obj.pages || commits != obj.commits {
+        return Err(FlushError::Verify(
+            obj.id,
+            format!(
+                "decoded as segment {} with {pages} pages and {commits} commits, built with {} \
+                 and {}",
+                seg.id, obj.pages, obj.commits
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 enum FlushError {
     #[error("build segment: {0}")]
     Build(String),
+    #[error("segment {0} failed verification before upload: {1}")]
+    Verify(SegmentId, String),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error(
@@ -76,6 +96,7 @@ impl FlushError {
     fn reason(&self) -> &'static str {
         match self {
             FlushError::Build(_) => "build",
+            FlushError::Verify(..) => "verify",
             FlushError::Store(e) if e.is_retryable() => "store_unavailable",
             FlushError::Store(_) => "store_error",
             FlushError::Mismatch(_) => "mismatch",
@@ -302,6 +323,13 @@ impl Flusher {
             // Flushed meanwhile (for example by the previous leader's confirmation).
             return Ok(());
         };
+        // Decode what is about to be uploaded and check every checksum, page count and commit
+        // count: `Flushed` drops the replicas' copies, so the object must be readable first. An
+        // object already in the store is accepted only when its bytes equal these.
+        let check = obj.clone();
+        tokio::task::spawn_blocking(move || verify_segment(&check))
+            .await
+            .map_err(|e| FlushError::Build(e.to_string()))??;
         let key = ObjectKey::Segment(id);
         match self.store.put_if_absent(&key, obj.bytes.clone()).await? {
             PutOutcome::Created => {}

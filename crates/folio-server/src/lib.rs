@@ -4,14 +4,18 @@
 
 pub mod admin;
 pub mod batcher;
+pub mod checkpointer;
 pub mod config;
 pub mod edge;
 pub mod flusher;
+pub mod history;
+pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod objstore;
 pub mod pages;
 pub mod registry;
+pub mod restore;
 pub mod service;
 
 pub use config::Config;

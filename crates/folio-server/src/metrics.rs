@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    register_gauge, register_histogram, register_histogram_vec, register_int_counter,
+    register_int_counter_vec, register_int_gauge, Gauge, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge,
 };
 
 pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -57,8 +58,9 @@ pub static BATCH_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
 pub static OBJECT_STORE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "folio_object_store_requests_total",
-        "Object-store requests by operation and outcome",
-        &["op", "outcome"]
+        "Object-store requests by operation, kind of object (segment, run, manifest, claim) and \
+         outcome",
+        &["op", "kind", "outcome"]
     )
     .expect("metric registers once")
 });
@@ -154,6 +156,72 @@ pub static WATCHERS: LazyLock<IntGauge> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+pub static CHECKPOINTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_checkpoints_total",
+        "Checkpoints this node wrote to the object store and got applied, as leader"
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKPOINT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "folio_checkpoint_seconds",
+        "Time to build, upload, merge and apply one checkpoint",
+        prometheus::exponential_buckets(0.01, 2.0, 14).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKPOINT_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_checkpoint_errors_total",
+        "Checkpoint attempts that failed (and are retried), by reason",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKPOINT_MERGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_checkpoint_run_merges_total",
+        "Index runs merged into one by checkpoints"
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKPOINT_RUNS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "folio_checkpoint_runs",
+        "Index runs the latest manifest this node wrote lists"
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKPOINT_RUN_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "folio_checkpoint_run_bytes",
+        "Bytes of the index runs the latest manifest this node wrote lists"
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKPOINT_PENDING_ENTRIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "folio_checkpoint_pending_entries",
+        "Index entries of flushed segments no checkpoint covers yet (on the leader)"
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECKPOINT_AGE_SECONDS: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "folio_checkpoint_pending_age_seconds",
+        "How long the oldest flushed segment no checkpoint covers has waited (on the leader)"
+    )
+    .expect("metric registers once")
+});
+
 /// Registers every metric of a write-tier node, so each appears on `/metrics` before its first
 /// observation.
 pub fn register() {
@@ -168,6 +236,7 @@ pub fn register() {
     LazyLock::force(&folio_state::metrics::SNAPSHOTS_BUILT);
     LazyLock::force(&folio_state::metrics::SNAPSHOTS_INSTALLED);
     LazyLock::force(&folio_state::metrics::SEALED_SEGMENTS);
+    LazyLock::force(&folio_state::metrics::CHECKPOINT_PAGES_DROPPED);
     LazyLock::force(&OBJECT_STORE_REQUESTS);
     LazyLock::force(&OBJECT_STORE_SECONDS);
     LazyLock::force(&FLUSH_SECONDS);
@@ -180,4 +249,12 @@ pub fn register() {
     LazyLock::force(&HEDGED_READS);
     LazyLock::force(&PAGES_READ);
     LazyLock::force(&WATCHERS);
+    LazyLock::force(&CHECKPOINTS);
+    LazyLock::force(&CHECKPOINT_SECONDS);
+    LazyLock::force(&CHECKPOINT_ERRORS);
+    LazyLock::force(&CHECKPOINT_MERGES);
+    LazyLock::force(&CHECKPOINT_RUNS);
+    LazyLock::force(&CHECKPOINT_RUN_BYTES);
+    LazyLock::force(&CHECKPOINT_PENDING_ENTRIES);
+    LazyLock::force(&CHECKPOINT_AGE_SECONDS);
 }

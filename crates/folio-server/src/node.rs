@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use folio_objstore::ObjectStore;
 use folio_raft::network::PeerService;
 use folio_raft::node::{self as raft_node, NodeConfig, Serving};
 use folio_state::{open_store, Raft};
@@ -15,10 +16,13 @@ use tokio::task::JoinSet;
 
 use crate::admin::AdminSvc;
 use crate::batcher::Batcher;
+use crate::checkpointer::Checkpointer;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::flusher::{FlushDemand, Flusher};
+use crate::history::History;
 use crate::pages::PageReader;
+use crate::restore::Restorer;
 use crate::service::{ReadPath, VolumeSvc, WritePath};
 
 /// A running node.
@@ -29,8 +33,10 @@ pub struct Node {
     pub advertise: String,
     pub metrics_addr: Option<SocketAddr>,
     pub raft: Raft,
+    /// This node's applied state, for tools and tests.
+    pub reader: folio_state::StateReader,
     serving: Serving,
-    /// Background work (flusher, snapshot trigger), aborted at shutdown.
+    /// Background work (flusher, checkpointer, rebuild, snapshot trigger), aborted at shutdown.
     tasks: JoinSet<()>,
 }
 
@@ -53,20 +59,39 @@ async fn snapshot_by_bytes(raft: Raft, reader: folio_state::StateReader, every: 
 
 impl Node {
     pub async fn start(cfg: Config) -> anyhow::Result<Node> {
+        let store = crate::objstore::open(&cfg.object_store)
+            .await
+            .context("open the object store")?;
+        Self::start_with_store(cfg, store).await
+    }
+
+    /// Starts a node on an object store opened by the caller (tests wrap one with faults);
+    /// `cfg.object_store` is not used.
+    pub async fn start_with_store(
+        cfg: Config,
+        store: Arc<dyn ObjectStore>,
+    ) -> anyhow::Result<Node> {
         cfg.validate()?;
         let bound = raft_node::bind(&cfg, cfg.listen_addr).await?;
         let (addr, advertise) = (bound.addr, bound.advertise.clone());
         let group = cfg.group();
-
+        let fresh = !cfg.data_dir.join("db").exists();
+        crate::identity::claim(&cfg, store.as_ref(), fresh).await?;
         let (log, sm) = open_store(&cfg.data_dir, group)
             .with_context(|| format!("open store in {}", cfg.data_dir.display()))?;
         let reader = sm.reader();
+        let state_reader = reader.clone();
         let raft: Raft =
             raft_node::start_raft(&cfg, group, cfg.openraft()?, &advertise, log, sm).await?;
-
-        let store = crate::objstore::open(&cfg.object_store)
-            .await
-            .context("open the object store")?;
+        let hedge_after = Duration::from_millis(cfg.read.hedge_after_ms);
+        // The history index's caches get a quarter of the page cache's budget on top of it.
+        let history = Arc::new(History::new(
+            reader.clone(),
+            store.clone(),
+            group,
+            cfg.read.page_cache_bytes / 4,
+            hedge_after,
+        ));
         let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
         let demand = Arc::new(FlushDemand::default());
         let registry = match &cfg.registry {
@@ -82,17 +107,42 @@ impl Node {
             raft.clone(),
             registry.clone(),
         ));
-        let writes = WritePath::new(batcher, reader.clone(), cfg.flush.clone(), demand.clone());
+        let writes = WritePath::new(batcher, history.clone(), cfg.flush.clone(), demand.clone());
         let pages = PageReader::new(
-            reader.clone(),
+            history.clone(),
             store.clone(),
             cfg.read.page_cache_bytes,
-            Duration::from_millis(cfg.read.hedge_after_ms),
+            hedge_after,
         );
-        let reads = ReadPath::new(reader.clone(), pages, cfg.read.clone());
+        let reads = ReadPath::new(history.clone(), pages, cfg.read.clone());
         let admin = AdminSvc::server(edge.clone(), reader.clone());
         let volumes = VolumeSvc::server(edge, writes, reads);
         let mut tasks = JoinSet::new();
+        tasks.spawn(
+            Checkpointer {
+                node_id: cfg.node_id,
+                group,
+                raft: raft.clone(),
+                history: history.clone(),
+                store: store.clone(),
+                cfg: cfg.checkpoint.clone(),
+                segment_bytes_max: cfg.limits.segment_bytes_max,
+            }
+            .run(),
+        );
+        if cfg.restore {
+            tasks.spawn(
+                Restorer {
+                    node_id: cfg.node_id,
+                    group,
+                    raft: raft.clone(),
+                    history,
+                    store: store.clone(),
+                    segment_bytes_max: cfg.limits.segment_bytes_max,
+                }
+                .run(),
+            );
+        }
         tasks.spawn(
             Flusher {
                 node_id: cfg.node_id,
@@ -139,6 +189,7 @@ impl Node {
             advertise,
             metrics_addr,
             raft,
+            reader: state_reader,
             serving,
             tasks,
         })

@@ -37,7 +37,7 @@ pub async fn open(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>, Store
     })
 }
 
-/// Counts requests by operation and outcome and times them.
+/// Counts requests by operation, kind of object and outcome, and times them.
 pub struct Metered<S>(pub S);
 
 fn outcome<T>(r: &Result<T, StoreError>) -> &'static str {
@@ -51,9 +51,20 @@ fn outcome<T>(r: &Result<T, StoreError>) -> &'static str {
     }
 }
 
-fn record(op: &'static str, started: Instant, out: &'static str) {
+/// What kind of object a key names, for the request metrics.
+fn kind(key: &ObjectKey) -> &'static str {
+    match key {
+        ObjectKey::Segment(_) => "segment",
+        ObjectKey::Run { .. } => "run",
+        ObjectKey::Manifest { .. } => "manifest",
+        ObjectKey::Identity { .. } | ObjectKey::NodeClaim { .. } => "claim",
+        ObjectKey::Group { .. } => "group",
+    }
+}
+
+fn record(op: &'static str, kind: &'static str, started: Instant, out: &'static str) {
     metrics::OBJECT_STORE_REQUESTS
-        .with_label_values(&[op, out])
+        .with_label_values(&[op, kind, out])
         .inc();
     metrics::OBJECT_STORE_SECONDS
         .with_label_values(&[op])
@@ -69,28 +80,28 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
             Ok(PutOutcome::AlreadyExists) => "already_exists",
             other => outcome(other),
         };
-        record("put", t, out);
+        record("put", kind(key), t, out);
         r
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
         let t = Instant::now();
         let r = self.0.get(key).await;
-        record("get", t, outcome(&r));
+        record("get", kind(key), t, outcome(&r));
         r
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes, StoreError> {
         let t = Instant::now();
         let r = self.0.get_range(key, range).await;
-        record("get_range", t, outcome(&r));
+        record("get_range", kind(key), t, outcome(&r));
         r
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
         let t = Instant::now();
         let r = self.0.head(key).await;
-        record("head", t, outcome(&r));
+        record("head", kind(key), t, outcome(&r));
         r
     }
 
@@ -102,14 +113,14 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
     ) -> Result<Vec<String>, StoreError> {
         let t = Instant::now();
         let r = self.0.list(prefix, start_after, limit).await;
-        record("list", t, outcome(&r));
+        record("list", "listing", t, outcome(&r));
         r
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
         let t = Instant::now();
         let r = self.0.delete(key).await;
-        record("delete", t, outcome(&r));
+        record("delete", kind(key), t, outcome(&r));
         r
     }
 }

@@ -17,6 +17,7 @@ use folio_state::StateReader;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use moka::future::Cache;
 
+use crate::history::History;
 use crate::metrics;
 
 /// Object-store reads of one ReadPages call in flight at once.
@@ -28,8 +29,22 @@ pub enum ReadError {
     Store(#[from] StoreError),
     #[error("segment {segment}: {reason}")]
     Corrupt { segment: SegmentId, reason: String },
+    #[error("object {key}: {reason}")]
+    Object { key: String, reason: String },
     #[error("local state: {0}")]
     Local(String),
+    /// This replica cannot answer now (it is installing a snapshot); another may.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl ReadError {
+    pub fn from_local(e: folio_state::StoreError) -> ReadError {
+        match e {
+            folio_state::StoreError::Installing => ReadError::Busy(e.to_string()),
+            other => ReadError::Local(other.to_string()),
+        }
+    }
 }
 
 /// One page as read.
@@ -43,6 +58,7 @@ pub struct PageVersion {
 
 pub struct PageReader {
     state: StateReader,
+    history: Arc<History>,
     store: Arc<dyn ObjectStore>,
     pages: Cache<(SegmentId, u64), Bytes>,
     indexes: Cache<SegmentId, Arc<SegmentIndex>>,
@@ -53,7 +69,7 @@ pub struct PageReader {
 impl PageReader {
     /// `cache_bytes` bounds the page cache, and a sixteenth of it the segment-index cache.
     pub fn new(
-        state: StateReader,
+        history: Arc<History>,
         store: Arc<dyn ObjectStore>,
         cache_bytes: u64,
         hedge_after: Duration,
@@ -69,7 +85,8 @@ impl PageReader {
             .max_capacity((cache_bytes / 16).max(1 << 20))
             .build();
         PageReader {
-            state,
+            state: history.state().clone(),
+            history,
             store,
             pages,
             indexes,
@@ -86,17 +103,9 @@ impl PageReader {
         lsn: Lsn,
         idxs: &[PageIdx],
     ) -> Result<Vec<PageVersion>, ReadError> {
-        let mut located = Vec::with_capacity(idxs.len());
-        for idx in idxs {
-            let found = self
-                .state
-                .page_at(volume, *idx, lsn)
-                .map_err(|e| ReadError::Local(e.to_string()))?;
-            located.push((*idx, found));
-        }
-        stream::iter(located)
-            .map(|(idx, found)| async move {
-                match found {
+        stream::iter(idxs.iter().copied())
+            .map(|idx| async move {
+                match self.history.page_at(volume, idx, lsn).await? {
                     None => Ok(PageVersion {
                         idx,
                         written: Lsn(0),
@@ -124,7 +133,7 @@ impl PageReader {
         if let Some(b) = self
             .state
             .buffered_page(loc.segment, loc.offset)
-            .map_err(|e| ReadError::Local(e.to_string()))?
+            .map_err(ReadError::from_local)?
         {
             // Not cached: the buffer is local and the bytes may be dropped after the flush.
             metrics::PAGE_READS.with_label_values(&["buffer"]).inc();
@@ -192,7 +201,12 @@ impl PageReader {
                     segment: *segment,
                     reason: reason.clone(),
                 },
+                ReadError::Object { key, reason } => ReadError::Object {
+                    key: key.clone(),
+                    reason: reason.clone(),
+                },
                 ReadError::Local(s) => ReadError::Local(s.clone()),
+                ReadError::Busy(s) => ReadError::Busy(s.clone()),
             })
     }
 

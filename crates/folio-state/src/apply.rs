@@ -14,11 +14,11 @@ use folio_raft::keys::cf;
 use openraft::{AnyError, Entry, EntryPayload, StorageIOError, StoredMembership};
 use rocksdb::{WriteBatch, DB};
 
-use crate::command::{Command, CommandResult, Rejection, Request, Response};
+use crate::command::{Command, CommandResult, Rejection, Request, Response, RestoreStep};
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::machine::SErr;
-use crate::state::{CommitRecord, IdemRecord, OpenSegment, SealedSegment, VolumeHead};
+use crate::state::{CommitRecord, IdemRecord, ManifestRef, OpenSegment, SealedSegment, VolumeHead};
 use crate::{metrics, StateMachine, TypeConfig};
 
 /// The writes of one `apply` call, with an overlay so later commands in the call see the effects
@@ -30,6 +30,7 @@ struct ApplyTx<'a> {
     idem: HashMap<(VolumeId, Bytes), Option<IdemRecord>>,
     commits: HashMap<(VolumeId, Lsn), CommitRecord>,
     slots: HashMap<(SegmentId, u64), (VolumeId, PageIdx)>,
+    idem_lsn: HashMap<(VolumeId, Lsn), Option<Bytes>>,
 }
 
 impl<'a> ApplyTx<'a> {
@@ -41,6 +42,7 @@ impl<'a> ApplyTx<'a> {
             idem: HashMap::new(),
             commits: HashMap::new(),
             slots: HashMap::new(),
+            idem_lsn: HashMap::new(),
         }
     }
 
@@ -84,6 +86,48 @@ impl<'a> ApplyTx<'a> {
             return Ok(Some(c.clone()));
         }
         self.read(CF_COMMITS, &commit_key(v, lsn))
+    }
+
+    /// The key of commit `lsn` in the idempotency window.
+    fn idem_key_at(&self, v: VolumeId, lsn: Lsn) -> Result<Option<Bytes>, StoreError> {
+        if let Some(k) = self.idem_lsn.get(&(v, lsn)) {
+            return Ok(k.clone());
+        }
+        if let Some(b) = self
+            .db
+            .get_cf(cf(self.db, CF_IDEM_LSN), idem_lsn_key(v, lsn))?
+        {
+            return Ok(Some(Bytes::from(b)));
+        }
+        // Written before the window had its own column family: the commit record names it.
+        Ok(self.commit(v, lsn)?.map(|c| c.idempotency_key))
+    }
+
+    /// Records `key` as commit `lsn`'s key in the idempotency window.
+    fn put_idem(&mut self, v: VolumeId, key: &Bytes, rec: IdemRecord) {
+        self.batch
+            .put_cf(cf(self.db, CF_IDEM), idem_key(v, key), encode(&rec));
+        self.batch
+            .put_cf(cf(self.db, CF_IDEM_LSN), idem_lsn_key(v, rec.lsn), key);
+        self.idem.insert((v, key.clone()), Some(rec));
+        self.idem_lsn.insert((v, rec.lsn), Some(key.clone()));
+    }
+
+    /// Forgets the key of commit `old`, which just left the idempotency window, unless a later
+    /// commit reused the key.
+    fn expire_idem(&mut self, v: VolumeId, old: Lsn) -> Result<(), StoreError> {
+        let Some(key) = self.idem_key_at(v, old)? else {
+            return Ok(());
+        };
+        self.batch
+            .delete_cf(cf(self.db, CF_IDEM_LSN), idem_lsn_key(v, old));
+        self.idem_lsn.insert((v, old), None);
+        if self.idem(v, &key)?.is_some_and(|r| r.lsn == old) {
+            self.batch
+                .delete_cf(cf(self.db, CF_IDEM), idem_key(v, &key));
+            self.idem.insert((v, key), None);
+        }
+        Ok(())
     }
 
     fn slot(&self, s: SegmentId, offset: u64) -> Result<Option<(VolumeId, PageIdx)>, StoreError> {
@@ -204,10 +248,152 @@ impl StateMachine {
         g.buffered_bytes = g.buffered_bytes.saturating_sub(s.bytes);
         g.flushed_segments += 1;
         let (start, end) = segment_range(segment);
+        // The segment's commit records and slots stay until a checkpoint covers it.
         tx.batch.delete_range_cf(cf(tx.db, CF_BUFFER), &start, &end);
-        tx.batch
-            .delete_range_cf(cf(tx.db, CF_SEG_COMMITS), &start, &end);
         s.bytes
+    }
+
+    /// Applies checkpoint `seq` covering every segment up to `through`: drops their index
+    /// entries, commit records and slots. Refused (false) unless `seq` is the next version, it
+    /// moves forward, and no segment up to `through` is still open or waiting for upload.
+    fn checkpoint(
+        &mut self,
+        tx: &mut ApplyTx<'_>,
+        seq: u64,
+        through: SegmentId,
+    ) -> Result<bool, StoreError> {
+        let g = &self.meta.group;
+        let next = g.manifest.map_or(1, |m| m.seq + 1);
+        let unflushed =
+            g.open.is_some_and(|o| o.id <= through) || g.sealed.iter().any(|s| s.id <= through);
+        if seq != next || g.manifest.is_some_and(|m| m.through >= through) || unflushed {
+            return Ok(false);
+        }
+        let end = through_segment_end(through);
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(end.clone());
+        let db = tx.db;
+        let (seg_cf, commits_cf, pages_cf) =
+            (cf(db, CF_SEG_COMMITS), cf(db, CF_COMMITS), cf(db, CF_PAGES));
+        let mut dropped = 0u64;
+        for item in db.iterator_cf_opt(seg_cf, opts, rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            let (_, v, lsn) =
+                parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
+            if lsn != Lsn::ZERO {
+                if let Some(rec) = tx.commit(v, lsn)? {
+                    for p in &rec.pages {
+                        tx.batch.delete_cf(pages_cf, page_key(v, p.idx, lsn));
+                    }
+                    dropped += rec.pages.len() as u64;
+                }
+                tx.batch.delete_cf(commits_cf, commit_key(v, lsn));
+                tx.commits.remove(&(v, lsn));
+            }
+        }
+        tx.batch
+            .delete_range_cf(seg_cf, [].as_slice(), end.as_slice());
+        tx.batch
+            .delete_range_cf(cf(db, CF_SLOTS), [].as_slice(), end.as_slice());
+        tx.slots.retain(|(s, _), _| *s > through);
+        self.meta.group.manifest = Some(ManifestRef { seq, through });
+        metrics::CHECKPOINT_PAGES_DROPPED.inc_by(dropped);
+        Ok(true)
+    }
+
+    /// One step of a rebuild from the bucket.
+    fn restore(
+        &mut self,
+        tx: &mut ApplyTx<'_>,
+        step: &RestoreStep,
+    ) -> Result<CommandResult, StoreError> {
+        let g = &self.meta.group;
+        match step {
+            RestoreStep::Begin {
+                manifest,
+                last_time_ms,
+                next_segment_seq,
+            } => {
+                // Only an empty group is rebuilt (or one whose rebuild a previous leader began).
+                let has_volumes = tx
+                    .db
+                    .iterator_cf(cf(tx.db, CF_VOLUMES), rocksdb::IteratorMode::Start)
+                    .next()
+                    .is_some();
+                let empty =
+                    !has_volumes && g.manifest.is_none() && g.open.is_none() && g.sealed.is_empty();
+                if !empty && !g.restoring {
+                    return Ok(CommandResult::Rejected(Rejection::RestoreRefused(
+                        "the group already holds volumes or history".into(),
+                    )));
+                }
+                let g = &mut self.meta.group;
+                g.manifest = *manifest;
+                g.last_time_ms = g.last_time_ms.max(*last_time_ms);
+                g.next_segment_seq = g.next_segment_seq.max(*next_segment_seq);
+                g.restoring = true;
+            }
+            _ if !g.restoring => {
+                return Ok(CommandResult::Rejected(Rejection::RestoreRefused(
+                    "no rebuild is under way".into(),
+                )))
+            }
+            RestoreStep::Volumes { heads } => {
+                for (v, h) in heads {
+                    tx.put_head(*v, *h);
+                }
+            }
+            RestoreStep::Commits { records } => {
+                for r in records {
+                    if r.lsn == Lsn::ZERO {
+                        continue;
+                    }
+                    if r.indexed {
+                        let rec = CommitRecord {
+                            lsn: r.lsn,
+                            idempotency_key: r.idempotency_key.clone(),
+                            fingerprint: r.fingerprint,
+                            committed_at_ms: r.committed_at_ms,
+                            pages: r.pages.clone(),
+                            segment: r.segment,
+                        };
+                        for p in &r.pages {
+                            tx.batch.put_cf(
+                                cf(tx.db, CF_PAGES),
+                                page_key(r.volume, p.idx, r.lsn),
+                                location_value(p.segment, p.offset),
+                            );
+                        }
+                        tx.batch.put_cf(
+                            cf(tx.db, CF_SEG_COMMITS),
+                            seg_commit_key(r.segment, r.volume, r.lsn),
+                            [],
+                        );
+                        tx.batch.put_cf(
+                            cf(tx.db, CF_COMMITS),
+                            commit_key(r.volume, r.lsn),
+                            encode(&rec),
+                        );
+                        tx.commits.insert((r.volume, r.lsn), rec);
+                    }
+                    // Only the window's keys: older ones would never expire.
+                    let head = tx.head(r.volume)?.map_or(Lsn::ZERO, |h| h.lsn);
+                    if r.lsn.0 + IDEMPOTENCY_RETAIN_COMMITS > head.0 {
+                        tx.put_idem(
+                            r.volume,
+                            &r.idempotency_key,
+                            IdemRecord {
+                                lsn: r.lsn,
+                                fingerprint: r.fingerprint,
+                                segment: Some(r.segment),
+                            },
+                        );
+                    }
+                }
+            }
+            RestoreStep::End => self.meta.group.restoring = false,
+        }
+        Ok(CommandResult::Restored)
     }
 
     fn apply_command(
@@ -217,6 +403,13 @@ impl StateMachine {
         cmd: &Command,
     ) -> Result<CommandResult, StoreError> {
         let time_ms = req.time_ms;
+        let writes = matches!(
+            cmd,
+            Command::CreateVolume { .. } | Command::Commit { .. } | Command::WritePages { .. }
+        );
+        if writes && self.meta.group.restoring {
+            return Ok(CommandResult::Rejected(Rejection::Restoring));
+        }
         match cmd {
             Command::CreateVolume { volume } => {
                 if tx.head(*volume)?.is_some() {
@@ -259,14 +452,22 @@ impl StateMachine {
                                 lsn: rec.lsn,
                             }));
                         }
-                        let original = tx.commit(v, rec.lsn)?.ok_or_else(|| {
-                            corrupt(CF_COMMITS, format!("missing commit {v}@{}", rec.lsn))
-                        })?;
+                        // The record is here until a checkpoint covers it; after that the
+                        // answer carries no pages and the edge reads them from the manifest.
+                        let (pages, segment) = match tx.commit(v, rec.lsn)? {
+                            Some(original) => (original.pages, original.segment),
+                            None => (
+                                Vec::new(),
+                                rec.segment.ok_or_else(|| {
+                                    corrupt(CF_IDEM, format!("missing commit {v}@{}", rec.lsn))
+                                })?,
+                            ),
+                        };
                         return Ok(CommandResult::Committed {
                             lsn: rec.lsn,
-                            pages: original.pages,
+                            pages,
                             deduplicated: true,
-                            segment: original.segment,
+                            segment,
                         });
                     }
                 }
@@ -290,13 +491,24 @@ impl StateMachine {
                             }))
                         }
                         None => {
+                            let checkpointed = self
+                                .meta
+                                .group
+                                .manifest
+                                .is_some_and(|m| r.segment <= m.through);
+                            let reason = if checkpointed {
+                                format!(
+                                    "segment {} is older than the group's last checkpoint, so \
+                                     its slots can no longer be checked; write the page again",
+                                    r.segment
+                                )
+                            } else {
+                                format!("segment {} has no page at offset {}", r.segment, r.offset)
+                            };
                             return Ok(CommandResult::Rejected(Rejection::BadRef {
                                 idx: r.idx,
-                                reason: format!(
-                                    "segment {} has no page at offset {}",
-                                    r.segment, r.offset
-                                ),
-                            }))
+                                reason,
+                            }));
                         }
                     }
                 }
@@ -333,32 +545,18 @@ impl StateMachine {
                 tx.batch
                     .put_cf(cf(tx.db, CF_COMMITS), commit_key(v, lsn), encode(&rec));
                 tx.commits.insert((v, lsn), rec);
-                let idem = IdemRecord {
-                    lsn,
-                    fingerprint: *fingerprint,
-                };
-                tx.batch.put_cf(
-                    cf(tx.db, CF_IDEM),
-                    idem_key(v, &args.idempotency_key),
-                    encode(&idem),
+                tx.put_idem(
+                    v,
+                    &args.idempotency_key,
+                    IdemRecord {
+                        lsn,
+                        fingerprint: *fingerprint,
+                        segment: Some(segment),
+                    },
                 );
-                tx.idem
-                    .insert((v, args.idempotency_key.clone()), Some(idem));
                 // Retention: forget the key of the commit that just left the window.
                 if lsn.0 > IDEMPOTENCY_RETAIN_COMMITS {
-                    let old = Lsn(lsn.0 - IDEMPOTENCY_RETAIN_COMMITS);
-                    if let Some(old_rec) = tx.commit(v, old)? {
-                        let still_ours = tx
-                            .idem(v, &old_rec.idempotency_key)?
-                            .is_some_and(|r| r.lsn == old);
-                        if still_ours {
-                            tx.batch.delete_cf(
-                                cf(tx.db, CF_IDEM),
-                                idem_key(v, &old_rec.idempotency_key),
-                            );
-                            tx.idem.insert((v, old_rec.idempotency_key), None);
-                        }
-                    }
+                    tx.expire_idem(v, Lsn(lsn.0 - IDEMPOTENCY_RETAIN_COMMITS))?;
                 }
                 tx.put_head(
                     v,
@@ -384,6 +582,10 @@ impl StateMachine {
             Command::Flushed { segment } => {
                 Ok(CommandResult::Flushed(self.drop_flushed(tx, *segment)))
             }
+            Command::Checkpointed { seq, through } => Ok(CommandResult::Checkpointed(
+                self.checkpoint(tx, *seq, *through)?,
+            )),
+            Command::Restore { step } => self.restore(tx, step),
         }
     }
 

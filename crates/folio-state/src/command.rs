@@ -5,6 +5,8 @@ use bytes::Bytes;
 use folio_core::{CommitArgs, Lsn, PageIdx, PageLocation, SegmentId, VolumeId, WritePagesArgs};
 use serde::{Deserialize, Serialize};
 
+use crate::state::{ManifestRef, VolumeHead};
+
 /// One Raft entry's payload. The leader stamps it with its clock and the group's segment size
 /// limit, so every replica makes the same segment decisions whatever its own clock or config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,55 @@ pub enum Command {
     Flushed {
         segment: SegmentId,
     },
+    // A log entry names its command by variant name: never rename or remove one (see
+    // `folio_raft::codec`).
+    /// Manifest version `seq` is in the object store and its runs hold the index and commit
+    /// records of every segment up to and including `through`: every replica drops those from
+    /// its own column families (reads then go through the manifest). Applied only as the next
+    /// version in sequence, and only when every segment up to `through` is flushed.
+    Checkpointed {
+        seq: u64,
+        through: SegmentId,
+    },
+    /// One step of rebuilding an empty group's state from the bucket (`folio server --restore`).
+    Restore {
+        step: RestoreStep,
+    },
+}
+
+/// The steps of a rebuild, proposed in order by the leader that runs it. Each step is safe to
+/// propose again (a new leader restarts the rebuild from `Begin`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreStep {
+    /// Starts a rebuild of an empty group: the checkpoint found in the bucket, and where segment
+    /// numbering continues so new segment ids sort after every id already in the bucket.
+    Begin {
+        manifest: Option<ManifestRef>,
+        last_time_ms: u64,
+        next_segment_seq: u32,
+    },
+    /// Volume heads as of the newest flushed commit.
+    Volumes { heads: Vec<(VolumeId, VolumeHead)> },
+    /// Commit records: those of flushed segments after the checkpoint (`indexed`: kept in the
+    /// node's index until the next checkpoint covers them) and, for the idempotency window, older
+    /// ones (only their keys are kept).
+    Commits { records: Vec<RestoredCommit> },
+    /// The rebuild is complete: client writes are accepted again.
+    End,
+}
+
+/// A commit record read back from the bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredCommit {
+    pub volume: VolumeId,
+    pub lsn: Lsn,
+    pub committed_at_ms: u64,
+    pub idempotency_key: Bytes,
+    pub fingerprint: u128,
+    pub pages: Vec<PageLocation>,
+    /// The segment that carried the record.
+    pub segment: SegmentId,
+    pub indexed: bool,
 }
 
 impl Command {
@@ -61,7 +112,20 @@ impl Command {
             Command::WritePages { args } => {
                 OVERHEAD + args.pages.len() * (folio_core::PAGE_SIZE + 8)
             }
-            Command::Seal { .. } | Command::Flushed { .. } => OVERHEAD,
+            Command::Seal { .. } | Command::Flushed { .. } | Command::Checkpointed { .. } => {
+                OVERHEAD
+            }
+            Command::Restore { step } => {
+                OVERHEAD
+                    + match step {
+                        RestoreStep::Begin { .. } | RestoreStep::End => 0,
+                        RestoreStep::Volumes { heads } => heads.len() * 40,
+                        RestoreStep::Commits { records } => records
+                            .iter()
+                            .map(|r| 96 + r.idempotency_key.len() + r.pages.len() * 32)
+                            .sum(),
+                    }
+            }
         }
     }
 
@@ -121,6 +185,10 @@ pub enum CommandResult {
     /// Buffer bytes dropped (0 when the segment was already flushed).
     Flushed(u64),
     Rejected(Rejection),
+    /// Whether the checkpoint was applied (false: stale, already applied or out of order).
+    Checkpointed(bool),
+    /// A rebuild step was applied.
+    Restored,
 }
 
 /// Why the state machine refused a command. Refusals are deterministic: every replica refuses
@@ -143,6 +211,10 @@ pub enum Rejection {
     KeyReused { volume: VolumeId, lsn: Lsn },
     #[error("segment ref for page {idx}: {reason}")]
     BadRef { idx: PageIdx, reason: String },
+    #[error("the group is being rebuilt from the object store; writes resume when it completes")]
+    Restoring,
+    #[error("cannot rebuild: {0}")]
+    RestoreRefused(String),
 }
 
 /// An idempotency key with the volume it belongs to, as stored.

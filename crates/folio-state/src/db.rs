@@ -21,6 +21,12 @@ pub enum StoreError {
     Corrupt { cf: &'static str, reason: String },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The replica is replacing its state with a snapshot from its leader: what it would read
+    /// now could be half old, half new.
+    #[error(
+        "this replica is installing a snapshot from its leader; retry, or read from another member"
+    )]
+    Installing,
 }
 
 pub(crate) fn corrupt(cf: &'static str, e: impl ToString) -> StoreError {

@@ -8,26 +8,34 @@ use folio_raft::keys::LOG_CFS;
 pub const CF_SM_META: &str = "sm_meta";
 /// Volume heads: volume → head.
 pub const CF_VOLUMES: &str = "sm_volumes";
-/// Commit history: (volume, LSN) → commit record.
+/// Commit records not checkpointed yet: (volume, LSN) → commit record. Older ones are read
+/// through the group's manifest in the object store.
 pub const CF_COMMITS: &str = "sm_commits";
-/// Idempotency keys: (volume, key) → (LSN, fingerprint).
+/// Idempotency keys of each volume's last `IDEMPOTENCY_RETAIN_COMMITS` commits: (volume, key) →
+/// (LSN, fingerprint, segment).
 pub const CF_IDEM: &str = "sm_idem";
-/// Multi-version page index: (volume, page, LSN) → location.
+/// The idempotency window in LSN order: (volume, LSN) → key, so the key of the commit that leaves
+/// the window is found without the commit record.
+pub const CF_IDEM_LSN: &str = "sm_idem_lsn";
+/// Multi-version page index of the commits not checkpointed yet: (volume, page, LSN) → location.
 pub const CF_PAGES: &str = "sm_pages";
-/// Which page a segment slot holds: (segment, offset) → (volume, page).
+/// Which page a slot of a segment not checkpointed yet holds: (segment, offset) → (volume,
+/// page), to check a two-step commit's references.
 pub const CF_SLOTS: &str = "sm_slots";
 /// Page bytes not yet flushed: (segment, offset) → 4096 bytes.
 pub const CF_BUFFER: &str = "sm_buffer";
-/// Commit records a segment carries, until it is flushed: (segment, volume, LSN) → nothing.
-/// LSN 0 stands for the volume's creation.
+/// Commit records each segment carries, until a checkpoint covers the segment: (segment, volume,
+/// LSN) → nothing. LSN 0 stands for the volume's creation. The checkpoint reads it to find what
+/// to put in a run and what to drop after.
 pub const CF_SEG_COMMITS: &str = "sm_segment_commits";
 
 /// Every column family of the state machine, in snapshot order.
-pub const SM_CFS: [&str; 8] = [
+pub const SM_CFS: [&str; 9] = [
     CF_SM_META,
     CF_VOLUMES,
     CF_COMMITS,
     CF_IDEM,
+    CF_IDEM_LSN,
     CF_PAGES,
     CF_SLOTS,
     CF_BUFFER,
@@ -48,6 +56,11 @@ pub fn commit_key(v: VolumeId, lsn: Lsn) -> [u8; 24] {
     k[..16].copy_from_slice(v.as_bytes());
     k[16..].copy_from_slice(&lsn.0.to_be_bytes());
     k
+}
+
+/// Key of the idempotency window in LSN order: the same layout as a commit key.
+pub fn idem_lsn_key(v: VolumeId, lsn: Lsn) -> [u8; 24] {
+    commit_key(v, lsn)
 }
 
 pub fn idem_key(v: VolumeId, key: &[u8]) -> Vec<u8> {
@@ -111,6 +124,12 @@ pub fn parse_seg_commit_key(k: &[u8]) -> Option<(SegmentId, VolumeId, Lsn)> {
         VolumeId::from_slice(&k[16..32]).ok()?,
         Lsn(u64::from_be_bytes(k[32..].try_into().ok()?)),
     ))
+}
+
+/// The exclusive end of every key of segments up to and including `s`, in any column family keyed
+/// by segment first: scanning from the start to here visits exactly those segments.
+pub fn through_segment_end(s: SegmentId) -> Vec<u8> {
+    segment_range(s).1
 }
 
 /// The key range `[start, end)` that holds every key starting with segment `s`, in any column

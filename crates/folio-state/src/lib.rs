@@ -7,17 +7,22 @@
 #![allow(clippy::result_large_err)]
 
 mod apply;
+mod checkpoint;
 pub mod command;
 mod db;
 pub mod keys;
 mod machine;
 pub mod metrics;
 mod reader;
+pub mod runs;
 mod segment_object;
 pub mod snapshot;
 pub mod state;
 
-pub use command::{Command, CommandResult, Rejection, Request, Response};
+pub use checkpoint::{BuiltRun, CheckpointPlan};
+pub use command::{
+    Command, CommandResult, Rejection, Request, Response, RestoreStep, RestoredCommit,
+};
 pub use db::{open_store, StoreError};
 pub use machine::StateMachine;
 pub use reader::StateReader;

@@ -47,6 +47,8 @@ pub struct StateMachine {
     shared: watch::Sender<Arc<GroupState>>,
     /// Bytes of commands applied since this node started (for byte-based snapshot triggers).
     pub(crate) applied_bytes: Arc<AtomicU64>,
+    /// Odd while a snapshot is being installed; readers check it around every read.
+    pub(crate) installs: Arc<AtomicU64>,
 }
 
 impl StateMachine {
@@ -55,6 +57,9 @@ impl StateMachine {
         group_id: GroupId,
         snapshots: PathBuf,
     ) -> Result<Self, StoreError> {
+        // A node that restarts behind its persisted snapshot (or in the middle of installing
+        // one) first brings its state machine up to it.
+        snapshot::recover_at_open(&db, &snapshots)?;
         let meta = load_meta(&db)?;
         metrics::BUFFERED_BYTES.set(meta.group.buffered_bytes as i64);
         let (shared, _) = watch::channel(Arc::new(meta.group.clone()));
@@ -66,6 +71,7 @@ impl StateMachine {
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
             shared,
             applied_bytes: Arc::new(AtomicU64::new(0)),
+            installs: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -75,6 +81,7 @@ impl StateMachine {
             self.db.clone(),
             self.shared.clone(),
             self.applied_bytes.clone(),
+            self.installs.clone(),
         )
     }
 

@@ -47,3 +47,11 @@ pub static SNAPSHOTS_INSTALLED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static CHECKPOINT_PAGES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_checkpoint_index_entries_dropped_total",
+        "Page-index entries this node dropped because a checkpoint in the object store covers them"
+    )
+    .expect("metric registers once")
+});

@@ -22,6 +22,7 @@ pub struct StateReader {
     pub(crate) db: Arc<DB>,
     group: watch::Sender<Arc<GroupState>>,
     applied_bytes: Arc<AtomicU64>,
+    installs: Arc<AtomicU64>,
 }
 
 impl StateReader {
@@ -29,23 +30,53 @@ impl StateReader {
         db: Arc<DB>,
         group: watch::Sender<Arc<GroupState>>,
         applied_bytes: Arc<AtomicU64>,
+        installs: Arc<AtomicU64>,
     ) -> Self {
         StateReader {
             db,
             group,
             applied_bytes,
+            installs,
         }
     }
 
-    pub fn volume(&self, v: VolumeId) -> Result<Option<VolumeHead>, StoreError> {
-        match self.db.get_cf(cf(&self.db, CF_VOLUMES), v.as_bytes())? {
-            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt(CF_VOLUMES, e))?)),
-            None => Ok(None),
+    /// Runs a read, refusing it when a snapshot install overlapped it (a seqlock: the counter is
+    /// odd during an install and moves on when one ends).
+    pub(crate) fn consistent<T>(
+        &self,
+        read: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let before = self.installs.load(Ordering::SeqCst);
+        if before % 2 == 1 {
+            return Err(StoreError::Installing);
         }
+        let out = read()?;
+        if self.installs.load(Ordering::SeqCst) != before {
+            return Err(StoreError::Installing);
+        }
+        Ok(out)
+    }
+
+    pub fn volume(&self, v: VolumeId) -> Result<Option<VolumeHead>, StoreError> {
+        self.consistent(
+            || match self.db.get_cf(cf(&self.db, CF_VOLUMES), v.as_bytes())? {
+                Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt(CF_VOLUMES, e))?)),
+                None => Ok(None),
+            },
+        )
     }
 
     /// Commits of `v` from `from` on, at most `limit`.
     pub fn commits(
+        &self,
+        v: VolumeId,
+        from: Lsn,
+        limit: usize,
+    ) -> Result<Vec<CommitRecord>, StoreError> {
+        self.consistent(|| self.commits_unchecked(v, from, limit))
+    }
+
+    fn commits_unchecked(
         &self,
         v: VolumeId,
         from: Lsn,
@@ -122,6 +153,15 @@ impl StateReader {
         idx: PageIdx,
         lsn: Lsn,
     ) -> Result<Option<(Lsn, PageLocation)>, StoreError> {
+        self.consistent(|| self.page_at_unchecked(v, idx, lsn))
+    }
+
+    fn page_at_unchecked(
+        &self,
+        v: VolumeId,
+        idx: PageIdx,
+        lsn: Lsn,
+    ) -> Result<Option<(Lsn, PageLocation)>, StoreError> {
         let key = page_key(v, idx, lsn);
         let mut it = self.db.iterator_cf(
             cf(&self.db, CF_PAGES),
@@ -156,10 +196,12 @@ impl StateReader {
         segment: SegmentId,
         offset: u64,
     ) -> Result<Option<Bytes>, StoreError> {
-        Ok(self
-            .db
-            .get_cf(cf(&self.db, CF_BUFFER), slot_key(segment, offset))?
-            .map(Bytes::from))
+        self.consistent(|| {
+            Ok(self
+                .db
+                .get_cf(cf(&self.db, CF_BUFFER), slot_key(segment, offset))?
+                .map(Bytes::from))
+        })
     }
 
     /// The group's segment state as of this replica's last applied entry.

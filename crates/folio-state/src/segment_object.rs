@@ -104,6 +104,7 @@ impl StateReader {
                     volume,
                     lsn,
                     committed_at_ms: head.created_at_ms,
+                    fingerprint: 0,
                     idempotency_key: Bytes::new(),
                     pages: Vec::new(),
                 }
@@ -116,6 +117,7 @@ impl StateReader {
                     volume,
                     lsn,
                     committed_at_ms: rec.committed_at_ms,
+                    fingerprint: rec.fingerprint,
                     idempotency_key: rec.idempotency_key,
                     pages: rec.pages,
                 }

@@ -28,6 +28,18 @@ pub struct CommitRecord {
 pub struct IdemRecord {
     pub lsn: Lsn,
     pub fingerprint: u128,
+    /// The segment that carries the commit record, so a retry is answered after the record has
+    /// left the node (checkpointed). Absent in records written before it existed.
+    #[serde(default)]
+    pub segment: Option<SegmentId>,
+}
+
+/// The group's current checkpoint: manifest version `seq` in the object store, whose runs hold
+/// the page index and commit records of every segment up to and including `through`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRef {
+    pub seq: u64,
+    pub through: SegmentId,
 }
 
 /// The group's segment bookkeeping, replicated so every replica assigns the same offsets.
@@ -46,6 +58,12 @@ pub struct GroupState {
     pub sealed: Vec<SealedSegment>,
     /// Segments flushed so far.
     pub flushed_segments: u64,
+    /// The latest checkpoint; `None` before the first.
+    #[serde(default)]
+    pub manifest: Option<ManifestRef>,
+    /// A rebuild from the bucket is under way: client writes are refused until it ends.
+    #[serde(default)]
+    pub restoring: bool,
 }
 
 impl GroupState {

@@ -504,3 +504,184 @@ async fn a_refs_only_commit_still_carries_its_record() {
     assert_eq!(*segment, open_segment(&h));
     assert!(*segment > first);
 }
+
+/// Seals and flushes the open segment; returns it.
+async fn seal_and_flush(h: &mut Harness) -> folio_core::SegmentId {
+    let id = open_segment(h);
+    h.one(Command::Seal { segment: id }).await;
+    h.one(Command::Flushed { segment: id }).await;
+    id
+}
+
+#[tokio::test]
+async fn a_checkpoint_drops_only_flushed_history_and_only_in_sequence() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    h.one(commit(v, 0, "a", &[(0, 1), (1, 1)])).await;
+    let first = seal_and_flush(&mut h).await;
+    h.one(commit(v, 1, "b", &[(0, 2)])).await;
+    let second = open_segment(&h);
+    let reader = h.sm.reader();
+
+    // The plan stops before the open segment, and the run holds the flushed one's history.
+    let plan = reader.checkpoint_plan(1_000).unwrap().unwrap();
+    assert_eq!((plan.first, plan.through, plan.segments), (first, first, 1));
+    assert_eq!(
+        plan.entries,
+        1 + 1 + 2,
+        "creation, one commit record, two page versions"
+    );
+    let run = reader.build_run(first).unwrap().unwrap();
+    assert_eq!(
+        run.entries,
+        1 + 2 + 1,
+        "commit, two pages, the volume's head"
+    );
+    let table = folio_segment::table::Table::decode(run.bytes.clone()).unwrap();
+    assert_eq!(table.entries(), run.entries);
+    assert!(
+        reader.build_run(second).unwrap().is_none(),
+        "not flushed yet"
+    );
+
+    // Out of sequence, or over an unflushed segment: refused.
+    for (seq, through) in [(2, first), (1, second)] {
+        assert_eq!(
+            h.one(Command::Checkpointed { seq, through }).await,
+            CommandResult::Checkpointed(false)
+        );
+    }
+    assert_eq!(
+        h.one(Command::Checkpointed {
+            seq: 1,
+            through: first
+        })
+        .await,
+        CommandResult::Checkpointed(true)
+    );
+    assert_eq!(
+        h.one(Command::Checkpointed {
+            seq: 2,
+            through: first
+        })
+        .await,
+        CommandResult::Checkpointed(false),
+        "a checkpoint must move forward"
+    );
+    // LSN 1 left the node; LSN 2 (open segment) is still here.
+    assert!(reader.page_at(v, PageIdx(1), Lsn(1)).unwrap().is_none());
+    assert_eq!(
+        reader.page_at(v, PageIdx(0), Lsn(5)).unwrap().unwrap().0,
+        Lsn(2)
+    );
+    let local: Vec<u64> = reader
+        .commits(v, Lsn(1), 10)
+        .unwrap()
+        .iter()
+        .map(|c| c.lsn.0)
+        .collect();
+    assert_eq!(local, vec![2]);
+    assert_eq!(reader.manifest().unwrap().unwrap().through, first);
+    assert!(reader.checkpoint_plan(1_000).unwrap().is_none());
+
+    // A retry of LSN 1 is still recognised; its pages come from the manifest (none here).
+    let r = h.one(commit(v, 0, "a", &[(0, 1), (1, 1)])).await;
+    assert_eq!(
+        r,
+        CommandResult::Committed {
+            lsn: Lsn(1),
+            pages: vec![],
+            deduplicated: true,
+            segment: first,
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_rebuild_restores_heads_history_and_keys_and_refuses_writes_meanwhile() {
+    use folio_state::{RestoreStep, RestoredCommit};
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    let seg = folio_core::SegmentId::new(500, GroupId(3), 4);
+    assert_eq!(
+        h.one(Command::Restore {
+            step: RestoreStep::Begin {
+                manifest: None,
+                last_time_ms: 900_000,
+                next_segment_seq: 5,
+            }
+        })
+        .await,
+        CommandResult::Restored
+    );
+    assert_eq!(
+        h.one(Command::CreateVolume { volume: v }).await,
+        CommandResult::Rejected(Rejection::Restoring)
+    );
+    let head = folio_state::state::VolumeHead {
+        lsn: Lsn(1),
+        created_at_ms: 7,
+    };
+    h.one(Command::Restore {
+        step: RestoreStep::Volumes {
+            heads: vec![(v, head)],
+        },
+    })
+    .await;
+    let loc = folio_core::PageLocation {
+        idx: PageIdx(4),
+        segment: seg,
+        offset: 0,
+    };
+    let original = commit(v, 0, "k", &[(4, 9)]);
+    let Command::Commit { fingerprint, .. } = &original else {
+        panic!()
+    };
+    h.one(Command::Restore {
+        step: RestoreStep::Commits {
+            records: vec![RestoredCommit {
+                volume: v,
+                lsn: Lsn(1),
+                committed_at_ms: 8,
+                idempotency_key: Bytes::from_static(b"k"),
+                fingerprint: *fingerprint,
+                pages: vec![loc],
+                segment: seg,
+                indexed: true,
+            }],
+        },
+    })
+    .await;
+    h.one(Command::Restore {
+        step: RestoreStep::End,
+    })
+    .await;
+    let reader = h.sm.reader();
+    assert_eq!(reader.volume(v).unwrap(), Some(head));
+    assert_eq!(
+        reader.page_at(v, PageIdx(4), Lsn(1)).unwrap(),
+        Some((Lsn(1), loc))
+    );
+    // The retry is answered from the restored window; the next commit continues the LSNs in a
+    // segment numbered after the bucket's.
+    assert_eq!(lsn_of(&h.one(original).await), (1, true));
+    assert_eq!(
+        lsn_of(&h.one(commit(v, 1, "next", &[(4, 1)])).await),
+        (2, false)
+    );
+    let open = open_segment(&h);
+    assert!(open > seg && open.seq() >= 5, "{open}");
+    // A second rebuild of a group that holds state is refused.
+    assert!(matches!(
+        h.one(Command::Restore {
+            step: RestoreStep::Begin {
+                manifest: None,
+                last_time_ms: 0,
+                next_segment_seq: 0,
+            }
+        })
+        .await,
+        CommandResult::Rejected(Rejection::RestoreRefused(_))
+    ));
+}

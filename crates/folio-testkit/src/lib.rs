@@ -52,6 +52,8 @@ pub struct Options {
     pub region: Option<String>,
     /// Registry addresses the group registers with (none: no registry).
     pub registry: Vec<String>,
+    /// Whole config sections appended after the others, each with its `[section]` header.
+    pub sections: String,
 }
 
 impl Options {
@@ -130,6 +132,8 @@ fn write_config(
             objects.display()
         )),
     }
+    s.push('\n');
+    s.push_str(&opts.sections);
     std::fs::write(path, s).with_context(|| format!("write {}", path.display()))
 }
 
@@ -218,6 +222,10 @@ impl Cluster {
     }
 
     fn spawn(&self, node: &ProcNode) -> anyhow::Result<Child> {
+        self.spawn_with(node, &[])
+    }
+
+    fn spawn_with(&self, node: &ProcNode, args: &[&str]) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -226,6 +234,7 @@ impl Cluster {
             .arg("server")
             .arg("--config")
             .arg(&node.config)
+            .args(args)
             .env("FOLIO_LOG", "info,openraft=warn")
             // Test credentials for an S3-compatible test server (moto accepts any); never
             // look for instance metadata on a test machine.
@@ -267,6 +276,54 @@ impl Cluster {
         let child = self.spawn(self.node(id))?;
         self.node_mut(id).child = Some(child);
         Ok(())
+    }
+
+    /// Starts a killed node again with extra `folio server` arguments (e.g. `--restore`).
+    pub fn restart_with(&mut self, id: u64, args: &[&str]) -> anyhow::Result<()> {
+        let child = self.spawn_with(self.node(id), args)?;
+        self.node_mut(id).child = Some(child);
+        Ok(())
+    }
+
+    /// Deletes a node's data directory, killing the node first: its disk is lost.
+    pub fn wipe(&mut self, id: u64) -> anyhow::Result<()> {
+        self.kill(id);
+        let dir = &self.node(id).data_dir;
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("remove {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits up to `timeout` for node `id`'s process to exit by itself; its exit status, or
+    /// `None` if it is still running (it is then left running).
+    pub fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let node = self.node_mut(id);
+        let Some(child) = node.child.as_mut() else {
+            bail!("node {id} is not running");
+        };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                node.child = None;
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The log of node `id` so far.
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
     }
 
     pub fn addrs(&self) -> Vec<String> {

@@ -53,6 +53,8 @@ pub fn rejection(r: Rejection) -> Status {
             s
         }
         Rejection::KeyReused { .. } | Rejection::BadRef { .. } => Status::invalid_argument(msg),
+        Rejection::Restoring => Status::unavailable(msg),
+        Rejection::RestoreRefused(_) => Status::failed_precondition(msg),
     }
 }
 
@@ -96,7 +98,17 @@ pub fn read(e: ReadError) -> Status {
         ReadError::Store(s) if s.is_retryable() => {
             Status::unavailable(format!("object store: {s}; retry"))
         }
+        ReadError::Busy(s) => Status::unavailable(s),
         other => internal("read pages", other),
+    }
+}
+
+/// A read of this replica's own state that failed: UNAVAILABLE while it installs a snapshot
+/// (another member can answer), INTERNAL otherwise.
+pub fn local_read(what: &str, e: folio_state::StoreError) -> Status {
+    match e {
+        folio_state::StoreError::Installing => Status::unavailable(e.to_string()),
+        other => internal(what, other),
     }
 }
 

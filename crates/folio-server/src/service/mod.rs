@@ -145,7 +145,8 @@ impl VolumeService for VolumeSvc {
         req: Request<pb::ListCommitsRequest>,
     ) -> Result<Response<pb::ListCommitsResponse>, Status> {
         let forward = async |ch, m| client(ch).list_commits(m).await;
-        let local = async |(volume, from, limit)| self.reads.list_commits(volume, from, limit);
+        let local =
+            async |(volume, from, limit)| self.reads.list_commits(volume, from, limit).await;
         self.edge
             .on_leader(Read("ListCommits"), req, forward, local)
             .await

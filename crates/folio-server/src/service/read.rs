@@ -1,6 +1,7 @@
 //! The read path of the volume API: volume heads, changed pages, the commit log, the volume list,
 //! and page versions by snapshot, which any replica that has applied the snapshot answers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::args::ReadPages;
 use crate::config::ReadConfig;
 use crate::edge::{status, Edge, Route};
+use crate::history::History;
 use crate::metrics;
 use crate::pages::PageReader;
 
@@ -25,20 +27,26 @@ pub const LIST_COMMITS_PAGES_MAX: usize = 65_536;
 /// What a node needs to answer reads.
 pub struct ReadPath {
     pub(super) reader: StateReader,
+    pub(super) history: Arc<History>,
     pages: PageReader,
     cfg: ReadConfig,
 }
 
 impl ReadPath {
-    pub fn new(reader: StateReader, pages: PageReader, cfg: ReadConfig) -> ReadPath {
-        ReadPath { reader, pages, cfg }
+    pub fn new(history: Arc<History>, pages: PageReader, cfg: ReadConfig) -> ReadPath {
+        ReadPath {
+            reader: history.state().clone(),
+            history,
+            pages,
+            cfg,
+        }
     }
 
     /// The volume's head in this replica's applied state.
     pub fn head(&self, volume: VolumeId) -> Result<VolumeHead, Status> {
         self.reader
             .volume(volume)
-            .map_err(|e| status::internal("read volume head", e))?
+            .map_err(|e| status::local_read("read volume head", e))?
             .ok_or_else(|| status::volume_not_found(volume))
     }
 
@@ -62,13 +70,11 @@ impl ReadPath {
         if since > head.lsn.0 {
             return Err(status::future_lsn("since_lsn", since, head.lsn));
         }
-        let reader = self.reader.clone();
-        let set = tokio::task::spawn_blocking(move || {
-            reader.changed_pages(volume, Lsn(since + 1), head.lsn)
-        })
-        .await
-        .map_err(|e| status::internal("changed pages task", e))?
-        .map_err(|e| status::internal("read changed pages", e))?;
+        let set = self
+            .history
+            .changed_pages(volume, Lsn(since + 1), head.lsn)
+            .await
+            .map_err(status::read)?;
         let mut bytes = Vec::with_capacity(set.serialized_size());
         set.serialize_into(&mut bytes)
             .map_err(|e| status::internal("encode bitmap", e))?;
@@ -80,7 +86,7 @@ impl ReadPath {
     }
 
     /// Commits from `from` on, at most `limit` of them (on the leader).
-    pub fn list_commits(
+    pub async fn list_commits(
         &self,
         volume: VolumeId,
         from: Lsn,
@@ -88,9 +94,10 @@ impl ReadPath {
     ) -> Result<pb::ListCommitsResponse, Status> {
         let head = self.head(volume)?;
         let mut commits = self
-            .reader
+            .history
             .commits(volume, from, limit)
-            .map_err(|e| status::internal("read commits", e))?;
+            .await
+            .map_err(status::read)?;
         // Bound the answer by size too: stop after LIST_COMMITS_PAGES_MAX page locations
         // (always at least one commit, which is within the message limit on its own).
         let mut pages = 0;

@@ -54,9 +54,10 @@ impl Watches {
         since: Lsn,
     ) -> Result<WatchStream, Status> {
         let reader = reads.reader.clone();
+        let history = reads.history.clone();
         let head = reader
             .volume(volume)
-            .map_err(|e| status::internal("read volume head", e))?;
+            .map_err(|e| status::local_read("read volume head", e))?;
         let head = match head {
             Some(h) => h,
             None if edge.is_leader() => match reads.linearizable_head(edge, volume).await {
@@ -95,10 +96,10 @@ impl Watches {
             let mut next = since.next();
             loop {
                 changes.borrow_and_update();
-                let batch = match reader.commits(volume, next, WATCH_BUFFER) {
+                let batch = match history.commits(volume, next, WATCH_BUFFER).await {
                     Ok(b) => b,
                     Err(e) => {
-                        let _ = tx.send(Err(status::internal("read commits", e))).await;
+                        let _ = tx.send(Err(status::read(e))).await;
                         return;
                     }
                 };

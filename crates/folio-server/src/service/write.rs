@@ -15,12 +15,14 @@ use crate::batcher::Batcher;
 use crate::config::FlushConfig;
 use crate::edge::status;
 use crate::flusher::FlushDemand;
+use crate::history::History;
 use crate::metrics;
 
 /// What the leader needs to take writes.
 pub struct WritePath {
     batcher: Batcher,
     reader: StateReader,
+    history: Arc<History>,
     flush: FlushConfig,
     flush_demand: Arc<FlushDemand>,
     /// Page bytes of writes admitted past the buffer check and not yet applied.
@@ -30,13 +32,14 @@ pub struct WritePath {
 impl WritePath {
     pub fn new(
         batcher: Batcher,
-        reader: StateReader,
+        history: Arc<History>,
         flush: FlushConfig,
         flush_demand: Arc<FlushDemand>,
     ) -> WritePath {
         WritePath {
             batcher,
-            reader,
+            reader: history.state().clone(),
+            history,
             flush,
             flush_demand,
             reserved: AtomicU64::new(0),
@@ -72,14 +75,18 @@ impl WritePath {
     }
 
     pub async fn commit(&self, args: CommitArgs) -> Result<pb::CommitResponse, Status> {
-        let durability = args.durability;
+        let (durability, volume) = (args.durability, args.volume);
         match self.submit(Command::commit(args)).await? {
             CommandResult::Committed {
                 lsn,
-                pages,
+                mut pages,
                 deduplicated,
                 segment,
             } => {
+                if deduplicated && pages.is_empty() {
+                    // The original's record was checkpointed: its pages are in the manifest.
+                    pages = self.original_pages(volume, lsn).await?;
+                }
                 tracing::debug!(lsn = lsn.0, pages = pages.len(), deduplicated, "committed");
                 if durability == Durability::ObjectStore {
                     let mut segments: Vec<SegmentId> = pages.iter().map(|p| p.segment).collect();
@@ -95,6 +102,26 @@ impl WritePath {
                 })
             }
             other => Err(status::unexpected(other)),
+        }
+    }
+
+    /// The page locations commit `lsn` wrote, read back through the history index.
+    async fn original_pages(
+        &self,
+        volume: VolumeId,
+        lsn: Lsn,
+    ) -> Result<Vec<folio_core::PageLocation>, Status> {
+        let found = self
+            .history
+            .commits(volume, lsn, 1)
+            .await
+            .map_err(status::read)?;
+        match found.into_iter().next() {
+            Some(c) if c.lsn == lsn => Ok(c.pages),
+            _ => Err(Status::internal(format!(
+                "commit {lsn} of volume {volume} is in the idempotency window but not in the \
+                 history index"
+            ))),
         }
     }
 

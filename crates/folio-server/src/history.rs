@@ -1,0 +1,389 @@
+//! Reading history at any LSN. The node's own index holds the commits no checkpoint covers yet;
+//! everything older is in the group's index runs in the object store, listed by the manifest the
+//! replicated state points to. A lookup tries the local index first and then the runs, newest
+//! first. Run blocks, run indexes and manifests are immutable, fetched with hedged ranged GETs,
+//! verified, and kept in byte-bounded caches.
+//!
+//! Why a lookup never misses an entry that a checkpoint moves: the checkpoint drops local entries
+//! and sets the manifest pointer in one atomic write, and a lookup reads the local index first
+//! and the pointer (from the store, not the published group state) after it. An entry the first
+//! read missed because it was dropped is in the manifest the second read sees.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use folio_core::{GroupId, Lsn, PageIdx, PageLocation, VolumeId};
+use folio_objstore::{ObjectKey, ObjectStore, StoreError};
+use folio_segment::manifest::{Manifest, RunRef};
+use folio_segment::table::{Block, TableFooter, TableIndex, TABLE_FOOTER_LEN};
+use folio_state::runs;
+use folio_state::state::{CommitRecord, VolumeHead};
+use folio_state::StateReader;
+use moka::future::Cache;
+
+use crate::pages::{hedged_get_range, ReadError};
+
+/// Commit records one step of a roll-up reads.
+const ROLLUP_BATCH: usize = 1024;
+
+/// A run's identity in the caches: (seq, nonce).
+type RunId = (u64, u64);
+
+pub struct History {
+    state: StateReader,
+    store: Arc<dyn ObjectStore>,
+    group: GroupId,
+    hedge_after: Duration,
+    manifests: Cache<u64, Arc<Manifest>>,
+    indexes: Cache<RunId, Arc<TableIndex>>,
+    blocks: Cache<(RunId, usize), Arc<Block>>,
+}
+
+fn corrupt(key: &ObjectKey, e: impl ToString) -> ReadError {
+    ReadError::Object {
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn shared(e: Arc<ReadError>) -> ReadError {
+    match &*e {
+        ReadError::Store(StoreError::Unavailable(m)) => {
+            ReadError::Store(StoreError::Unavailable(m.clone()))
+        }
+        ReadError::Store(StoreError::NotFound(k)) => {
+            ReadError::Store(StoreError::NotFound(k.clone()))
+        }
+        ReadError::Store(s) => ReadError::Store(StoreError::Other(s.to_string())),
+        ReadError::Corrupt { segment, reason } => ReadError::Corrupt {
+            segment: *segment,
+            reason: reason.clone(),
+        },
+        ReadError::Object { key, reason } => ReadError::Object {
+            key: key.clone(),
+            reason: reason.clone(),
+        },
+        ReadError::Local(s) => ReadError::Local(s.clone()),
+        ReadError::Busy(s) => ReadError::Busy(s.clone()),
+    }
+}
+
+fn local(e: folio_state::StoreError) -> ReadError {
+    ReadError::from_local(e)
+}
+
+impl History {
+    /// `cache_bytes` bounds the run blocks and indexes held in memory together.
+    pub fn new(
+        state: StateReader,
+        store: Arc<dyn ObjectStore>,
+        group: GroupId,
+        cache_bytes: u64,
+        hedge_after: Duration,
+    ) -> History {
+        let weigh = |n: usize| (n + 64).min(u32::MAX as usize) as u32;
+        History {
+            state,
+            store,
+            group,
+            hedge_after,
+            manifests: Cache::builder()
+                .weigher(move |_: &u64, m: &Arc<Manifest>| weigh(m.runs.len() * 64))
+                .max_capacity(16 << 20)
+                .build(),
+            indexes: Cache::builder()
+                .weigher(move |_: &RunId, i: &Arc<TableIndex>| weigh(i.approx_bytes()))
+                .max_capacity((cache_bytes / 4).max(1 << 20))
+                .build(),
+            blocks: Cache::builder()
+                .weigher(move |_: &(RunId, usize), b: &Arc<Block>| weigh(b.approx_bytes()))
+                .max_capacity((cache_bytes * 3 / 4).max(1 << 20))
+                .build(),
+        }
+    }
+
+    pub fn state(&self) -> &StateReader {
+        &self.state
+    }
+
+    /// The version of page `idx` of `v` visible at `lsn`: the LSN that wrote it and where its
+    /// bytes are; `None` when the page was never written as of `lsn`.
+    pub async fn page_at(
+        &self,
+        v: VolumeId,
+        idx: PageIdx,
+        lsn: Lsn,
+    ) -> Result<Option<(Lsn, PageLocation)>, ReadError> {
+        if let Some(found) = self.state.page_at(v, idx, lsn).map_err(local)? {
+            return Ok(Some(found));
+        }
+        let Some(manifest) = self.current().await? else {
+            return Ok(None);
+        };
+        let key = runs::page_key(v, idx, lsn);
+        // The page's key without the LSN: a floor entry with another prefix is another page.
+        let prefix = &key[..21];
+        for run in &manifest.runs {
+            if let Some((k, val)) = self.floor(run, &key).await? {
+                if k.starts_with(prefix) {
+                    let (_, written, loc) =
+                        runs::parse_page(&k, &val).map_err(|e| corrupt(&self.run_key(run), e))?;
+                    return Ok(Some((written, loc)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commits of `v` from `from` on, at most `limit`, in LSN order.
+    pub async fn commits(
+        &self,
+        v: VolumeId,
+        from: Lsn,
+        limit: usize,
+    ) -> Result<Vec<CommitRecord>, ReadError> {
+        let recent = self.state.commits(v, from, limit).map_err(local)?;
+        if recent.first().is_some_and(|c| c.lsn <= from) || limit == 0 {
+            return Ok(recent);
+        }
+        // Past the head (a caught-up watcher): nothing older to look for.
+        let head = self
+            .state
+            .volume(v)
+            .map_err(local)?
+            .map_or(Lsn::ZERO, |h| h.lsn);
+        if recent.is_empty() && from > head {
+            return Ok(recent);
+        }
+        let Some(manifest) = self.current().await? else {
+            return Ok(recent);
+        };
+        let mut out: Vec<CommitRecord> = Vec::new();
+        // Oldest run first: each holds a later stretch of the volume's history than the last.
+        for run in manifest.runs.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let next = out.last().map_or(from, |c| c.lsn.next());
+            self.scan_commits(run, v, next, limit - out.len(), &mut out)
+                .await?;
+        }
+        // The local records follow; a checkpoint between the two reads may have put some of
+        // them in a run too.
+        let next = out.last().map_or(from, |c| c.lsn.next());
+        out.extend(
+            recent
+                .into_iter()
+                .filter(|c| c.lsn >= next)
+                .take(limit.saturating_sub(out.len())),
+        );
+        Ok(out)
+    }
+
+    /// Page indexes written by commits `from..=to` of `v`, each named once.
+    pub async fn changed_pages(
+        &self,
+        v: VolumeId,
+        from: Lsn,
+        to: Lsn,
+    ) -> Result<roaring::RoaringBitmap, ReadError> {
+        let mut set = roaring::RoaringBitmap::new();
+        let mut next = from;
+        while next <= to {
+            let batch = self.commits(v, next, ROLLUP_BATCH).await?;
+            let Some(last) = batch.last().map(|c| c.lsn) else {
+                break;
+            };
+            for c in batch.iter().filter(|c| c.lsn <= to) {
+                set.extend(c.pages.iter().map(|p| p.idx.0));
+            }
+            next = last.next();
+        }
+        Ok(set)
+    }
+
+    /// The manifest the replicated state points to now.
+    async fn current(&self) -> Result<Option<Arc<Manifest>>, ReadError> {
+        match self.state.manifest().map_err(local)? {
+            None => Ok(None),
+            Some(m) => Ok(Some(self.manifest(m.seq).await?)),
+        }
+    }
+
+    /// Manifest version `seq`, verified.
+    pub async fn manifest(&self, seq: u64) -> Result<Arc<Manifest>, ReadError> {
+        self.manifests
+            .try_get_with(seq, async {
+                let key = ObjectKey::Manifest {
+                    group: self.group,
+                    seq,
+                };
+                let bytes = self.store.get(&key).await?;
+                let m = Manifest::decode(&bytes).map_err(|e| corrupt(&key, e))?;
+                if m.group != self.group || m.seq != seq {
+                    return Err(corrupt(
+                        &key,
+                        format!("holds manifest {} of group {}", m.seq, m.group),
+                    ));
+                }
+                Ok(Arc::new(m))
+            })
+            .await
+            .map_err(shared)
+    }
+
+    fn run_key(&self, run: &RunRef) -> ObjectKey {
+        ObjectKey::Run {
+            group: self.group,
+            seq: run.seq,
+            nonce: run.nonce,
+        }
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes, StoreError> {
+        hedged_get_range(self.store.as_ref(), key, range, self.hedge_after).await
+    }
+
+    /// A run's verified block index, by two ranged GETs (footer, then index), cached.
+    async fn index(&self, run: &RunRef) -> Result<Arc<TableIndex>, ReadError> {
+        self.indexes
+            .try_get_with((run.seq, run.nonce), async {
+                let key = self.run_key(run);
+                let len = run.bytes;
+                if len < TABLE_FOOTER_LEN as u64 {
+                    return Err(corrupt(&key, format!("manifest says {len} bytes")));
+                }
+                let tail = self
+                    .get_range(&key, len - TABLE_FOOTER_LEN as u64..len)
+                    .await?;
+                let footer = TableFooter::decode(&tail).map_err(|e| corrupt(&key, e))?;
+                let raw = self.get_range(&key, footer.index_range()).await?;
+                let index = TableIndex::decode(&footer, &raw).map_err(|e| corrupt(&key, e))?;
+                Ok(Arc::new(index))
+            })
+            .await
+            .map_err(shared)
+    }
+
+    /// Block `i` of a run, verified, cached.
+    async fn block(
+        &self,
+        run: &RunRef,
+        index: &TableIndex,
+        i: usize,
+    ) -> Result<Arc<Block>, ReadError> {
+        self.blocks
+            .try_get_with(((run.seq, run.nonce), i), async {
+                let key = self.run_key(run);
+                let handle = &index.blocks()[i];
+                let raw = self.get_range(&key, handle.range.clone()).await?;
+                let block = Block::decode(handle, raw).map_err(|e| corrupt(&key, e))?;
+                Ok(Arc::new(block))
+            })
+            .await
+            .map_err(shared)
+    }
+
+    /// The run's greatest entry at or below `key`.
+    async fn floor(&self, run: &RunRef, key: &[u8]) -> Result<Option<(Bytes, Bytes)>, ReadError> {
+        let index = self.index(run).await?;
+        let Some(i) = index.floor_block(key) else {
+            return Ok(None);
+        };
+        let block = self.block(run, &index, i).await?;
+        Ok(block
+            .floor(key)
+            .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))))
+    }
+
+    /// Visits the run's entries from the first at or after `start`, in order, while `f` returns
+    /// true.
+    async fn scan(
+        &self,
+        run: &RunRef,
+        start: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, ReadError>,
+    ) -> Result<(), ReadError> {
+        let index = self.index(run).await?;
+        let mut i = index.seek_block(start);
+        let mut first = true;
+        while i < index.blocks().len() {
+            let block = self.block(run, &index, i).await?;
+            let from = if first { block.seek(start) } else { 0 };
+            first = false;
+            for (k, v) in block.iter().skip(from) {
+                if !f(k, v)? {
+                    return Ok(());
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    async fn scan_commits(
+        &self,
+        run: &RunRef,
+        v: VolumeId,
+        from: Lsn,
+        limit: usize,
+        out: &mut Vec<CommitRecord>,
+    ) -> Result<(), ReadError> {
+        let start = runs::commit_key(v, from);
+        let key = self.run_key(run);
+        let mut taken = 0;
+        self.scan(run, &start, |k, val| {
+            if taken >= limit || !k.starts_with(&start[..17]) {
+                return Ok(false);
+            }
+            let (_, rec) = runs::parse_commit(k, val).map_err(|e| corrupt(&key, e))?;
+            out.push(rec);
+            taken += 1;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Every volume head the manifest's runs record (the newest run's wins), for a rebuild.
+    pub async fn heads(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<std::collections::BTreeMap<VolumeId, VolumeHead>, ReadError> {
+        let mut heads = std::collections::BTreeMap::new();
+        for run in manifest.runs.iter().rev() {
+            let key = self.run_key(run);
+            self.scan(run, &[runs::HEAD], |k, val| {
+                if k >= runs::HEADS_END.as_slice() {
+                    return Ok(false);
+                }
+                let (v, h) = runs::parse_head(k, val).map_err(|e| corrupt(&key, e))?;
+                heads.insert(v, h);
+                Ok(true)
+            })
+            .await?;
+        }
+        Ok(heads)
+    }
+
+    /// Commits of `v` from `from` on in the manifest's runs only, for a rebuild.
+    pub async fn run_commits(
+        &self,
+        manifest: &Manifest,
+        v: VolumeId,
+        from: Lsn,
+        limit: usize,
+    ) -> Result<Vec<CommitRecord>, ReadError> {
+        let mut out = Vec::new();
+        for run in manifest.runs.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let next = out.last().map_or(from, |c: &CommitRecord| c.lsn.next());
+            self.scan_commits(run, v, next, limit - out.len(), &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,220 @@
+//! Building a checkpoint's index run from the replicated state: the page-index entries, commit
+//! records and volume heads of the flushed segments no checkpoint covers yet. Those segments are
+//! immutable (nothing is added to a flushed segment), so every replica builds the same run from
+//! them, whenever it builds it.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use folio_core::{Lsn, SegmentId, VolumeId};
+use folio_raft::codec::decode;
+use folio_raft::keys::cf;
+use folio_segment::table::TableBuilder;
+use rocksdb::{IteratorMode, ReadOptions, SnapshotWithThreadMode, DB};
+
+use crate::db::{corrupt, StoreError};
+use crate::keys::*;
+use crate::runs;
+use crate::state::{CommitRecord, GroupState, ManifestRef, VolumeHead};
+use crate::StateReader;
+
+/// What the next checkpoint would cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointPlan {
+    /// The checkpoint this one follows, as of the plan.
+    pub base: Option<ManifestRef>,
+    pub first: SegmentId,
+    pub through: SegmentId,
+    pub segments: u64,
+    /// Index entries (page versions plus commit records) the run will hold.
+    pub entries: u64,
+}
+
+/// An index run ready to upload.
+#[derive(Clone, Debug)]
+pub struct BuiltRun {
+    pub base: Option<ManifestRef>,
+    pub first: SegmentId,
+    pub through: SegmentId,
+    pub entries: u64,
+    pub bytes: Bytes,
+}
+
+struct View<'a> {
+    db: &'a DB,
+    snap: SnapshotWithThreadMode<'a, DB>,
+}
+
+impl View<'_> {
+    fn opts(&self) -> ReadOptions {
+        let mut o = ReadOptions::default();
+        o.set_snapshot(&self.snap);
+        o
+    }
+
+    fn get<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get_cf_opt(cf(self.db, name), key, &self.opts())? {
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt(name, e))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn group(&self) -> Result<GroupState, StoreError> {
+        Ok(self.get(CF_SM_META, META_GROUP)?.unwrap_or_default())
+    }
+
+    /// Visits (segment, volume, lsn) of the commit records of every segment that is flushed
+    /// and not checkpointed, in segment order, until `f` returns false.
+    fn flushed_records(
+        &self,
+        g: &GroupState,
+        mut f: impl FnMut(SegmentId, VolumeId, Lsn) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        // Segments flush out of order; a checkpoint covers only a prefix that is all flushed.
+        let limit = g
+            .sealed
+            .iter()
+            .map(|s| s.id)
+            .chain(g.open.map(|o| o.id))
+            .min();
+        let it = self.db.iterator_cf_opt(
+            cf(self.db, CF_SEG_COMMITS),
+            self.opts(),
+            IteratorMode::Start,
+        );
+        for item in it {
+            let (k, _) = item?;
+            let (s, v, lsn) =
+                parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
+            if limit.is_some_and(|l| s >= l) || !f(s, v, lsn)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, v: VolumeId, lsn: Lsn) -> Result<CommitRecord, StoreError> {
+        self.get(CF_COMMITS, &commit_key(v, lsn))?
+            .ok_or_else(|| corrupt(CF_COMMITS, format!("commit {v}@{lsn} missing")))
+    }
+}
+
+impl StateReader {
+    fn view(&self) -> View<'_> {
+        View {
+            db: &self.db,
+            snap: self.db.snapshot(),
+        }
+    }
+
+    /// The next checkpoint: the flushed segments no checkpoint covers yet, in order, stopping
+    /// before one that is not flushed and once `entries_max` entries are reached (always at
+    /// least one segment). `None` when there is nothing to checkpoint.
+    pub fn checkpoint_plan(&self, entries_max: u64) -> Result<Option<CheckpointPlan>, StoreError> {
+        let view = self.view();
+        let g = view.group()?;
+        let mut plan: Option<CheckpointPlan> = None;
+        view.flushed_records(&g, |s, v, lsn| {
+            let pages = if lsn == Lsn::ZERO {
+                0
+            } else {
+                view.commit(v, lsn)?.pages.len() as u64
+            };
+            match &mut plan {
+                None => {
+                    plan = Some(CheckpointPlan {
+                        base: g.manifest,
+                        first: s,
+                        through: s,
+                        segments: 1,
+                        entries: 1 + pages,
+                    })
+                }
+                Some(p) if p.through != s && p.entries >= entries_max => return Ok(false),
+                Some(p) => {
+                    if p.through != s {
+                        p.through = s;
+                        p.segments += 1;
+                    }
+                    p.entries += 1 + pages;
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(plan)
+    }
+
+    /// Builds the index run of the flushed segments up to and including `through` that no
+    /// checkpoint covers yet. `None` when the state moved on (another checkpoint covered them,
+    /// or a segment up to `through` is not flushed).
+    pub fn build_run(&self, through: SegmentId) -> Result<Option<BuiltRun>, StoreError> {
+        let view = self.view();
+        let g = view.group()?;
+        let unflushed =
+            g.open.is_some_and(|o| o.id <= through) || g.sealed.iter().any(|s| s.id <= through);
+        if unflushed || g.manifest.is_some_and(|m| m.through >= through) {
+            return Ok(None);
+        }
+        let mut entries: BTreeMap<Vec<u8>, Bytes> = BTreeMap::new();
+        let mut heads: BTreeMap<VolumeId, Lsn> = BTreeMap::new();
+        let mut first = None;
+        view.flushed_records(&g, |s, v, lsn| {
+            if s > through {
+                return Ok(false);
+            }
+            first.get_or_insert(s);
+            let head = heads.entry(v).or_insert(lsn);
+            *head = (*head).max(lsn);
+            if lsn != Lsn::ZERO {
+                let rec = view.commit(v, lsn)?;
+                for p in &rec.pages {
+                    entries.insert(
+                        runs::page_key(v, p.idx, lsn).to_vec(),
+                        Bytes::copy_from_slice(&runs::location_value(p.segment, p.offset)),
+                    );
+                }
+                entries.insert(runs::commit_key(v, lsn).to_vec(), runs::commit_value(&rec));
+            }
+            Ok(true)
+        })?;
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        for (v, lsn) in heads {
+            let created: VolumeHead = view
+                .get(CF_VOLUMES, v.as_bytes())?
+                .ok_or_else(|| corrupt(CF_VOLUMES, format!("volume {v} missing")))?;
+            let h = VolumeHead {
+                lsn,
+                created_at_ms: created.created_at_ms,
+            };
+            entries.insert(
+                runs::head_key(v).to_vec(),
+                Bytes::copy_from_slice(&runs::head_value(&h)),
+            );
+        }
+        let mut table = TableBuilder::new();
+        let count = entries.len() as u64;
+        for (k, v) in entries {
+            table.push(&k, &v).map_err(|e| corrupt(CF_SEG_COMMITS, e))?;
+        }
+        Ok(Some(BuiltRun {
+            base: g.manifest,
+            first,
+            through,
+            entries: count,
+            bytes: table.finish(),
+        }))
+    }
+
+    /// The group's current checkpoint, read from the store itself (not from the published group
+    /// state, which trails it): a read that found nothing in the local index and then reads this
+    /// sees a manifest that covers whatever the index no longer holds.
+    pub fn manifest(&self) -> Result<Option<ManifestRef>, StoreError> {
+        self.consistent(|| Ok(self.view().group()?.manifest))
+    }
+}
