@@ -40,6 +40,14 @@ impl StoreSpec {
         }
     }
 
+    /// The directory group `group` flushes to, for a local-directory store.
+    pub fn local_dir(&self, group: &str) -> Option<PathBuf> {
+        match self {
+            StoreSpec::Local { root } => Some(root.join(group)),
+            StoreSpec::S3 { .. } => None,
+        }
+    }
+
     fn toml(&self, group: &str) -> String {
         match self {
             StoreSpec::Local { root } => format!(
@@ -156,6 +164,28 @@ impl Children {
         self.procs.iter().map(|(_, c, _)| c.id()).collect()
     }
 
+    /// The process id of the child started as `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, c, _)| c.id())
+    }
+
+    /// Kills the child started as `name`, waits for it, and forgets it.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .procs
+            .iter()
+            .position(|(n, _, _)| n == name)
+            .with_context(|| format!("no child named {name}"))?;
+        let (_, mut child, _) = self.procs.remove(i);
+        // An error here means the child had already exited: it is gone either way.
+        let _ = child.kill();
+        child.wait().with_context(|| format!("wait for {name}"))?;
+        Ok(())
+    }
+
     /// Fails, with the end of its log, if any child has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         for (name, child, log) in &mut self.procs {
@@ -188,6 +218,23 @@ pub struct LocalGroup {
     pub metrics: Vec<String>,
     pub leader: String,
     children: Children,
+    /// What a node is restarted with: the binary, the group's directory and name, and whether
+    /// the nodes get test S3 credentials.
+    exe: PathBuf,
+    dir: PathBuf,
+    name: String,
+    s3: bool,
+}
+
+/// Settings of a started group's nodes beyond the store.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// The `[flush] early_seal` setting.
+    pub early_seal: bool,
+    /// TOML appended to every node's config, after its `[flush]` table: it starts with a table
+    /// header (`[checkpoint]`, `[read]`, …) and names no table the config already has
+    /// (`object_store`, `flush`).
+    pub extra_toml: String,
 }
 
 impl LocalGroup {
@@ -201,6 +248,23 @@ impl LocalGroup {
         store: &StoreSpec,
         early_seal: bool,
     ) -> anyhow::Result<LocalGroup> {
+        let opts = NodeOptions {
+            early_seal,
+            extra_toml: String::new(),
+        };
+        LocalGroup::start_with(exe, dir, name, store, &opts).await
+    }
+
+    /// [`LocalGroup::start`] with every node setting of `opts`.
+    pub async fn start_with(
+        exe: &Path,
+        dir: &Path,
+        name: &str,
+        store: &StoreSpec,
+        opts: &NodeOptions,
+    ) -> anyhow::Result<LocalGroup> {
+        let early_seal = opts.early_seal;
+        let s3 = matches!(store, StoreSpec::S3 { .. });
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let ports = free_ports(6)?;
@@ -221,34 +285,19 @@ impl LocalGroup {
             let data = dir.join(format!("node-{}", i + 1));
             let cfg = format!(
                 "node_id = {}\nlisten_addr = {}\ndata_dir = {}\nmetrics_addr = {}\n{members}\
-                 [object_store]\n{}[flush]\nearly_seal = {early_seal}\n",
+                 [object_store]\n{}[flush]\nearly_seal = {early_seal}\n{}",
                 i + 1,
                 quote(&addrs[i]),
                 quote(&data.to_string_lossy()),
                 quote(&metrics[i]),
                 store.toml(name),
+                opts.extra_toml,
             );
             let path = dir.join(format!("node-{}.toml", i + 1));
             std::fs::write(&path, cfg).with_context(|| format!("write {}", path.display()))?;
-            let mut cmd = Command::new(exe);
-            cmd.arg("server").arg("--config").arg(&path);
-            cmd.env("FOLIO_LOG", "warn");
-            if matches!(store, StoreSpec::S3 { .. }) {
-                // An S3-compatible test server takes any credentials; real ones come from the
-                // environment as usual.
-                for (k, v) in [
-                    ("AWS_ACCESS_KEY_ID", "test"),
-                    ("AWS_SECRET_ACCESS_KEY", "test"),
-                ] {
-                    if std::env::var_os(k).is_none() {
-                        cmd.env(k, v);
-                    }
-                }
-                cmd.env("AWS_EC2_METADATA_DISABLED", "true");
-            }
             children.spawn(
-                &format!("{name} node {}", i + 1),
-                cmd,
+                &node_name(name, i + 1),
+                server_command(exe, &path, s3),
                 &dir.join(format!("node-{}.log", i + 1)),
             )?;
         }
@@ -279,6 +328,10 @@ impl LocalGroup {
             metrics,
             leader,
             children,
+            exe: exe.to_path_buf(),
+            dir,
+            name: name.to_string(),
+            s3,
         })
     }
 
@@ -289,4 +342,80 @@ impl LocalGroup {
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.children.check_alive()
     }
+
+    /// The node ids of the group's members, in the order of `addrs` and `metrics`.
+    pub fn node_ids(&self) -> impl Iterator<Item = usize> {
+        1..=self.addrs.len()
+    }
+
+    /// The data directory of node `id` (1, 2 or 3).
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.join(format!("node-{id}"))
+    }
+
+    /// The process id of node `id`'s server.
+    pub fn pid(&self, id: usize) -> Option<u32> {
+        self.children.pid(&node_name(&self.name, id))
+    }
+
+    /// Kills node `id` and starts it again with the same config and data directory, so its
+    /// in-memory caches start empty, then waits until it answers and knows a leader. Its output
+    /// goes to `node-{id}.restarted.log`. Catching up on the log is the caller's to wait for.
+    pub async fn restart(&mut self, id: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=self.addrs.len()).contains(&id),
+            "no node {id} in group {}",
+            self.name
+        );
+        let name = node_name(&self.name, id);
+        self.children.kill(&name)?;
+        let config = self.dir.join(format!("node-{id}.toml"));
+        self.children.spawn(
+            &name,
+            server_command(&self.exe, &config, self.s3),
+            &self.dir.join(format!("node-{id}.restarted.log")),
+        )?;
+        let addr = &self.addrs[id - 1];
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            self.children.check_alive()?;
+            if let Ok(s) = Client::node_status(addr, Duration::from_secs(1)).await {
+                if s.leader_id != 0 {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{name} did not rejoin within {STARTUP_TIMEOUT:?} (logs in {})",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The child-process name of node `id` of group `group`.
+fn node_name(group: &str, id: usize) -> String {
+    format!("{group} node {id}")
+}
+
+/// `folio server --config config`, quiet, with test S3 credentials when `s3` and none are set.
+fn server_command(exe: &Path, config: &Path, s3: bool) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("server").arg("--config").arg(config);
+    cmd.env("FOLIO_LOG", "warn");
+    if s3 {
+        // An S3-compatible test server takes any credentials; real ones come from the
+        // environment as usual.
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ] {
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    cmd
 }

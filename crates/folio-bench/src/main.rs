@@ -4,13 +4,17 @@
 //! acknowledge-after-flush) in one run, against `folio server` processes it starts (or a running
 //! group), with a table, JSON and a latency plot. The subcommands measure one thing each: `fsync`
 //! the disk's floor (a 4 KiB append and an fdatasync), `rpc` a loopback gRPC round trip, `commit`
-//! and `read` commits and page reads against a running group.
+//! and `read` commits and page reads against a running group, and `history` what a group it
+//! starts holds on its nodes and in its bucket while history grows.
 //!
 //! Every workload is bounded by a count and a time limit, and reports percentiles over every
 //! sample after its warm-up.
 
 mod etcd;
+mod footprint;
 mod group;
+mod history;
+mod history_report;
 mod latency;
 mod load;
 mod probe;
@@ -92,6 +96,12 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Node state stays bounded while history grows: starts a 3-node group, commits from
+    /// `writers` writers until `page-versions` page versions or `secs` seconds, samples each
+    /// node's data directory, RSS and snapshots and the bucket's bytes every `sample-secs`, then
+    /// times reads at old LSNs from a restarted (cold) follower. Prints a table and writes
+    /// `history.json` and `history.svg` to `--out`.
+    History(history::HistoryArgs),
     /// Round trip of a trivial gRPC call (admin Status) to one node: the loopback floor.
     Rpc {
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -212,6 +222,7 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BenchCmd::History(args) => history::run(args).await,
         BenchCmd::Rpc { addr, count, json } => {
             anyhow::ensure!(count > 0, "count must be positive");
             let samples = load::rpc_samples(&addr, count, SUBCOMMAND_TIME_LIMIT).await?;
