@@ -204,10 +204,13 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 800,
             snapshot_logs_since_last: 20_000,
             snapshot_chunk_bytes: 1 << 20,
-            logs_to_keep_after_snapshot: 2_000,
+            // Entries are batches of up to `limits.batch_bytes_max` (2 MiB): 64 of them bound
+            // the log kept after a snapshot to 128 MiB. A follower further behind gets a
+            // snapshot, which holds only the buffer and the uncheckpointed index.
+            logs_to_keep_after_snapshot: 64,
             install_snapshot_timeout_ms: 10_000,
-            purge_batch_size: 256,
-            snapshot_log_bytes: 256 << 20,
+            purge_batch_size: 32,
+            snapshot_log_bytes: 128 << 20,
         }
     }
 }

@@ -7,7 +7,12 @@ use std::sync::Arc;
 
 use folio_core::GroupId;
 use folio_raft::LogStore;
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
+
+/// Bytes of all memtables of a node's RocksDB together.
+const MEMTABLE_BYTES: usize = 128 << 20;
+/// Bytes of the block cache every column family shares.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
 use crate::keys::all_cfs;
 use crate::{StateMachine, TypeConfig};
@@ -43,12 +48,21 @@ pub fn open_store(
     group: GroupId,
 ) -> Result<(LogStore<TypeConfig>, StateMachine), StoreError> {
     std::fs::create_dir_all(dir)?;
-    let mut opts = Options::default();
+    // RocksDB's memory, bounded whatever the number of column families: every memtable
+    // together, and one block cache shared by all of them (by default each column family would
+    // get its own memtables, up to 2 × 64 MiB, and its own cache).
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    let mut cf_opts = Options::default();
+    cf_opts.set_block_based_table_factory(&table);
+    let mut opts = cf_opts.clone();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
+    opts.set_db_write_buffer_size(MEMTABLE_BYTES);
     // Bound the WAL so an idle node does not keep old log files forever.
     opts.set_max_total_wal_size(256 << 20);
-    let cfs = all_cfs().map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    let cfs = all_cfs().map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
     let db = Arc::new(DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?);
     let snapshots = dir.join("snapshots");
     std::fs::create_dir_all(&snapshots)?;
