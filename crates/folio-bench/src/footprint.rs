@@ -12,22 +12,11 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::StatusCode;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 
 /// Extension of a state-machine snapshot file in `<data_dir>/snapshots` (`folio-state`).
 const SNAPSHOT_EXT: &str = "snap";
-/// Largest `/metrics` answer read.
-const METRICS_BYTES_MAX: usize = 16 << 20;
-/// Longest one scrape (connect, request, whole answer) may take.
-const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deepest directory nesting walked (RocksDB and the local store nest a few levels at most).
 const DEPTH_MAX: usize = 32;
 
@@ -127,10 +116,10 @@ pub fn vm_rss(status: &str) -> Option<u64> {
 /// with the reason when a node could not be scraped.
 pub async fn bucket_bytes_from_metrics(metrics: &[String]) -> Result<u64, String> {
     // One client per estimate: its pooled connections close when it is dropped.
-    let http = http_client();
+    let http = crate::probe::http_client();
     let (mut segments, mut runs) = (0.0f64, 0.0f64);
     for addr in metrics {
-        let text = http_get(&http, addr, "/metrics")
+        let text = crate::probe::http_get(&http, addr, "/metrics")
             .await
             .map_err(|e| format!("read metrics from {addr}: {e:#}"))?;
         segments += sample_value(&text, "folio_segment_bytes_sum").unwrap_or(0.0);
@@ -148,41 +137,6 @@ pub fn sample_value(text: &str, name: &str) -> Option<f64> {
         }
         fields.next()?.parse().ok()
     })
-}
-
-/// A hyper client for plain-HTTP scrapes, with TCP_NODELAY and a connect timeout.
-fn http_client() -> HttpClient<HttpConnector, Empty<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(METRICS_TIMEOUT));
-    HttpClient::builder(TokioExecutor::new()).build(connector)
-}
-
-/// GETs `http://{addr}{path}`, bounded in time and size. Returns the body of a 200 answer.
-async fn http_get(
-    http: &HttpClient<HttpConnector, Empty<Bytes>>,
-    addr: &str,
-    path: &str,
-) -> anyhow::Result<String> {
-    let uri: hyper::Uri = format!("http://{addr}{path}")
-        .parse()
-        .with_context(|| format!("bad metrics address {addr:?}"))?;
-    let fetch = async {
-        let answer = http.get(uri).await?;
-        let status = answer.status();
-        anyhow::ensure!(status == StatusCode::OK, "HTTP answer {status}");
-        let body = Limited::new(answer.into_body(), METRICS_BYTES_MAX)
-            .collect()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("read the answer (at most {METRICS_BYTES_MAX} bytes): {e}")
-            })?;
-        anyhow::Ok(body.to_bytes())
-    };
-    let body = tokio::time::timeout(METRICS_TIMEOUT, fetch)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {METRICS_TIMEOUT:?}"))??;
-    String::from_utf8(body.to_vec()).context("metrics are not UTF-8")
 }
 
 #[cfg(test)]

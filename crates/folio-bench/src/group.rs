@@ -419,3 +419,19 @@ fn server_command(exe: &Path, config: &Path, s3: bool) -> Command {
     }
     cmd
 }
+
+/// A run's scratch directory, removed on drop unless kept.
+pub(crate) struct WorkDir {
+    pub path: PathBuf,
+    pub keep: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("bench: kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

@@ -18,7 +18,7 @@ use folio_core::{Lsn, VolumeId};
 use folio_proto::volume::v1 as pb;
 
 use crate::footprint;
-use crate::group::{self, LocalGroup, NodeOptions, StoreSpec};
+use crate::group::{self, LocalGroup, NodeOptions, StoreSpec, WorkDir};
 use crate::history_report::{
     self as report, HistoryReport, Interval, NodeSample, OldReads, ReadStats, Sample,
 };
@@ -92,22 +92,6 @@ pub struct HistoryArgs {
     /// first on PATH].
     #[arg(long, value_name = "PATH")]
     folio_bin: Option<PathBuf>,
-}
-
-/// The run's scratch directory, removed on drop unless kept.
-struct WorkDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("history: kept {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 /// Where the bucket's bytes come from.

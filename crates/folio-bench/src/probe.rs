@@ -170,7 +170,7 @@ pub fn store_requests(text: &str) -> StoreRequests {
 
 /// A hyper client for plain-HTTP scrapes, dialling with TCP_NODELAY (as every Folio connection
 /// does) and a connect timeout.
-fn http_client() -> HttpClient<HttpConnector, Empty<Bytes>> {
+pub(crate) fn http_client() -> HttpClient<HttpConnector, Empty<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(METRICS_TIMEOUT));
@@ -178,7 +178,7 @@ fn http_client() -> HttpClient<HttpConnector, Empty<Bytes>> {
 }
 
 /// GETs `http://{addr}{path}`, bounded in time and size. Returns the body of a 200 answer.
-async fn http_get(
+pub(crate) async fn http_get(
     http: &HttpClient<HttpConnector, Empty<Bytes>>,
     addr: &str,
     path: &str,

@@ -19,7 +19,7 @@ use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 
 use crate::etcd::{self, EtcdCluster, EtcdWriter};
-use crate::group::{self, LocalGroup, StoreSpec};
+use crate::group::{self, LocalGroup, StoreSpec, WorkDir};
 use crate::latency::summarize;
 use crate::load::{self, Budget, CommitWriter, ContendWriter, ReadWriter, Writer};
 use crate::probe::Probe;
@@ -327,22 +327,6 @@ fn select(list: &str) -> anyhow::Result<Vec<Spec>> {
         .collect();
     anyhow::ensure!(!picked.is_empty(), "no workloads selected");
     Ok(picked)
-}
-
-/// The suite's scratch directory, removed on drop unless kept.
-struct WorkDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("bench: kept {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 /// A group the workloads run against: started here, or external.

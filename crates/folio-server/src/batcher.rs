@@ -5,7 +5,6 @@
 //! are in flight; while they are, new requests queue up and form the next batch.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use folio_state::{Command, CommandResult, Raft, Request};
 use openraft::error::{ClientWriteError, RaftError};
@@ -13,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::Limits;
 use crate::metrics;
+use crate::now_ms;
 
 /// Longest a proposal may wait for its entry to commit. A leader cut off from its followers keeps
 /// believing it leads until it hears otherwise; without this bound its batches, and the in-flight
@@ -69,13 +69,6 @@ impl Batcher {
         rx.await
             .map_err(|_| WriteError::Unavailable("the batch was dropped".into()))?
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn run(raft: Raft, limits: Limits, mut rx: mpsc::Receiver<Pending>) {

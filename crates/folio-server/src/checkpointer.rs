@@ -19,7 +19,7 @@
 //! `Checkpointed` only as the next version and only over flushed segments.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use folio_core::{GroupId, SegmentId};
@@ -31,6 +31,7 @@ use folio_state::{CheckpointPlan, Command, CommandResult, Raft, Request, StateRe
 use crate::config::CheckpointConfig;
 use crate::history::History;
 use crate::metrics;
+use crate::now_ms;
 
 /// Longest pause between attempts after failures.
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -62,13 +63,6 @@ impl CheckpointError {
 
 fn local(e: impl ToString) -> CheckpointError {
     CheckpointError::Local(e.to_string())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 pub struct Checkpointer {

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use folio_core::SegmentId;
@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::batcher::WriteError;
 use crate::config::FlushConfig;
 use crate::metrics;
+use crate::now_ms;
 
 /// The first retry of a failed upload waits this long; each further one waits
 /// `RETRY_BACKOFF_FACTOR` times the one before, up to `flush.retry_backoff_max_ms`.
@@ -103,13 +104,6 @@ impl FlushError {
             FlushError::Propose(_) => "propose",
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Commits waiting for `OBJECT_STORE` durability on this node. While any wait, the flusher seals

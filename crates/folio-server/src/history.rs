@@ -49,25 +49,7 @@ fn corrupt(key: &ObjectKey, e: impl ToString) -> ReadError {
 }
 
 fn shared(e: Arc<ReadError>) -> ReadError {
-    match &*e {
-        ReadError::Store(StoreError::Unavailable(m)) => {
-            ReadError::Store(StoreError::Unavailable(m.clone()))
-        }
-        ReadError::Store(StoreError::NotFound(k)) => {
-            ReadError::Store(StoreError::NotFound(k.clone()))
-        }
-        ReadError::Store(s) => ReadError::Store(StoreError::Other(s.to_string())),
-        ReadError::Corrupt { segment, reason } => ReadError::Corrupt {
-            segment: *segment,
-            reason: reason.clone(),
-        },
-        ReadError::Object { key, reason } => ReadError::Object {
-            key: key.clone(),
-            reason: reason.clone(),
-        },
-        ReadError::Local(s) => ReadError::Local(s.clone()),
-        ReadError::Busy(s) => ReadError::Busy(s.clone()),
-    }
+    e.copy()
 }
 
 fn local(e: folio_state::StoreError) -> ReadError {

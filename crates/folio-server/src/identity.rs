@@ -19,7 +19,7 @@
 //! is harmless: the next start finds its own claim in the bucket.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -28,18 +28,12 @@ use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
 use folio_segment::manifest::{Identity, NodeClaim};
 
 use crate::config::Config;
+use crate::now_ms;
 
 const NODE_FILE: &str = "node-claim";
 const GROUP_FILE: &str = "group-identity";
 /// How long a node starting on an empty directory keeps trying an unreachable object store.
 const FIRST_START_STORE_WAIT: Duration = Duration::from_secs(60);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;

@@ -20,3 +20,12 @@ pub mod service;
 
 pub use config::Config;
 pub use node::Node;
+
+/// Wall-clock milliseconds since the Unix epoch, as the leader stamps entries and records; 0 if
+/// the clock is before 1970.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -39,6 +39,23 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// A copy of an error a cache shares between the callers that waited for one load.
+    pub(crate) fn copy(&self) -> ReadError {
+        match self {
+            ReadError::Store(s) => ReadError::Store(clone_store_error(s)),
+            ReadError::Corrupt { segment, reason } => ReadError::Corrupt {
+                segment: *segment,
+                reason: reason.clone(),
+            },
+            ReadError::Object { key, reason } => ReadError::Object {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            ReadError::Local(s) => ReadError::Local(s.clone()),
+            ReadError::Busy(s) => ReadError::Busy(s.clone()),
+        }
+    }
+
     pub fn from_local(e: folio_state::StoreError) -> ReadError {
         match e {
             folio_state::StoreError::Installing => ReadError::Busy(e.to_string()),
@@ -195,19 +212,7 @@ impl PageReader {
                 Ok(Arc::new(index))
             })
             .await
-            .map_err(|e: Arc<ReadError>| match &*e {
-                ReadError::Store(s) => ReadError::Store(clone_store_error(s)),
-                ReadError::Corrupt { segment, reason } => ReadError::Corrupt {
-                    segment: *segment,
-                    reason: reason.clone(),
-                },
-                ReadError::Object { key, reason } => ReadError::Object {
-                    key: key.clone(),
-                    reason: reason.clone(),
-                },
-                ReadError::Local(s) => ReadError::Local(s.clone()),
-                ReadError::Busy(s) => ReadError::Busy(s.clone()),
-            })
+            .map_err(|e: Arc<ReadError>| e.copy())
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes, StoreError> {

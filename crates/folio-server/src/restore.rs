@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use folio_core::limits::IDEMPOTENCY_RETAIN_COMMITS;
@@ -26,6 +26,7 @@ use folio_state::state::{ManifestRef, VolumeHead};
 use folio_state::{Command, CommandResult, Raft, Request, RestoreStep, RestoredCommit};
 
 use crate::history::History;
+use crate::now_ms;
 
 /// Keys per object-store listing request.
 const LIST_PAGE: usize = 1000;
@@ -41,13 +42,6 @@ pub struct Restorer {
     pub history: Arc<History>,
     pub store: Arc<dyn ObjectStore>,
     pub segment_bytes_max: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Restorer {
