@@ -31,6 +31,35 @@ pub enum StoreSpec {
 }
 
 impl StoreSpec {
+    /// The store a run's command line asks for: the S3 bucket when both endpoint and bucket are
+    /// given (under `prefix`, by default one of the run's own), else a local directory in the
+    /// run's scratch directory.
+    pub fn from_args(
+        endpoint: &Option<String>,
+        bucket: &Option<String>,
+        region: &str,
+        prefix: &Option<String>,
+        work: &WorkDir,
+    ) -> StoreSpec {
+        match (endpoint, bucket) {
+            (Some(endpoint), Some(bucket)) => StoreSpec::S3 {
+                endpoint: endpoint.clone(),
+                bucket: bucket.clone(),
+                region: region.to_string(),
+                prefix: prefix.clone().unwrap_or_else(|| {
+                    format!(
+                        "folio-bench/{}-{}/",
+                        work.started_unix_s,
+                        std::process::id()
+                    )
+                }),
+            },
+            _ => StoreSpec::Local {
+                root: work.path.join("objects"),
+            },
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             StoreSpec::Local { root } => format!("local directory under {}", root.display()),
@@ -424,6 +453,29 @@ fn server_command(exe: &Path, config: &Path, s3: bool) -> Command {
 pub(crate) struct WorkDir {
     pub path: PathBuf,
     pub keep: bool,
+    /// When the run started (Unix seconds), part of its names.
+    pub started_unix_s: u64,
+}
+
+impl WorkDir {
+    /// A directory of its own, `{name}-{pid}-{start}` under `under` (default: the system temp
+    /// directory), so removing it removes only what this run created.
+    pub fn create(under: Option<&Path>, name: &str, keep: bool) -> anyhow::Result<WorkDir> {
+        let started_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = under
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("{name}-{}-{started_unix_s}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(WorkDir {
+            path,
+            keep,
+            started_unix_s,
+        })
+    }
 }
 
 impl Drop for WorkDir {

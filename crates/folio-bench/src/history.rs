@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use folio_client::{Client, RetryPolicy};
@@ -254,40 +254,18 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         "--old-read-volumes must be in 1..={OLD_READ_VOLUMES_MAX} and at most --writers"
     );
     let exe = group::find_folio_bin(args.folio_bin.as_deref())?;
-    let started_unix_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     // A directory of its own, even under a given --work-dir, so removing it removes only what
-    // this run created (the local store included: it holds every page version written).
-    let work = WorkDir {
-        path: args
-            .work_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!(
-                "folio-history-{}-{started_unix_s}",
-                std::process::id()
-            )),
-        keep: args.keep,
-    };
-    std::fs::create_dir_all(&work.path)
-        .with_context(|| format!("create {}", work.path.display()))?;
+    // this run created.
+    let work = WorkDir::create(args.work_dir.as_deref(), "folio-history", args.keep)?;
+    let started_unix_s = work.started_unix_s;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
-    let store = match (&args.s3_endpoint, &args.s3_bucket) {
-        (Some(endpoint), Some(bucket)) => StoreSpec::S3 {
-            endpoint: endpoint.clone(),
-            bucket: bucket.clone(),
-            region: args.s3_region.clone(),
-            prefix: args
-                .s3_prefix
-                .clone()
-                .unwrap_or_else(|| format!("folio-bench/{started_unix_s}-{}/", std::process::id())),
-        },
-        _ => StoreSpec::Local {
-            root: work.path.join("objects"),
-        },
-    };
+    let store = StoreSpec::from_args(
+        &args.s3_endpoint,
+        &args.s3_bucket,
+        &args.s3_region,
+        &args.s3_prefix,
+        &work,
+    );
     const GROUP: &str = "history";
     let opts = NodeOptions {
         early_seal: true,

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use folio_client::{Client, RetryPolicy};
@@ -467,41 +467,18 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let started_unix_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     // A directory of its own, even under a given --work-dir, so removing it removes only what
     // this run created.
-    let work = WorkDir {
-        path: args
-            .work_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!(
-                "folio-bench-{}-{}",
-                std::process::id(),
-                started_unix_s
-            )),
-        keep: args.keep,
-    };
-    std::fs::create_dir_all(&work.path)
-        .with_context(|| format!("create {}", work.path.display()))?;
+    let work = WorkDir::create(args.work_dir.as_deref(), "folio-bench", args.keep)?;
+    let started_unix_s = work.started_unix_s;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
-    let store = match (&args.s3_endpoint, &args.s3_bucket) {
-        (Some(endpoint), Some(bucket)) => StoreSpec::S3 {
-            endpoint: endpoint.clone(),
-            bucket: bucket.clone(),
-            region: args.s3_region.clone(),
-            prefix: args
-                .s3_prefix
-                .clone()
-                .unwrap_or_else(|| format!("folio-bench/{started_unix_s}-{}/", std::process::id())),
-        },
-        _ => StoreSpec::Local {
-            root: work.path.join("objects"),
-        },
-    };
+    let store = StoreSpec::from_args(
+        &args.s3_endpoint,
+        &args.s3_bucket,
+        &args.s3_region,
+        &args.s3_prefix,
+        &work,
+    );
     let group = if args.addr.is_empty() {
         "3 folio server processes on 127.0.0.1 started by the suite".to_string()
     } else {

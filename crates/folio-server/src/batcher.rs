@@ -151,3 +151,28 @@ async fn run(raft: Raft, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
         });
     }
 }
+
+/// Proposes one command straight to Raft, not through the client write queue: the background
+/// tasks' entries (Seal, Flushed, Checkpointed, Restore) do not wait behind client writes, so a
+/// busy group cannot starve its own flushes and checkpoints. Stamped like a client batch.
+pub async fn propose(
+    raft: &Raft,
+    segment_bytes_max: u64,
+    cmd: Command,
+) -> Result<CommandResult, WriteError> {
+    let req = Request {
+        time_ms: now_ms(),
+        segment_bytes_max,
+        commands: vec![cmd],
+    };
+    match tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(req)).await {
+        Err(_) => Err(WriteError::Unavailable("proposal timed out".into())),
+        Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
+        Ok(Ok(resp)) => resp
+            .data
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| WriteError::Unavailable("empty response".into())),
+    }
+}

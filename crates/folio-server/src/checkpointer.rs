@@ -26,7 +26,7 @@ use folio_core::{GroupId, SegmentId};
 use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
 use folio_segment::manifest::{Identity, Manifest, RunRef};
 use folio_segment::table::{merge, Table};
-use folio_state::{CheckpointPlan, Command, CommandResult, Raft, Request, StateReader};
+use folio_state::{CheckpointPlan, Command, CommandResult, Raft, StateReader};
 
 use crate::config::CheckpointConfig;
 use crate::history::History;
@@ -288,25 +288,17 @@ impl Checkpointer {
     }
 
     async fn propose(&self, seq: u64, through: SegmentId) -> Result<bool, CheckpointError> {
-        let req = Request {
-            time_ms: now_ms(),
-            segment_bytes_max: self.segment_bytes_max,
-            commands: vec![Command::Checkpointed { seq, through }],
-        };
-        let resp = tokio::time::timeout(
-            crate::batcher::PROPOSAL_TIMEOUT,
-            self.raft.client_write(req),
-        )
-        .await
-        .map_err(|_| CheckpointError::Propose("timed out".into()))?
-        .map_err(|e| CheckpointError::Propose(e.to_string()))?;
-        match resp.data.results.first() {
-            Some(CommandResult::Checkpointed(applied)) => {
-                if *applied {
+        let cmd = Command::Checkpointed { seq, through };
+        match crate::batcher::propose(&self.raft, self.segment_bytes_max, cmd)
+            .await
+            .map_err(|e| CheckpointError::Propose(e.to_string()))?
+        {
+            CommandResult::Checkpointed(applied) => {
+                if applied {
                     metrics::CHECKPOINTS.inc();
                     tracing::info!(seq, %through, "checkpoint applied");
                 }
-                Ok(*applied)
+                Ok(applied)
             }
             other => Err(CheckpointError::Propose(format!(
                 "unexpected result {other:?}"

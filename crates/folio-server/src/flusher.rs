@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use folio_core::SegmentId;
 use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
-use folio_state::{Command, CommandResult, Raft, Request, SegmentObject, StateReader};
+use folio_state::{Command, CommandResult, Raft, SegmentObject, StateReader};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::batcher::WriteError;
 use crate::config::FlushConfig;
 use crate::metrics;
-use crate::now_ms;
 
 /// The first retry of a failed upload waits this long; each further one waits
 /// `RETRY_BACKOFF_FACTOR` times the one before, up to `flush.retry_backoff_max_ms`.
@@ -33,30 +32,6 @@ const RETRY_BACKOFF_FACTOR: f32 = 2.0;
 /// Longest one segment's build, upload and confirmation may take before it is abandoned and
 /// retried (the object store SDK has no overall deadline of its own).
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Proposes a flusher command straight to Raft. Seal and Flushed do not queue behind client
-/// writes, so a busy group cannot starve its own flushes (and with them, its buffer space).
-async fn propose(
-    raft: &Raft,
-    segment_bytes_max: u64,
-    cmd: Command,
-) -> Result<CommandResult, WriteError> {
-    let req = Request {
-        time_ms: now_ms(),
-        segment_bytes_max,
-        commands: vec![cmd],
-    };
-    match tokio::time::timeout(crate::batcher::PROPOSAL_TIMEOUT, raft.client_write(req)).await {
-        Err(_) => Err(WriteError::Unavailable("proposal timed out".into())),
-        Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
-        Ok(Ok(resp)) => resp
-            .data
-            .results
-            .into_iter()
-            .next()
-            .ok_or_else(|| WriteError::Unavailable("empty response".into())),
-    }
-}
 
 /// Decodes a built segment object and checks it against what the buffer held.
 fn verify_segment(obj: &SegmentObject) -> Result<(), FlushError> {
@@ -263,7 +238,13 @@ impl Flusher {
                 if due && sealing.is_empty() && g.sealed.len() < this.cfg.sealed_segments_max {
                     let (raft, max) = (this.raft.clone(), this.segment_bytes_max);
                     sealing.spawn(async move {
-                        match propose(&raft, max, Command::Seal { segment: open.id }).await {
+                        match crate::batcher::propose(
+                            &raft,
+                            max,
+                            Command::Seal { segment: open.id },
+                        )
+                        .await
+                        {
                             Ok(CommandResult::Sealed(_)) => {}
                             Ok(other) => tracing::error!(?other, "unexpected result for Seal"),
                             Err(e) => tracing::debug!(error = %e, "seal not proposed; will retry"),
@@ -338,7 +319,7 @@ impl Flusher {
         }
         metrics::SEGMENT_BYTES.observe(obj.bytes.len() as f64);
         metrics::SEGMENT_PAGES.observe(obj.pages as f64);
-        match propose(
+        match crate::batcher::propose(
             &self.raft,
             self.segment_bytes_max,
             Command::Flushed { segment: id },

@@ -23,7 +23,7 @@ use folio_core::{GroupId, Lsn, SegmentId, VolumeId};
 use folio_objstore::{ObjectKey, ObjectStore};
 use folio_segment::manifest::Manifest;
 use folio_state::state::{ManifestRef, VolumeHead};
-use folio_state::{Command, CommandResult, Raft, Request, RestoreStep, RestoredCommit};
+use folio_state::{Command, CommandResult, Raft, RestoreStep, RestoredCommit};
 
 use crate::history::History;
 use crate::now_ms;
@@ -77,20 +77,10 @@ impl Restorer {
     }
 
     async fn propose(&self, step: RestoreStep) -> anyhow::Result<()> {
-        let req = Request {
-            time_ms: now_ms(),
-            segment_bytes_max: self.segment_bytes_max,
-            commands: vec![Command::Restore { step }],
-        };
-        let resp = tokio::time::timeout(
-            crate::batcher::PROPOSAL_TIMEOUT,
-            self.raft.client_write(req),
-        )
-        .await
-        .context("proposal timed out")??;
-        match resp.data.results.into_iter().next() {
-            Some(CommandResult::Restored) => Ok(()),
-            Some(CommandResult::Rejected(r)) => bail!("{r}"),
+        let cmd = Command::Restore { step };
+        match crate::batcher::propose(&self.raft, self.segment_bytes_max, cmd).await? {
+            CommandResult::Restored => Ok(()),
+            CommandResult::Rejected(r) => bail!("{r}"),
             other => bail!("unexpected result {other:?}"),
         }
     }
