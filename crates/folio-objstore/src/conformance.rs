@@ -138,6 +138,13 @@ pub async fn listing<S: ObjectStore>(s: &S) {
         want[2..],
         "start_after"
     );
+    let sized = s.list_sized(&prefix, None, 100).await.unwrap();
+    let sizes: Vec<(String, u64)> = sized.into_iter().map(|l| (l.key, l.size)).collect();
+    let want_sizes: Vec<(String, u64)> = ["a", "b", "b2", "c", "z"]
+        .iter()
+        .map(|n| (key(n).to_string(), n.len() as u64))
+        .collect();
+    assert_eq!(sizes, want_sizes, "listing reports each object's size");
     assert!(s
         .list("groups/none-such/", None, 10)
         .await

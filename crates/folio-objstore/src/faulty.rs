@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 
-use crate::{ObjectKey, ObjectStore, PutOutcome, StoreError};
+use crate::{Listed, ObjectKey, ObjectStore, PutOutcome, StoreError};
 
 /// Faults to inject; shared with the test that controls them.
 #[derive(Default)]
@@ -30,6 +30,9 @@ pub struct FaultConfig {
     /// (0: never): the change happened but the caller cannot know, as when a process dies or a
     /// connection drops right after the store applied a request.
     pub lose_reply_one_in: AtomicU32,
+    /// One delete in this many fails before it reaches the store (0: never), on top of the
+    /// faults every request gets: garbage collection's retries, tested alone.
+    pub fail_delete_one_in: AtomicU32,
     /// Requests that reached the wrapper, and those it failed.
     pub requests: AtomicU64,
     pub injected_failures: AtomicU64,
@@ -120,18 +123,27 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         self.inner.head(key).await
     }
 
-    async fn list(
+    async fn list_sized(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Listed>, StoreError> {
         self.before().await?;
-        self.inner.list(prefix, start_after, limit).await
+        self.inner.list_sized(prefix, start_after, limit).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
         self.before().await?;
+        let one_in = self.faults.fail_delete_one_in.load(Ordering::Relaxed);
+        if one_in > 0 && rand::rng().random_range(0..one_in) == 0 {
+            self.faults
+                .injected_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Unavailable(format!(
+                "injected fault: delete of {key} failed"
+            )));
+        }
         self.inner.delete(key).await?;
         self.after_change(key)
     }

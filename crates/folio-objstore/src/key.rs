@@ -51,6 +51,39 @@ impl ObjectKey {
     pub fn manifests_prefix(g: GroupId) -> String {
         format!("groups/{g}/manifests/")
     }
+
+    /// The prefix under which group `g`'s index runs are listed.
+    pub fn runs_prefix(g: GroupId) -> String {
+        format!("groups/{g}/runs/")
+    }
+
+    /// The key a listing returned, back as a key: segments, manifests and runs (what garbage
+    /// collection deletes). `None` for any other name.
+    pub fn parse(key: &str) -> Option<ObjectKey> {
+        if let Some(id) = key.strip_prefix(Self::SEGMENTS_PREFIX) {
+            return id.parse().ok().map(ObjectKey::Segment);
+        }
+        let rest = key.strip_prefix("groups/")?;
+        let (group, rest) = rest.split_once('/')?;
+        let group = GroupId(group.parse().ok()?);
+        let parsed = if let Some(seq) = rest.strip_prefix("manifests/") {
+            ObjectKey::Manifest {
+                group,
+                seq: seq.parse().ok()?,
+            }
+        } else if let Some(run) = rest.strip_prefix("runs/") {
+            let (seq, nonce) = run.split_once('-')?;
+            ObjectKey::Run {
+                group,
+                seq: seq.parse().ok()?,
+                nonce: u64::from_str_radix(nonce, 16).ok()?,
+            }
+        } else {
+            return None;
+        };
+        // Only the canonical spelling: what Display writes.
+        (parsed.to_string() == key).then_some(parsed)
+    }
 }
 
 impl fmt::Display for ObjectKey {
@@ -100,5 +133,32 @@ mod tests {
         }
         .to_string();
         assert_eq!(r, "groups/3/runs/00000000000000000007-00000000000000ab");
+    }
+
+    #[test]
+    fn listed_keys_parse_back() {
+        let g = GroupId(3);
+        for k in [
+            ObjectKey::Segment(SegmentId::new(5, g, 2)),
+            ObjectKey::Manifest { group: g, seq: 12 },
+            ObjectKey::Run {
+                group: g,
+                seq: 7,
+                nonce: u64::MAX,
+            },
+        ] {
+            assert_eq!(ObjectKey::parse(&k.to_string()), Some(k));
+        }
+        for bad in [
+            "groups/3/identity",
+            "groups/3/nodes/1",
+            "groups/3/manifests/12",
+            "groups/x/manifests/00000000000000000012",
+            "groups/3/runs/00000000000000000007",
+            "segments/zz",
+            "other",
+        ] {
+            assert_eq!(ObjectKey::parse(bad), None, "{bad}");
+        }
     }
 }

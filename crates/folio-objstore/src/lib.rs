@@ -60,6 +60,13 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// One object a listing returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+}
+
 /// An object store.
 ///
 /// To ensure correctness, an implementation must guarantee:
@@ -83,13 +90,24 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes, StoreError>;
     /// The object's size, or `None` when it does not exist.
     async fn head(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError>;
+    /// Objects under a prefix with their sizes in bytes, in key order, starting after
+    /// `start_after`, at most `limit`.
+    async fn list_sized(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError>;
     /// Keys under a prefix, in order, starting after `start_after`, at most `limit`.
     async fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<String>, StoreError> {
+        let listed = self.list_sized(prefix, start_after, limit).await?;
+        Ok(listed.into_iter().map(|l| l.key).collect())
+    }
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{check_range, check_size, ObjectKey, ObjectStore, PutOutcome, StoreError};
+use crate::{check_range, check_size, Listed, ObjectKey, ObjectStore, PutOutcome, StoreError};
 
 const TMP_DIR: &str = ".tmp";
 
@@ -71,7 +71,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+fn walk(dir: &Path, rel: &str, out: &mut Vec<Listed>) -> std::io::Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -91,7 +91,15 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
         if e.file_type()?.is_dir() {
             walk(&e.path(), &child, out)?;
         } else {
-            out.push(child);
+            // A file removed since read_dir listed it is simply not listed.
+            match e.metadata() {
+                Ok(m) => out.push(Listed {
+                    key: child,
+                    size: m.len(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
@@ -175,12 +183,12 @@ impl ObjectStore for LocalDirStore {
         .await
     }
 
-    async fn list(
+    async fn list_sized(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Listed>, StoreError> {
         // Walk only the deepest directory the prefix names in full.
         let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let root = self.root.join(dir_part);
@@ -189,8 +197,10 @@ impl ObjectStore for LocalDirStore {
         Self::blocking(move || {
             let mut keys = Vec::new();
             walk(&root, &dir_part, &mut keys).map_err(|e| io_err("list objects", e))?;
-            keys.retain(|k| k.starts_with(&prefix) && start_after.as_ref().is_none_or(|s| k > s));
-            keys.sort_unstable();
+            keys.retain(|l| {
+                l.key.starts_with(&prefix) && start_after.as_ref().is_none_or(|s| &l.key > s)
+            });
+            keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             keys.truncate(limit);
             Ok(keys)
         })

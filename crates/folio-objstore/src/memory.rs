@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{check_range, check_size, ObjectKey, ObjectStore, PutOutcome, StoreError};
+use crate::{check_range, check_size, Listed, ObjectKey, ObjectStore, PutOutcome, StoreError};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -57,19 +57,21 @@ impl ObjectStore for MemoryStore {
         Ok(self.map().get(&key.to_string()).map(|b| b.len() as u64))
     }
 
-    async fn list(
+    async fn list_sized(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Listed>, StoreError> {
         let m = self.map();
         Ok(m.range(prefix.to_string()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(prefix))
-            .filter(|k| start_after.is_none_or(|s| k.as_str() > s))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| start_after.is_none_or(|s| k.as_str() > s))
             .take(limit)
-            .cloned()
+            .map(|(k, v)| Listed {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
             .collect())
     }
 

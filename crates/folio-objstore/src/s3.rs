@@ -13,7 +13,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 
-use crate::{check_range, check_size, ObjectKey, ObjectStore, PutOutcome, StoreError};
+use crate::{check_range, check_size, Listed, ObjectKey, ObjectStore, PutOutcome, StoreError};
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone, Debug, Default)]
@@ -245,12 +245,12 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list(
+    async fn list_sized(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Listed>, StoreError> {
         let full = format!("{}{prefix}", self.prefix);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -269,7 +269,10 @@ impl ObjectStore for S3Store {
             let page = req.send().await.map_err(|e| map_err("list", &full, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) {
-                    out.push(k.to_string());
+                    out.push(Listed {
+                        key: k.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                    });
                 }
             }
             match page.next_continuation_token() {
