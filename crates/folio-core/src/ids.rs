@@ -84,6 +84,9 @@ impl FromStr for VolumeId {
     }
 }
 
+/// The top bit of a segment's sequence number marks a segment compaction wrote.
+pub const COMPACTED_SEQ_BIT: u32 = 1 << 31;
+
 /// A segment's id: 16 bytes, time-ordered and unique across groups that share a bucket.
 /// Layout (big-endian): 6 bytes of Unix milliseconds, 6 bytes of the group id, 4 bytes of the
 /// group's segment sequence number. Every part is taken from replicated state, so every replica
@@ -123,6 +126,25 @@ impl SegmentId {
 
     pub fn seq(&self) -> u32 {
         u32::from_be_bytes(self.0[12..].try_into().expect("4 bytes"))
+    }
+
+    /// The id of a segment compaction wrote for manifest version `manifest_seq`, `k`
+    /// milliseconds after `time_ms`: its sequence number has the top bit set (the state machine
+    /// numbers its segments from 0 and never reaches it), and the manifest version's low 31 bits
+    /// below.
+    pub fn compacted(time_ms: u64, group: GroupId, manifest_seq: u64) -> Self {
+        let seq = COMPACTED_SEQ_BIT | (manifest_seq as u32 & !COMPACTED_SEQ_BIT);
+        SegmentId::new(time_ms, group, seq)
+    }
+
+    /// Whether compaction wrote this segment (it holds pages only, no commit records).
+    pub fn is_compacted(&self) -> bool {
+        self.seq() & COMPACTED_SEQ_BIT != 0
+    }
+
+    /// For a compacted segment, the low 31 bits of the manifest version it was written for.
+    pub fn compacted_for(&self) -> Option<u32> {
+        self.is_compacted().then(|| self.seq() & !COMPACTED_SEQ_BIT)
     }
 
     /// The group that wrote the segment.

@@ -6,6 +6,6 @@ pub mod limits;
 pub mod ops;
 pub mod page;
 
-pub use ids::{GroupId, Lsn, NodeId, PageIdx, SegmentId, VolumeId};
+pub use ids::{GroupId, Lsn, NodeId, PageIdx, SegmentId, VolumeId, COMPACTED_SEQ_BIT};
 pub use ops::{CommitArgs, Durability, PageLocation, PageWrite, WritePagesArgs};
 pub use page::{Page, PageError, PAGE_SIZE};

@@ -18,7 +18,10 @@ use crate::command::{Command, CommandResult, Rejection, Request, Response, Resto
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::machine::SErr;
-use crate::state::{CommitRecord, IdemRecord, ManifestRef, OpenSegment, SealedSegment, VolumeHead};
+use crate::state::{
+    fork_record_key, is_volume_event, CommitRecord, ForkBase, IdemRecord, ManifestRef, OpenSegment,
+    SealedSegment, VolumeHead, DELETION_LSN, DELETION_RECORD_KEY, MAX_FORK_DEPTH,
+};
 use crate::{metrics, StateMachine, TypeConfig};
 
 /// The writes of one `apply` call, with an overlay so later commands in the call see the effects
@@ -116,6 +119,17 @@ impl<'a> ApplyTx<'a> {
         self.idem_lsn.insert((v, rec.lsn), Some(key.clone()));
     }
 
+    /// Forgets every idempotency key of `v`.
+    fn drop_idem_window(&mut self, v: VolumeId) {
+        let (start, end) = volume_range(v);
+        for name in [CF_IDEM, CF_IDEM_LSN] {
+            self.batch
+                .delete_range_cf(cf(self.db, name), start.as_slice(), end.as_slice());
+        }
+        self.idem.retain(|(iv, _), _| *iv != v);
+        self.idem_lsn.retain(|(iv, _), _| *iv != v);
+    }
+
     /// Forgets the key of commit `old`, which just left the idempotency window, unless a later
     /// commit reused the key.
     fn expire_idem(&mut self, v: VolumeId, old: Lsn) -> Result<(), StoreError> {
@@ -196,7 +210,9 @@ impl StateMachine {
         g.open.get_or_insert_with(|| {
             g.last_time_ms = g.last_time_ms.max(req.time_ms);
             let id = SegmentId::new(g.last_time_ms, self.group_id, g.next_segment_seq);
-            g.next_segment_seq += 1;
+            // 31 bits: the top one marks compacted segments. Ids stay unique as they start
+            // with the (never decreasing) time.
+            g.next_segment_seq = (g.next_segment_seq + 1) & !folio_core::COMPACTED_SEQ_BIT;
             OpenSegment {
                 id,
                 next_offset: 0,
@@ -287,7 +303,9 @@ impl StateMachine {
         let next = g.manifest.map_or(1, |m| m.seq + 1);
         let unflushed =
             g.open.is_some_and(|o| o.id <= through) || g.sealed.iter().any(|s| s.id <= through);
-        if seq != next || g.manifest.is_some_and(|m| m.through >= through) || unflushed {
+        // A version may keep `through` (a rewrite of the runs: retention, deletions), never
+        // move it back.
+        if seq != next || g.manifest.is_some_and(|m| m.through > through) || unflushed {
             return Ok(false);
         }
         let end = through_segment_end(through);
@@ -301,7 +319,7 @@ impl StateMachine {
             let (k, _) = item?;
             let (_, v, lsn) =
                 parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
-            if lsn != Lsn::ZERO {
+            if !is_volume_event(lsn) {
                 if let Some(rec) = tx.commit(v, lsn)? {
                     for p in &rec.pages {
                         tx.batch.delete_cf(pages_cf, page_key(v, p.idx, lsn));
@@ -321,6 +339,76 @@ impl StateMachine {
         tx.compact = true;
         metrics::CHECKPOINT_PAGES_DROPPED.inc_by(dropped);
         Ok(true)
+    }
+
+    /// Creates `volume` as a fork of `source` at `at` (the source's head when `None`).
+    fn fork(
+        &mut self,
+        tx: &mut ApplyTx<'_>,
+        req: &Request,
+        volume: VolumeId,
+        source: VolumeId,
+        at: Option<Lsn>,
+    ) -> Result<CommandResult, StoreError> {
+        let rejected = |r| Ok(CommandResult::Rejected(r));
+        if let Some(h) = tx.head(volume)? {
+            return rejected(if h.deleted {
+                Rejection::IdRetired(volume)
+            } else {
+                Rejection::VolumeExists(volume)
+            });
+        }
+        let Some(src) = tx.head(source)? else {
+            return rejected(Rejection::UnknownVolume(source));
+        };
+        if src.deleted {
+            return rejected(Rejection::Deleted(source));
+        }
+        let at = at.unwrap_or(src.lsn);
+        let refuse = |reason: String| {
+            rejected(Rejection::ForkPoint {
+                source_volume: source,
+                at,
+                reason,
+            })
+        };
+        if at > src.lsn {
+            return refuse(format!("the source's latest LSN is {}", src.lsn));
+        }
+        if at < src.horizon {
+            return refuse(format!(
+                "it is no longer retained; the oldest retained LSN is {}",
+                src.horizon
+            ));
+        }
+        // The new volume sits one level below its source's chain of sources.
+        let mut depth = 1;
+        let mut up = src.base;
+        while let Some(b) = up {
+            depth += 1;
+            up = tx.head(b.volume)?.and_then(|h| h.base);
+        }
+        if depth > MAX_FORK_DEPTH {
+            return rejected(Rejection::ForkTooDeep(source));
+        }
+        let base = ForkBase {
+            volume: source,
+            lsn: at,
+        };
+        let head = VolumeHead {
+            base: Some(base),
+            ..VolumeHead::new(Lsn::ZERO, req.time_ms)
+        };
+        tx.put_head(volume, head);
+        // Its creation record names the source, so a rebuild from the bucket restores the link.
+        self.place_record(
+            tx,
+            req,
+            volume,
+            Lsn::ZERO,
+            record_bytes(fork_record_key(&base).len(), 0),
+        );
+        Ok(CommandResult::VolumeForked { volume, source, at })
     }
 
     /// One step of a rebuild from the bucket.
@@ -427,32 +515,40 @@ impl StateMachine {
         let time_ms = req.time_ms;
         let writes = matches!(
             cmd,
-            Command::CreateVolume { .. } | Command::Commit { .. } | Command::WritePages { .. }
+            Command::CreateVolume { .. }
+                | Command::Commit { .. }
+                | Command::WritePages { .. }
+                | Command::DeleteVolume { .. }
+                | Command::ForkVolume { .. }
         );
         if writes && self.meta.group.restoring {
             return Ok(CommandResult::Rejected(Rejection::Restoring));
         }
         match cmd {
             Command::CreateVolume { volume } => {
-                if tx.head(*volume)?.is_some() {
-                    return Ok(CommandResult::Rejected(Rejection::VolumeExists(*volume)));
+                if let Some(h) = tx.head(*volume)? {
+                    return Ok(CommandResult::Rejected(if h.deleted {
+                        Rejection::IdRetired(*volume)
+                    } else {
+                        Rejection::VolumeExists(*volume)
+                    }));
                 }
-                tx.put_head(
-                    *volume,
-                    VolumeHead {
-                        lsn: Lsn::ZERO,
-                        created_at_ms: time_ms,
-                    },
-                );
+                tx.put_head(*volume, VolumeHead::new(Lsn::ZERO, time_ms));
                 // The creation travels to the object store as the volume's LSN-0 record.
                 self.place_record(tx, req, *volume, Lsn::ZERO, record_bytes(0, 0));
                 Ok(CommandResult::VolumeCreated { volume: *volume })
             }
             Command::WritePages { args } => {
-                if tx.head(args.volume)?.is_none() {
-                    return Ok(CommandResult::Rejected(Rejection::UnknownVolume(
-                        args.volume,
-                    )));
+                match tx.head(args.volume)? {
+                    None => {
+                        return Ok(CommandResult::Rejected(Rejection::UnknownVolume(
+                            args.volume,
+                        )))
+                    }
+                    Some(h) if h.deleted => {
+                        return Ok(CommandResult::Rejected(Rejection::Deleted(args.volume)))
+                    }
+                    Some(_) => {}
                 }
                 let pages = args
                     .pages
@@ -466,6 +562,9 @@ impl StateMachine {
                 let Some(head) = tx.head(v)? else {
                     return Ok(CommandResult::Rejected(Rejection::UnknownVolume(v)));
                 };
+                if head.deleted {
+                    return Ok(CommandResult::Rejected(Rejection::Deleted(v)));
+                }
                 if let Some(rec) = tx.idem(v, &args.idempotency_key)? {
                     if rec.lsn.0 + IDEMPOTENCY_RETAIN_COMMITS > head.lsn.0 {
                         if rec.fingerprint != *fingerprint {
@@ -580,13 +679,7 @@ impl StateMachine {
                 if lsn.0 > IDEMPOTENCY_RETAIN_COMMITS {
                     tx.expire_idem(v, Lsn(lsn.0 - IDEMPOTENCY_RETAIN_COMMITS))?;
                 }
-                tx.put_head(
-                    v,
-                    VolumeHead {
-                        lsn,
-                        created_at_ms: head.created_at_ms,
-                    },
-                );
+                tx.put_head(v, VolumeHead { lsn, ..head });
                 Ok(CommandResult::Committed {
                     lsn,
                     pages,
@@ -608,6 +701,49 @@ impl StateMachine {
                 self.checkpoint(tx, *seq, *through)?,
             )),
             Command::Restore { step } => self.restore(tx, step),
+            Command::ForkVolume { volume, source, at } => self.fork(tx, req, *volume, *source, *at),
+            Command::Retain { horizons } => {
+                let mut moved = 0;
+                for (v, horizon) in horizons {
+                    let Some(head) = tx.head(*v)? else { continue };
+                    let horizon = (*horizon).min(head.lsn);
+                    if !head.deleted && horizon > head.horizon {
+                        tx.put_head(*v, VolumeHead { horizon, ..head });
+                        moved += 1;
+                    }
+                }
+                Ok(CommandResult::Retained(moved))
+            }
+            Command::DeleteVolume { volume } => {
+                let v = *volume;
+                let Some(head) = tx.head(v)? else {
+                    return Ok(CommandResult::Rejected(Rejection::UnknownVolume(v)));
+                };
+                if !head.deleted {
+                    tx.put_head(
+                        v,
+                        VolumeHead {
+                            deleted: true,
+                            ..head
+                        },
+                    );
+                    // No retry of its commits can be answered any more: drop the window.
+                    tx.drop_idem_window(v);
+                    // The deletion travels to the object store as the volume's last record, so
+                    // a group rebuilt from the bucket knows the id is retired.
+                    self.place_record(
+                        tx,
+                        req,
+                        v,
+                        DELETION_LSN,
+                        record_bytes(DELETION_RECORD_KEY.len(), 0),
+                    );
+                }
+                Ok(CommandResult::VolumeDeleted {
+                    volume: v,
+                    already: head.deleted,
+                })
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! immutable (nothing is added to a flushed segment), so every replica builds the same run from
 //! them, whenever it builds it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use folio_core::{Lsn, SegmentId, VolumeId};
@@ -15,7 +15,9 @@ use rocksdb::{IteratorMode, ReadOptions, SnapshotWithThreadMode, DB};
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::runs;
-use crate::state::{CommitRecord, GroupState, ManifestRef, VolumeHead};
+use crate::state::{
+    is_volume_event, CommitRecord, GroupState, ManifestRef, VolumeHead, DELETION_LSN,
+};
 use crate::StateReader;
 
 /// What the next checkpoint would cover.
@@ -119,7 +121,7 @@ impl StateReader {
         let g = view.group()?;
         let mut plan: Option<CheckpointPlan> = None;
         view.flushed_records(&g, |s, v, lsn| {
-            let pages = if lsn == Lsn::ZERO {
+            let pages = if is_volume_event(lsn) {
                 0
             } else {
                 view.commit(v, lsn)?.pages.len() as u64
@@ -167,9 +169,9 @@ impl StateReader {
                 return Ok(false);
             }
             first.get_or_insert(s);
-            let head = heads.entry(v).or_insert(lsn);
+            let head = heads.entry(v).or_insert(Lsn::ZERO);
             *head = (*head).max(lsn);
-            if lsn != Lsn::ZERO {
+            if !is_volume_event(lsn) {
                 let rec = view.commit(v, lsn)?;
                 for p in &rec.pages {
                     entries.insert(
@@ -188,13 +190,22 @@ impl StateReader {
             let created: VolumeHead = view
                 .get(CF_VOLUMES, v.as_bytes())?
                 .ok_or_else(|| corrupt(CF_VOLUMES, format!("volume {v} missing")))?;
+            // The head as of the run's last segment, with the retention and deletion the
+            // state has now (both only move forward, and a rebuild must not lose them). A
+            // deletion is the volume's last record: its head then is the state's.
+            let lsn = if lsn == DELETION_LSN {
+                created.lsn
+            } else {
+                lsn
+            };
             let h = VolumeHead {
                 lsn,
-                created_at_ms: created.created_at_ms,
+                horizon: created.horizon.min(lsn),
+                ..created
             };
             entries.insert(
                 runs::head_key(v).to_vec(),
-                Bytes::copy_from_slice(&runs::head_value(&h)),
+                Bytes::from(runs::head_value(&h)),
             );
         }
         let mut table = TableBuilder::new();
@@ -209,6 +220,40 @@ impl StateReader {
             entries: count,
             bytes: table.finish(),
         }))
+    }
+
+    /// For garbage collection, from one consistent view: the current checkpoint, and the
+    /// segments the node's own index (what no checkpoint covers yet) points to. An entry moves
+    /// from the index to a run only together with the pointer, so a segment one of them names
+    /// is named by the manifest the other names, or by the index read with it.
+    pub fn gc_view(&self) -> Result<(Option<ManifestRef>, BTreeSet<SegmentId>), StoreError> {
+        let view = self.view();
+        let g = view.group()?;
+        let mut segments = BTreeSet::new();
+        let it = view
+            .db
+            .iterator_cf_opt(cf(view.db, CF_PAGES), view.opts(), IteratorMode::Start);
+        for item in it {
+            let (_, v) = item?;
+            let (s, _) = parse_location_value(&v).ok_or_else(|| corrupt(CF_PAGES, "bad value"))?;
+            segments.insert(s);
+        }
+        Ok((g.manifest, segments))
+    }
+
+    /// Every volume head, deleted ones included, in id order.
+    pub fn all_heads(&self) -> Result<BTreeMap<VolumeId, VolumeHead>, StoreError> {
+        let view = self.view();
+        let mut out = BTreeMap::new();
+        let it = view
+            .db
+            .iterator_cf_opt(cf(view.db, CF_VOLUMES), view.opts(), IteratorMode::Start);
+        for item in it {
+            let (k, v) = item?;
+            let id = VolumeId::from_slice(&k).map_err(|e| corrupt(CF_VOLUMES, e))?;
+            out.insert(id, decode(&v).map_err(|e| corrupt(CF_VOLUMES, e))?);
+        }
+        Ok(out)
     }
 
     /// The group's current checkpoint, read from the store itself (not from the published group

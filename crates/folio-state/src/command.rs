@@ -55,6 +55,25 @@ pub enum Command {
     Restore {
         step: RestoreStep,
     },
+    /// Raise volumes' retention horizons: snapshots below a volume's horizon are refused from
+    /// then on, so a later checkpoint may drop what only they could see. A horizon only moves
+    /// forward and never past the volume's head.
+    Retain {
+        horizons: Vec<(VolumeId, Lsn)>,
+    },
+    /// Delete a volume: it answers NOT_FOUND from then on, later checkpoints drop its history,
+    /// and its id is never given to a new volume.
+    DeleteVolume {
+        volume: VolumeId,
+    },
+    /// Create `volume` as a fork of `source` at LSN `at` (its head when `None`): the new
+    /// volume's LSN 0 holds the source's pages as of `at`, shared, not copied. Writes to either
+    /// never show in the other.
+    ForkVolume {
+        volume: VolumeId,
+        source: VolumeId,
+        at: Option<Lsn>,
+    },
 }
 
 /// The steps of a rebuild, proposed in order by the leader that runs it. Each step is safe to
@@ -112,9 +131,12 @@ impl Command {
             Command::WritePages { args } => {
                 OVERHEAD + args.pages.len() * (folio_core::PAGE_SIZE + 8)
             }
-            Command::Seal { .. } | Command::Flushed { .. } | Command::Checkpointed { .. } => {
-                OVERHEAD
-            }
+            Command::Seal { .. }
+            | Command::Flushed { .. }
+            | Command::Checkpointed { .. }
+            | Command::DeleteVolume { .. }
+            | Command::ForkVolume { .. } => OVERHEAD,
+            Command::Retain { horizons } => OVERHEAD + horizons.len() * 32,
             Command::Restore { step } => {
                 OVERHEAD
                     + match step {
@@ -189,6 +211,18 @@ pub enum CommandResult {
     Checkpointed(bool),
     /// A rebuild step was applied.
     Restored,
+    /// How many volumes' horizons moved.
+    Retained(u64),
+    /// The volume is deleted; `already`: an earlier DeleteVolume had deleted it.
+    VolumeDeleted {
+        volume: VolumeId,
+        already: bool,
+    },
+    VolumeForked {
+        volume: VolumeId,
+        source: VolumeId,
+        at: Lsn,
+    },
 }
 
 /// Why the state machine refused a command. Refusals are deterministic: every replica refuses
@@ -215,6 +249,23 @@ pub enum Rejection {
     Restoring,
     #[error("cannot rebuild: {0}")]
     RestoreRefused(String),
+    #[error("volume {0} was deleted")]
+    Deleted(VolumeId),
+    #[error(
+        "volume id {0} belonged to a volume that was deleted; ids are never reused, choose another"
+    )]
+    IdRetired(VolumeId),
+    #[error("cannot fork volume {source_volume} at LSN {at}: {reason}")]
+    ForkPoint {
+        source_volume: VolumeId,
+        at: Lsn,
+        reason: String,
+    },
+    #[error(
+        "cannot fork volume {0}: it is already a fork {depth} levels deep, the most allowed",
+        depth = crate::state::MAX_FORK_DEPTH
+    )]
+    ForkTooDeep(VolumeId),
 }
 
 /// An idempotency key with the volume it belongs to, as stored.

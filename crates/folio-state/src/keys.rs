@@ -106,6 +106,17 @@ pub fn location_value(s: SegmentId, offset: u64) -> [u8; 24] {
     slot_key(s, offset)
 }
 
+/// Parses a page-index value: segment id and offset.
+pub fn parse_location_value(b: &[u8]) -> Option<(SegmentId, u64)> {
+    if b.len() != 24 {
+        return None;
+    }
+    Some((
+        SegmentId::from_slice(&b[..16]).ok()?,
+        u64::from_be_bytes(b[16..].try_into().ok()?),
+    ))
+}
+
 /// A segment's commit-record entry.
 pub fn seg_commit_key(s: SegmentId, v: VolumeId, lsn: Lsn) -> [u8; 40] {
     let mut k = [0u8; 40];
@@ -138,5 +149,22 @@ pub fn segment_range(s: SegmentId) -> (Vec<u8>, Vec<u8>) {
     let start = s.as_bytes().to_vec();
     let mut end = start.clone();
     end.extend_from_slice(&[0xff; 41]);
+    (start, end)
+}
+
+/// Keys from `start` (inclusive) to `end` (exclusive) hold every key that starts with volume `v`:
+/// its idempotency window, commits and page versions.
+pub fn volume_range(v: VolumeId) -> (Vec<u8>, Vec<u8>) {
+    let start = v.as_bytes().to_vec();
+    let mut end = start.clone();
+    // The next 16-byte prefix; the last possible id has none, so its range ends past every key
+    // the column families hold (keys after the volume id are shorter than 1 KiB).
+    match end.iter().rposition(|b| *b != 0xff) {
+        Some(i) => {
+            end[i] += 1;
+            end.truncate(i + 1);
+        }
+        None => end.extend_from_slice(&[0xff; 1024]),
+    }
     (start, end)
 }

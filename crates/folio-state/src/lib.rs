@@ -11,6 +11,7 @@ mod checkpoint;
 pub mod command;
 mod db;
 pub mod keys;
+pub mod lifecycle;
 mod machine;
 pub mod metrics;
 mod reader;

@@ -21,7 +21,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId};
 
-use crate::state::{CommitRecord, VolumeHead};
+use crate::state::{CommitRecord, ForkBase, VolumeHead};
 
 pub const PAGE: u8 = b'P';
 pub const COMMIT: u8 = b'C';
@@ -88,25 +88,63 @@ pub fn parse_page(
     ))
 }
 
-pub fn head_value(h: &VolumeHead) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&h.lsn.0.to_be_bytes());
-    b[8..].copy_from_slice(&h.created_at_ms.to_be_bytes());
+/// A head's value: lsn u64 BE, created_at_ms u64 BE, then (since retention) horizon u64 BE and
+/// flags u8 (bit 0: deleted, bit 1: a fork), and for a fork its source volume [16] and source
+/// LSN u64 BE. Runs written before retention hold only the first 16 bytes; they read as horizon
+/// 0, not deleted, not a fork.
+pub fn head_value(h: &VolumeHead) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEAD_VALUE_LEN + FORK_LEN);
+    b.extend_from_slice(&h.lsn.0.to_be_bytes());
+    b.extend_from_slice(&h.created_at_ms.to_be_bytes());
+    b.extend_from_slice(&h.horizon.0.to_be_bytes());
+    b.push(u8::from(h.deleted) | (u8::from(h.base.is_some()) << 1));
+    if let Some(base) = &h.base {
+        b.extend_from_slice(base.volume.as_bytes());
+        b.extend_from_slice(&base.lsn.0.to_be_bytes());
+    }
     b
 }
 
+/// Bytes of a head value as written now, without a fork's source.
+const HEAD_VALUE_LEN: usize = 25;
+/// Bytes a fork's source adds.
+const FORK_LEN: usize = 24;
+/// Bytes of a head value written before retention.
+const HEAD_VALUE_V1_LEN: usize = 16;
+
 pub fn parse_head(key: &[u8], value: &[u8]) -> Result<(VolumeId, VolumeHead), RunEntryError> {
-    if key.len() != 17 || key[0] != HEAD || value.len() != 16 {
-        return Err(bad("head entry has the wrong size"));
+    if key.len() != 17 || key[0] != HEAD {
+        return Err(bad("head entry key has the wrong size"));
     }
     let v = VolumeId::from_slice(&key[1..]).map_err(|e| bad(e.to_string()))?;
-    Ok((
-        v,
-        VolumeHead {
-            lsn: Lsn(u64::from_be_bytes(value[..8].try_into().expect("8 bytes"))),
-            created_at_ms: u64::from_be_bytes(value[8..].try_into().expect("8 bytes")),
-        },
-    ))
+    let u64_at = |i: usize| u64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
+    if value.len() == HEAD_VALUE_V1_LEN {
+        return Ok((v, VolumeHead::new(Lsn(u64_at(0)), u64_at(8))));
+    }
+    if value.len() < HEAD_VALUE_LEN {
+        return Err(bad("head entry is truncated"));
+    }
+    let mut h = VolumeHead::new(Lsn(u64_at(0)), u64_at(8));
+    h.horizon = Lsn(u64_at(16));
+    let flags = value[24];
+    if flags & !0b11 != 0 {
+        return Err(bad(format!("head entry has unknown flags {flags:#x}")));
+    }
+    h.deleted = flags & 1 != 0;
+    let want = HEAD_VALUE_LEN + if flags & 2 != 0 { FORK_LEN } else { 0 };
+    if value.len() != want {
+        return Err(bad("head entry has the wrong size"));
+    }
+    if flags & 2 != 0 {
+        h.base = Some(ForkBase {
+            volume: VolumeId::from_slice(&value[25..41]).map_err(|e| bad(e.to_string()))?,
+            lsn: Lsn(u64_at(41)),
+        });
+    }
+    if h.horizon > h.lsn.next() {
+        return Err(bad("head entry's horizon is past its head"));
+    }
+    Ok((v, h))
 }
 
 pub fn commit_value(c: &CommitRecord) -> Bytes {
@@ -213,11 +251,22 @@ mod tests {
             (v3, lsn, loc.idx, loc.offset),
             (v, Lsn(9), PageIdx(3), 4096)
         );
-        let h = VolumeHead {
-            lsn: Lsn(9),
-            created_at_ms: 3,
-        };
+        let mut h = VolumeHead::new(Lsn(9), 3);
         assert_eq!(parse_head(&head_key(v), &head_value(&h)).unwrap(), (v, h));
+        h.horizon = Lsn(4);
+        h.deleted = true;
+        assert_eq!(parse_head(&head_key(v), &head_value(&h)).unwrap(), (v, h));
+        h.base = Some(ForkBase {
+            volume: VolumeId::from_slice(&[7; 16]).unwrap(),
+            lsn: Lsn(77),
+        });
+        assert_eq!(parse_head(&head_key(v), &head_value(&h)).unwrap(), (v, h));
+        // Written before retention: 16 bytes, everything kept.
+        let old = &head_value(&h)[..16];
+        assert_eq!(
+            parse_head(&head_key(v), old).unwrap(),
+            (v, VolumeHead::new(Lsn(9), 3))
+        );
         // LSN 256 sorts after LSN 255 (big-endian), and kinds sort C < H < P.
         assert!(page_key(v, PageIdx(1), Lsn(255)) < page_key(v, PageIdx(1), Lsn(256)));
         assert!(commit_key(v, Lsn(u64::MAX)).as_slice() < head_key(v).as_slice());

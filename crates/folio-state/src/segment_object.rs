@@ -2,7 +2,7 @@
 //! replica that applied the seal, so any of them can upload it.
 
 use bytes::Bytes;
-use folio_core::{Lsn, SegmentId, PAGE_SIZE};
+use folio_core::{SegmentId, PAGE_SIZE};
 use folio_raft::codec::decode;
 use folio_raft::keys::cf;
 use folio_segment::{CommitEntry, SegmentBuilder};
@@ -10,7 +10,10 @@ use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
-use crate::state::{CommitRecord, GroupState, VolumeHead};
+use crate::state::{
+    fork_record_key, is_volume_event, CommitRecord, GroupState, VolumeHead, DELETION_LSN,
+    DELETION_RECORD_KEY,
+};
 use crate::StateReader;
 
 /// A sealed segment's object, as uploaded.
@@ -95,17 +98,23 @@ impl StateReader {
             let (k, _) = item?;
             let (_, volume, lsn) =
                 parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
-            let entry = if lsn == Lsn::ZERO {
+            let entry = if is_volume_event(lsn) {
                 let head: VolumeHead = get(CF_VOLUMES, volume.as_bytes())?
                     .map(|b| decode(&b).map_err(|e| corrupt(CF_VOLUMES, e)))
                     .transpose()?
                     .ok_or_else(|| corrupt(CF_VOLUMES, format!("volume {volume} missing")))?;
+                // A creation names a fork's source in its key; a deletion says what it is.
+                let idempotency_key = if lsn == DELETION_LSN {
+                    Bytes::from_static(DELETION_RECORD_KEY)
+                } else {
+                    head.base.as_ref().map(fork_record_key).unwrap_or_default()
+                };
                 CommitEntry {
                     volume,
                     lsn,
                     committed_at_ms: head.created_at_ms,
                     fingerprint: 0,
-                    idempotency_key: Bytes::new(),
+                    idempotency_key,
                     pages: Vec::new(),
                 }
             } else {

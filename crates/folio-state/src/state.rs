@@ -1,14 +1,90 @@
 //! Records the state machine keeps in RocksDB, one column family per kind.
 
 use bytes::Bytes;
-use folio_core::{Lsn, PageLocation, SegmentId};
+use folio_core::{Lsn, PageLocation, SegmentId, VolumeId};
 use serde::{Deserialize, Serialize};
 
-/// A volume's head: its latest LSN.
+/// A volume's head: its latest LSN, the oldest LSN it still keeps, and whether it was deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeHead {
     pub lsn: Lsn,
     pub created_at_ms: u64,
+    /// The oldest LSN still readable (the retention horizon): reads, PullChanges and
+    /// ListCommits below it are refused with an error naming it. Only ever moves forward, and
+    /// always before the data below it is dropped from the bucket's index. 0 in heads written
+    /// before retention existed: everything is kept.
+    #[serde(default)]
+    pub horizon: Lsn,
+    /// DeleteVolume was applied: the volume answers NOT_FOUND, its pages become garbage, and its
+    /// id is never given to a new volume.
+    #[serde(default)]
+    pub deleted: bool,
+    /// A fork's source: the volume's LSN 0 is `base.volume` as of `base.lsn`, and a page the fork
+    /// never wrote reads as the source's page there. `None` for a volume created empty.
+    #[serde(default)]
+    pub base: Option<ForkBase>,
+}
+
+/// Where a fork's history starts: a snapshot of another volume of the same group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkBase {
+    pub volume: VolumeId,
+    pub lsn: Lsn,
+}
+
+/// Forks of forks of forks ...: at most this many levels, so a read that falls through to the
+/// sources does a bounded number of lookups.
+pub const MAX_FORK_DEPTH: usize = 8;
+
+/// The reserved LSN of a volume's deletion record in a segment (its creation is LSN 0).
+pub const DELETION_LSN: Lsn = Lsn(u64::MAX);
+
+/// Whether a segment record at `lsn` is a volume's creation or deletion rather than a commit.
+pub fn is_volume_event(lsn: Lsn) -> bool {
+    lsn == Lsn::ZERO || lsn == DELETION_LSN
+}
+
+/// The key of a fork's creation record (LSN 0): `F`, the source volume, the source LSN (u64
+/// little-endian). A plain creation has an empty key; the key of LSN 0 is never a client's.
+pub fn fork_record_key(base: &ForkBase) -> Bytes {
+    let mut k = Vec::with_capacity(25);
+    k.push(b'F');
+    k.extend_from_slice(base.volume.as_bytes());
+    k.extend_from_slice(&base.lsn.0.to_le_bytes());
+    Bytes::from(k)
+}
+
+/// The fork base an LSN-0 record's key names; `None` for a plain creation.
+pub fn parse_fork_record_key(key: &[u8]) -> Result<Option<ForkBase>, String> {
+    match key {
+        [] => Ok(None),
+        [b'F', rest @ ..] if rest.len() == 24 => Ok(Some(ForkBase {
+            volume: VolumeId::from_slice(&rest[..16]).map_err(|e| e.to_string())?,
+            lsn: Lsn(u64::from_le_bytes(rest[16..].try_into().expect("8 bytes"))),
+        })),
+        _ => Err(format!("a creation record's key of {} bytes", key.len())),
+    }
+}
+
+/// The key of a deletion record.
+pub const DELETION_RECORD_KEY: &[u8] = b"deleted";
+
+impl VolumeHead {
+    /// A live volume at `lsn` that keeps all of its history.
+    pub fn new(lsn: Lsn, created_at_ms: u64) -> VolumeHead {
+        VolumeHead {
+            lsn,
+            created_at_ms,
+            horizon: Lsn::ZERO,
+            deleted: false,
+            base: None,
+        }
+    }
+
+    /// Whether snapshot `lsn` is still readable: retained and not past the head.
+    pub fn retains(&self, lsn: Lsn) -> bool {
+        !self.deleted && lsn >= self.horizon && lsn <= self.lsn
+    }
 }
 
 /// One commit of a volume's history.

@@ -560,14 +560,25 @@ async fn a_checkpoint_drops_only_flushed_history_and_only_in_sequence() {
         .await,
         CommandResult::Checkpointed(true)
     );
+    // A version may keep `through` (a rewrite of the runs), never move it back.
+    let earlier = folio_core::SegmentId::new(1, GroupId(3), 0);
+    assert_eq!(
+        h.one(Command::Checkpointed {
+            seq: 2,
+            through: earlier
+        })
+        .await,
+        CommandResult::Checkpointed(false),
+        "a checkpoint never moves back"
+    );
     assert_eq!(
         h.one(Command::Checkpointed {
             seq: 2,
             through: first
         })
         .await,
-        CommandResult::Checkpointed(false),
-        "a checkpoint must move forward"
+        CommandResult::Checkpointed(true),
+        "a rewrite keeps `through`"
     );
     // LSN 1 left the node; LSN 2 (open segment) is still here.
     assert!(reader.page_at(v, PageIdx(1), Lsn(1)).unwrap().is_none());
@@ -619,10 +630,7 @@ async fn a_rebuild_restores_heads_history_and_keys_and_refuses_writes_meanwhile(
         h.one(Command::CreateVolume { volume: v }).await,
         CommandResult::Rejected(Rejection::Restoring)
     );
-    let head = folio_state::state::VolumeHead {
-        lsn: Lsn(1),
-        created_at_ms: 7,
-    };
+    let head = folio_state::state::VolumeHead::new(Lsn(1), 7);
     h.one(Command::Restore {
         step: RestoreStep::Volumes {
             heads: vec![(v, head)],
@@ -684,4 +692,176 @@ async fn a_rebuild_restores_heads_history_and_keys_and_refuses_writes_meanwhile(
         .await,
         CommandResult::Rejected(Rejection::RestoreRefused(_))
     ));
+}
+
+#[tokio::test]
+async fn deleting_a_volume_retires_its_id_and_records_the_deletion() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    h.one(commit(v, 0, "a", &[(0, 1)])).await;
+    assert_eq!(
+        h.one(Command::DeleteVolume { volume: v }).await,
+        CommandResult::VolumeDeleted {
+            volume: v,
+            already: false
+        }
+    );
+    assert_eq!(
+        h.one(Command::DeleteVolume { volume: v }).await,
+        CommandResult::VolumeDeleted {
+            volume: v,
+            already: true
+        }
+    );
+    let deleted = CommandResult::Rejected(Rejection::Deleted(v));
+    assert_eq!(h.one(commit(v, 1, "b", &[(0, 2)])).await, deleted);
+    // Not even a retry of an earlier commit: the window went with the volume.
+    assert_eq!(h.one(commit(v, 0, "a", &[(0, 1)])).await, deleted);
+    assert_eq!(
+        h.one(Command::CreateVolume { volume: v }).await,
+        CommandResult::Rejected(Rejection::IdRetired(v))
+    );
+    let other = VolumeId::new_random();
+    assert_eq!(
+        h.one(Command::DeleteVolume { volume: other }).await,
+        CommandResult::Rejected(Rejection::UnknownVolume(other))
+    );
+    let reader = h.sm.reader();
+    assert!(reader.volume(v).unwrap().unwrap().deleted);
+
+    // The deletion travels in the segment after the volume's records, and into the run.
+    let id = seal_only(&mut h).await;
+    let obj = reader.build_segment(id).unwrap().unwrap();
+    let seg = folio_segment::Segment::decode(obj.bytes).unwrap();
+    let lsns: Vec<u64> = seg.commits.iter().map(|c| c.lsn.0).collect();
+    assert_eq!(lsns, vec![0, 1, u64::MAX]);
+    assert_eq!(
+        seg.commits[2].idempotency_key.as_ref(),
+        folio_state::state::DELETION_RECORD_KEY
+    );
+    h.one(Command::Flushed { segment: id }).await;
+    let run = reader.build_run(id).unwrap().unwrap();
+    let table = folio_segment::table::Table::decode(run.bytes).unwrap();
+    let (k, val) = table
+        .iter()
+        .find(|(k, _)| k[0] == folio_state::runs::HEAD)
+        .unwrap();
+    let (_, head) = folio_state::runs::parse_head(k, val).unwrap();
+    assert!(head.deleted && head.lsn == Lsn(1), "{head:?}");
+}
+
+/// Seals the open segment and returns it, leaving it unflushed (so it can still be built).
+async fn seal_only(h: &mut Harness) -> folio_core::SegmentId {
+    let id = open_segment(h);
+    h.one(Command::Seal { segment: id }).await;
+    id
+}
+
+#[tokio::test]
+async fn horizons_only_move_forward_and_never_past_the_head() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    for l in 0..3 {
+        h.one(commit(v, l, &format!("k{l}"), &[(0, l as u8)])).await;
+    }
+    let horizon = |h: &Harness| h.sm.reader().volume(v).unwrap().unwrap().horizon;
+    let retain = |l: u64| Command::Retain {
+        horizons: vec![(v, Lsn(l)), (VolumeId::new_random(), Lsn(l))],
+    };
+    assert_eq!(h.one(retain(2)).await, CommandResult::Retained(1));
+    assert_eq!(horizon(&h), Lsn(2));
+    assert_eq!(h.one(retain(1)).await, CommandResult::Retained(0));
+    assert_eq!(horizon(&h), Lsn(2));
+    assert_eq!(h.one(retain(9)).await, CommandResult::Retained(1));
+    assert_eq!(horizon(&h), Lsn(3), "never past the head");
+}
+
+#[tokio::test]
+async fn a_fork_starts_at_its_sources_snapshot_and_records_it() {
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    for l in 0..3 {
+        h.one(commit(v, l, &format!("k{l}"), &[(0, l as u8)])).await;
+    }
+    h.one(Command::Retain {
+        horizons: vec![(v, Lsn(1))],
+    })
+    .await;
+    let fork = |volume, source, at| Command::ForkVolume { volume, source, at };
+    let f = VolumeId::new_random();
+    assert_eq!(
+        h.one(fork(f, v, None)).await,
+        CommandResult::VolumeForked {
+            volume: f,
+            source: v,
+            at: Lsn(3)
+        }
+    );
+    let reader = h.sm.reader();
+    let head = reader.volume(f).unwrap().unwrap();
+    assert_eq!(head.lsn, Lsn(0));
+    assert_eq!(
+        head.base,
+        Some(folio_state::state::ForkBase {
+            volume: v,
+            lsn: Lsn(3)
+        })
+    );
+    for (at, why) in [(4, "past the head"), (0, "below the horizon")] {
+        let g = VolumeId::new_random();
+        assert!(
+            matches!(
+                h.one(fork(g, v, Some(Lsn(at)))).await,
+                CommandResult::Rejected(Rejection::ForkPoint { .. })
+            ),
+            "{why}"
+        );
+    }
+    assert_eq!(
+        h.one(fork(f, v, Some(Lsn(2)))).await,
+        CommandResult::Rejected(Rejection::VolumeExists(f))
+    );
+    let missing = VolumeId::new_random();
+    assert_eq!(
+        h.one(fork(VolumeId::new_random(), missing, None)).await,
+        CommandResult::Rejected(Rejection::UnknownVolume(missing))
+    );
+    // The fork is a volume of its own: its commits start at LSN 1 and leave the source alone.
+    assert_eq!(
+        lsn_of(&h.one(commit(f, 0, "f1", &[(0, 9)])).await),
+        (1, false)
+    );
+    assert_eq!(reader.volume(v).unwrap().unwrap().lsn, Lsn(3));
+
+    // Its creation record names the source.
+    let id = seal_only(&mut h).await;
+    let seg =
+        folio_segment::Segment::decode(reader.build_segment(id).unwrap().unwrap().bytes).unwrap();
+    let created = seg
+        .commits
+        .iter()
+        .find(|c| c.volume == f && c.lsn == Lsn(0))
+        .unwrap();
+    assert_eq!(
+        folio_state::state::parse_fork_record_key(&created.idempotency_key).unwrap(),
+        head.base
+    );
+
+    // Forks of forks, up to the depth limit.
+    let mut src = f;
+    for _ in 1..folio_state::state::MAX_FORK_DEPTH {
+        let g = VolumeId::new_random();
+        assert!(matches!(
+            h.one(fork(g, src, None)).await,
+            CommandResult::VolumeForked { .. }
+        ));
+        src = g;
+    }
+    assert_eq!(
+        h.one(fork(VolumeId::new_random(), src, None)).await,
+        CommandResult::Rejected(Rejection::ForkTooDeep(src))
+    );
 }
