@@ -33,6 +33,15 @@ pub enum AdminCmd {
         #[arg(long)]
         node_id: u64,
     },
+    /// The group's storage: live and garbage bytes, the bucket's objects, and each volume's
+    /// share, as the leader's last lifecycle round found them.
+    Storage {
+        /// Any member's address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Regions and groups known to the volume registry: members, health, volume counts.
     Groups {
         /// Registry nodes' addresses, comma-separated (any one will do).
@@ -71,6 +80,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCmd::Groups { registry, json } => groups(registry, json).await,
+        AdminCmd::Storage { addr, json } => storage(&addr, json).await,
         AdminCmd::RegistryStatus { registry, json } => {
             let s = Registry::node_status(&registry, STATUS_TIMEOUT).await?;
             if json {
@@ -98,6 +108,105 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn storage(addr: &str, as_json: bool) -> anyhow::Result<()> {
+    let c = Client::new([addr], RetryPolicy::default())?;
+    let s = c.storage().await?;
+    let count = |c: &Option<folio_proto::admin::v1::ObjectCount>| {
+        c.as_ref().map_or((0, 0), |c| (c.objects, c.bytes))
+    };
+    let (segs, runs, mans) = (count(&s.segments), count(&s.runs), count(&s.manifests));
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    if as_json {
+        let vols: Vec<_> = s
+            .volumes
+            .iter()
+            .map(|v| {
+                json!({"volume_id": hex(&v.volume_id), "lsn": v.lsn, "oldest_lsn": v.oldest_lsn,
+                       "deleted": v.deleted,
+                       "fork_of": (!v.fork_of.is_empty()).then(|| hex(&v.fork_of)),
+                       "fork_lsn": v.fork_lsn, "page_versions": v.page_versions,
+                       "live_bytes": v.live_bytes, "commits": v.commits})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"group_id": s.group_id, "as_of_ms": s.as_of_ms,
+                   "manifest_seq": s.manifest_seq, "live_bytes": s.live_bytes,
+                   "garbage_bytes": s.garbage_bytes, "fragmented_bytes": s.fragmented_bytes,
+                   "segments": {"objects": segs.0, "bytes": segs.1},
+                   "runs": {"objects": runs.0, "bytes": runs.1},
+                   "manifests": {"objects": mans.0, "bytes": mans.1},
+                   "deleted": s.deleted, "delete_errors": s.delete_errors,
+                   "entries_dropped": s.entries_dropped,
+                   "compacted_segments": s.compacted_segments,
+                   "compacted_bytes": s.compacted_bytes, "volumes": vols,
+                   "volumes_truncated": s.volumes_truncated})
+        );
+        return Ok(());
+    }
+    if s.as_of_ms == 0 {
+        println!(
+            "group {}: no lifecycle round has run on its leader yet (see lifecycle.interval_ms)",
+            s.group_id
+        );
+        return Ok(());
+    }
+    println!(
+        "group {}  manifest {}  as of {} ms\n\
+         live        {:>14} bytes\n\
+         garbage     {:>14} bytes (deleted after the grace period)\n\
+         fragmented  {:>14} bytes\n\
+         segments    {:>14} bytes in {} objects\n\
+         runs        {:>14} bytes in {} objects\n\
+         manifests   {:>14} bytes in {} objects\n\
+         last round: {} deleted, {} failed, {} index entries dropped, {} segments \
+         compacted ({} bytes copied)",
+        s.group_id,
+        s.manifest_seq,
+        s.as_of_ms,
+        s.live_bytes,
+        s.garbage_bytes,
+        s.fragmented_bytes,
+        segs.1,
+        segs.0,
+        runs.1,
+        runs.0,
+        mans.1,
+        mans.0,
+        s.deleted,
+        s.delete_errors,
+        s.entries_dropped,
+        s.compacted_segments,
+        s.compacted_bytes
+    );
+    println!(
+        "{:<32}  {:>10}  {:>10}  {:>12}  {:>14}  notes",
+        "volume", "lsn", "oldest", "versions", "live bytes"
+    );
+    for v in &s.volumes {
+        let mut notes = Vec::new();
+        if v.deleted {
+            notes.push("deleted".to_string());
+        }
+        if !v.fork_of.is_empty() {
+            notes.push(format!("fork of {} at {}", hex(&v.fork_of), v.fork_lsn));
+        }
+        println!(
+            "{:<32}  {:>10}  {:>10}  {:>12}  {:>14}  {}",
+            hex(&v.volume_id),
+            v.lsn,
+            v.oldest_lsn,
+            v.page_versions,
+            v.live_bytes,
+            notes.join(", ")
+        );
+    }
+    if s.volumes_truncated {
+        println!("(more volumes than the report holds)");
+    }
+    Ok(())
 }
 
 fn members(m: &[folio_proto::admin::v1::Member]) -> String {

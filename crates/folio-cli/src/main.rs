@@ -299,6 +299,7 @@ async fn dev(
         object_store,
         flush: Default::default(),
         checkpoint: Default::default(),
+        lifecycle: Default::default(),
         restore: false,
         read: Default::default(),
         raft: Default::default(),

@@ -110,6 +110,26 @@ pub enum VolumeCmd {
         volume: VolumeId,
         file: PathBuf,
     },
+    /// Delete a volume: it answers NOT_FOUND from then on, garbage collection reclaims its
+    /// pages, and its id is never used again.
+    Delete {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+    },
+    /// Fork a volume: a new volume whose first snapshot is the source's at an LSN, sharing its
+    /// pages instead of copying them; prints the new volume's id.
+    Fork {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        /// The source's snapshot to fork [default: latest].
+        #[arg(long)]
+        at: Option<u64>,
+        /// Choose the new volume's id (32 hex digits).
+        #[arg(long)]
+        id: Option<VolumeId>,
+    },
     /// Write a file stored with `import` back out, byte for byte.
     Export {
         #[command(flatten)]
@@ -203,7 +223,7 @@ pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
                     .iter()
                     .map(|v| {
                         json!({"volume_id": hex(&v.volume_id), "lsn": v.lsn,
-                               "created_at_ms": v.created_at_ms})
+                               "oldest_lsn": v.oldest_lsn, "created_at_ms": v.created_at_ms})
                     })
                     .collect();
                 println!("{}", json!({ "volumes": vols }));
@@ -211,6 +231,32 @@ pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
                 for v in all {
                     println!("{}  lsn {}", hex(&v.volume_id), v.lsn);
                 }
+            }
+        }
+        VolumeCmd::Delete { t, volume } => {
+            let already = client(&t)?.delete_volume(volume).await?;
+            if t.json {
+                println!(
+                    "{}",
+                    json!({"volume_id": volume.to_string(), "already_deleted": already})
+                );
+            } else if already {
+                println!("volume {volume} was already deleted");
+            } else {
+                println!("volume {volume} deleted");
+            }
+        }
+        VolumeCmd::Fork { t, volume, at, id } => {
+            let (fork, at) = client(&t)?.fork_volume(volume, at.map(Lsn), id).await?;
+            if t.json {
+                println!(
+                    "{}",
+                    json!({"volume_id": fork.to_string(), "source": volume.to_string(),
+                           "at_lsn": at.0})
+                );
+            } else {
+                println!("{fork}");
+                eprintln!("forked from {volume} at LSN {}", at.0);
             }
         }
         VolumeCmd::Info { t, volume } => {

@@ -84,6 +84,14 @@ impl Error {
         }
     }
 
+    /// The error as a status again, to pass on (the registry relays groups' refusals).
+    pub fn into_status(self) -> Status {
+        match self {
+            Error::Other(s) => s,
+            e => Status::new(e.code().unwrap_or(Code::Unknown), e.to_string()),
+        }
+    }
+
     /// The gRPC code behind this error, where there is one.
     pub fn code(&self) -> Option<Code> {
         match self {
@@ -497,6 +505,61 @@ impl Client {
         Ok(loc)
     }
 
+    /// Deletes a volume: it answers NOT_FOUND from then on, its pages are reclaimed by garbage
+    /// collection, and its id is never used again. In registry mode the registry also retires
+    /// its placement. Safe to retry; returns whether it had been deleted already.
+    pub async fn delete_volume(&self, volume: VolumeId) -> Result<bool> {
+        if let Some(router) = &self.router {
+            let already = router.registry.delete_volume(volume).await?;
+            router.forget(volume).await;
+            return Ok(already);
+        }
+        let r = self
+            .on_volume(volume, |ch| async move {
+                let req = pb::DeleteVolumeRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                };
+                volume_client(ch)
+                    .delete_volume(req)
+                    .await
+                    .map(|r| r.into_inner().already_deleted)
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// Forks `source` at LSN `at` (its latest when `None`) into a new volume (id chosen here
+    /// unless given) that shares the source's pages instead of copying them. Returns the new
+    /// volume and the LSN it was forked at. In registry mode the registry places the fork on
+    /// the source's group.
+    pub async fn fork_volume(
+        &self,
+        source: VolumeId,
+        at: Option<Lsn>,
+        id: Option<VolumeId>,
+    ) -> Result<(VolumeId, Lsn)> {
+        let id = id.unwrap_or_else(VolumeId::new_random);
+        if let Some(router) = &self.router {
+            let (loc, at) = router.registry.fork_volume(source, at, id).await?;
+            router.learn(id, loc).await?;
+            return Ok((id, at));
+        }
+        let r = self
+            .on_volume(source, |ch| async move {
+                let req = pb::ForkVolumeRequest {
+                    source_volume_id: Bytes::copy_from_slice(source.as_bytes()),
+                    at_lsn: at.map(|l| l.0),
+                    volume_id: Bytes::copy_from_slice(id.as_bytes()),
+                };
+                volume_client(ch)
+                    .fork_volume(req)
+                    .await
+                    .map(|r| Lsn(r.into_inner().at_lsn))
+            })
+            .await;
+        Self::finish(r).map(|at| (id, at))
+    }
+
     /// The volume's latest LSN (linearizable).
     pub async fn snapshot(&self, volume: VolumeId) -> Result<Lsn> {
         let r = self
@@ -752,6 +815,19 @@ impl Client {
                         .await
                         .map(|r| r.into_inner())
                 }
+            })
+            .await;
+        Self::finish(r)
+    }
+
+    /// The group's storage as its leader's last lifecycle round found it.
+    pub async fn storage(&self) -> Result<admin::StorageResponse> {
+        let r = self
+            .retrying(|ch| async move {
+                AdminServiceClient::new(ch)
+                    .storage(admin::StorageRequest {})
+                    .await
+                    .map(|r| r.into_inner())
             })
             .await;
         Self::finish(r)

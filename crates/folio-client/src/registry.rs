@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use folio_core::VolumeId;
+use folio_core::{Lsn, VolumeId};
 use folio_proto::channels::ChannelCache;
 pub use folio_proto::registry::v1 as pb;
 use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
@@ -65,6 +65,52 @@ impl Registry {
         Client::finish(r)?
             .location
             .ok_or_else(|| Error::Other(tonic::Status::internal("the registry sent no location")))
+    }
+
+    /// Deletes volume `id` on its group and retires its placement. Safe to retry; returns
+    /// whether it had been deleted already.
+    pub async fn delete_volume(&self, id: VolumeId) -> Result<bool> {
+        let r = self
+            .conn
+            .retrying(|ch| {
+                let req = pb::DeleteVolumeRequest {
+                    volume_id: Bytes::copy_from_slice(id.as_bytes()),
+                };
+                async move {
+                    client(ch)
+                        .delete_volume(req)
+                        .await
+                        .map(|r| r.into_inner().already_deleted)
+                }
+            })
+            .await;
+        Client::finish(r)
+    }
+
+    /// Forks `source` at `at` into volume `id` on the source's group. Safe to retry with the
+    /// same id.
+    pub async fn fork_volume(
+        &self,
+        source: VolumeId,
+        at: Option<Lsn>,
+        id: VolumeId,
+    ) -> Result<(pb::VolumeLocation, Lsn)> {
+        let r = self
+            .conn
+            .retrying(|ch| {
+                let req = pb::ForkVolumeRequest {
+                    source_volume_id: Bytes::copy_from_slice(source.as_bytes()),
+                    at_lsn: at.map(|l| l.0),
+                    volume_id: Bytes::copy_from_slice(id.as_bytes()),
+                };
+                async move { client(ch).fork_volume(req).await.map(|r| r.into_inner()) }
+            })
+            .await;
+        let r = Client::finish(r)?;
+        let loc = r.location.ok_or_else(|| {
+            Error::Other(tonic::Status::internal("the registry sent no location"))
+        })?;
+        Ok((loc, Lsn(r.at_lsn)))
     }
 
     /// Every region and group, with health and volume counts (the registry leader's view).

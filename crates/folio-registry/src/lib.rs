@@ -46,6 +46,9 @@ pub enum RegCommand {
     /// Places a volume on a group, for good: placements never move or go away. Refused if the
     /// volume is placed already.
     AssignVolume { volume: [u8; 16], group: u64 },
+    /// Records that a placed volume was deleted on its group: resolving it answers NOT_FOUND
+    /// from then on, and its id is never placed again. The placement is kept as a tombstone.
+    RetireVolume { volume: [u8; 16] },
 }
 
 /// The outcome of one command.

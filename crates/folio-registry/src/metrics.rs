@@ -21,8 +21,8 @@ pub static VOLUMES: LazyLock<IntGauge> = LazyLock::new(|| {
 pub static PLACEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "folio_registry_placements_total",
-        "CreateVolume outcomes on this registry leader: placed, retried (an earlier placement \
-         answered), refused (no such region or no healthy group)",
+        "CreateVolume and ForkVolume outcomes on this registry leader: placed, retried (an \
+         earlier placement answered), refused (no such region or no healthy group), forked",
         &["outcome"]
     )
     .expect("metric registers once")

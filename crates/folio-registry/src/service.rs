@@ -194,20 +194,32 @@ impl RegistrySvc {
         Some(location(volume, g, rec, hint))
     }
 
-    /// Creates the volume on its group: the leader hint first, then every member.
-    async fn create_on_group(
-        &self,
-        volume: VolumeId,
-        loc: &pb::VolumeLocation,
-    ) -> Result<(), Status> {
+    fn retired(&self, volume: &[u8; 16]) -> bool {
+        self.state
+            .read()
+            .expect("registry state lock")
+            .retired
+            .contains(volume)
+    }
+
+    /// A client of the group at `loc`: the leader hint first, then every member.
+    fn group_client(&self, loc: &pb::VolumeLocation) -> Result<Client, Status> {
         let mut addrs: Vec<String> = Vec::new();
         if !loc.leader_hint.is_empty() {
             addrs.push(loc.leader_hint.clone());
         }
         addrs.extend(loc.members.iter().map(|m| m.addr.clone()));
         addrs.dedup();
-        let group = Client::new(addrs, self.group_policy.clone())
-            .map_err(|e| Status::internal(e.to_string()))?;
+        Client::new(addrs, self.group_policy.clone()).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// Creates the volume on its group.
+    async fn create_on_group(
+        &self,
+        volume: VolumeId,
+        loc: &pb::VolumeLocation,
+    ) -> Result<(), Status> {
+        let group = self.group_client(loc)?;
         match group.create_volume(Some(volume)).await {
             Ok(_) | Err(folio_client::Error::AlreadyExists(_)) => Ok(()),
             Err(e) => Err(Status::unavailable(format!(
@@ -217,6 +229,13 @@ impl RegistrySvc {
             ))),
         }
     }
+}
+
+fn retired_id(volume: VolumeId) -> Status {
+    Status::failed_precondition(format!(
+        "volume id {volume} belonged to a volume that was deleted; ids are never reused, choose \
+         another"
+    ))
 }
 
 fn location(volume: &[u8; 16], g: u64, rec: &GroupRecord, hint: String) -> pb::VolumeLocation {
@@ -294,6 +313,9 @@ impl RegistryService for RegistrySvc {
                 .map_err(|e| Status::invalid_argument(format!("volume_id: {e}")))?
         };
         let vb = *volume.as_bytes();
+        if self.retired(&vb) {
+            return Err(retired_id(volume));
+        }
         if let Some(loc) = self.location(&vb) {
             return self.finish_placed(volume, &region, loc).await;
         }
@@ -373,6 +395,14 @@ impl RegistryService for RegistrySvc {
         // Placements never move, so any replica that has one may answer. A miss is only
         // trusted from the leader after a read-index check: a follower may be behind.
         if let Some(loc) = self.location(&volume) {
+            if self.retired(&volume) {
+                return Err(Status::not_found(format!(
+                    "volume {} was deleted",
+                    VolumeId::from_slice(&volume)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                )));
+            }
             metrics::RESOLVES.with_label_values(&["local"]).inc();
             return Ok(Response::new(loc));
         }
@@ -396,6 +426,140 @@ impl RegistryService for RegistrySvc {
                     .unwrap_or_default()
             ))
         })
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        let vb = volume_bytes(&req.get_ref().volume_id)?;
+        if let Route::Forward(ch) = self.route(req.metadata())? {
+            return client(ch).delete_volume(forwarded(req.into_inner())).await;
+        }
+        let volume = VolumeId::from_slice(&vb).expect("16 bytes");
+        self.read_index().await?;
+        let Some(loc) = self.location(&vb) else {
+            return Err(Status::not_found(format!(
+                "volume {volume} is not known to the registry"
+            )));
+        };
+        if self.retired(&vb) {
+            return Ok(Response::new(pb::DeleteVolumeResponse {
+                already_deleted: true,
+            }));
+        }
+        // The group deletes first: a placement is retired only once nothing can write to it.
+        let group = self.group_client(&loc)?;
+        let already = match group.delete_volume(volume).await {
+            Ok(already) => already,
+            // Never created on its group (a create cut short): nothing to delete there.
+            Err(folio_client::Error::NotFound(_)) => false,
+            Err(e) => {
+                return Err(Status::unavailable(format!(
+                    "group {} could not delete volume {volume} ({e}); retry",
+                    loc.group_id
+                )))
+            }
+        };
+        self.propose(RegCommand::RetireVolume { volume: vb })
+            .await?;
+        tracing::info!(%volume, group = loc.group_id, "volume deleted");
+        Ok(Response::new(pb::DeleteVolumeResponse {
+            already_deleted: already,
+        }))
+    }
+
+    async fn fork_volume(
+        &self,
+        req: Request<pb::ForkVolumeRequest>,
+    ) -> Result<Response<pb::ForkVolumeResponse>, Status> {
+        let source = volume_bytes(&req.get_ref().source_volume_id)?;
+        if !req.get_ref().volume_id.is_empty() {
+            volume_bytes(&req.get_ref().volume_id)?;
+        }
+        if let Route::Forward(ch) = self.route(req.metadata())? {
+            return client(ch).fork_volume(forwarded(req.into_inner())).await;
+        }
+        let msg = req.into_inner();
+        let volume = if msg.volume_id.is_empty() {
+            VolumeId::new_random()
+        } else {
+            VolumeId::from_slice(&msg.volume_id).expect("checked above")
+        };
+        let source_id = VolumeId::from_slice(&source).expect("16 bytes");
+        let vb = *volume.as_bytes();
+        if self.retired(&vb) {
+            return Err(retired_id(volume));
+        }
+        self.read_index().await?;
+        let Some(src) = self.location(&source) else {
+            return Err(Status::not_found(format!(
+                "volume {source_id} is not known to the registry"
+            )));
+        };
+        if self.retired(&source) {
+            return Err(Status::not_found(format!("volume {source_id} was deleted")));
+        }
+        // Placed first, on the source's group (a fork shares its source's segments), so the
+        // registry never forgets a volume the group may have created.
+        match self.location(&vb) {
+            Some(loc) if loc.group_id != src.group_id => {
+                return Err(Status::already_exists(format!(
+                    "volume {volume} already exists on group {}",
+                    loc.group_id
+                )))
+            }
+            Some(_) => {}
+            None => {
+                if let Err(e) = self
+                    .propose(RegCommand::AssignVolume {
+                        volume: vb,
+                        group: src.group_id,
+                    })
+                    .await
+                {
+                    if self
+                        .location(&vb)
+                        .is_none_or(|l| l.group_id != src.group_id)
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let loc = self.location(&vb).expect("placed above");
+        let group = self.group_client(&loc)?;
+        let at = msg.at_lsn.map(folio_core::Lsn);
+        let at = match group.fork_volume(source_id, at, Some(volume)).await {
+            Ok((_, at)) => at,
+            Err(folio_client::Error::AlreadyExists(_)) => {
+                // A retry whose first attempt forked: the fork point is the fork's base.
+                match msg.at_lsn {
+                    Some(at) => folio_core::Lsn(at),
+                    None => {
+                        return Err(Status::already_exists(format!(
+                            "volume {volume} exists already; name the fork point to retry"
+                        )))
+                    }
+                }
+            }
+            Err(e @ (folio_client::Error::Invalid { .. } | folio_client::Error::NotFound(_))) => {
+                return Err(e.into_status())
+            }
+            Err(e) => {
+                return Err(Status::unavailable(format!(
+                    "volume {volume} is placed on group {} but the group could not fork it yet \
+                     ({e}); retry with the same volume id",
+                    loc.group_id
+                )))
+            }
+        };
+        metrics::PLACEMENTS.with_label_values(&["forked"]).inc();
+        tracing::info!(%volume, source = %source_id, at = at.0, group = loc.group_id, "volume forked");
+        Ok(Response::new(pb::ForkVolumeResponse {
+            location: Some(loc),
+            at_lsn: at.0,
+        }))
     }
 
     async fn list_groups(
@@ -510,7 +674,7 @@ impl RegistryService for RegistrySvc {
                 .collect(),
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             groups: s.groups.len() as u64,
-            volumes: s.volumes.len() as u64,
+            volumes: (s.volumes.len() - s.retired.len()) as u64,
         }))
     }
 }

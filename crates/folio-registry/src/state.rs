@@ -3,7 +3,7 @@
 //! resumes from a consistent point and openraft re-applies the rest of the durable log).
 //! Snapshots are the whole state, MessagePack-encoded, kept in RocksDB.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -27,7 +27,8 @@ type SErr = StorageError<u64>;
 const CF_REG_META: &str = "reg_meta";
 /// Group id (big-endian) → group record.
 const CF_REG_GROUPS: &str = "reg_groups";
-/// Volume id → group id (big-endian).
+/// Volume id → group id (big-endian), then a flags byte (bit 0: retired) once the volume is
+/// deleted; placements written before deletion existed have no flags byte.
 const CF_REG_VOLUMES: &str = "reg_volumes";
 
 const META_APPLIED: &[u8] = b"applied";
@@ -47,7 +48,9 @@ pub struct GroupRecord {
 pub struct RegistryState {
     pub groups: BTreeMap<u64, GroupRecord>,
     pub volumes: BTreeMap<[u8; 16], u64>,
-    /// Volumes placed on each group (derived from `volumes`).
+    /// Placed volumes that were deleted since (their placement stays, as a tombstone).
+    pub retired: BTreeSet<[u8; 16]>,
+    /// Live volumes placed on each group (derived from `volumes` and `retired`).
     pub volume_counts: BTreeMap<u64, u64>,
     pub applied: Option<LogId<u64>>,
     pub membership: StoredMembership<u64, BasicNode>,
@@ -60,6 +63,17 @@ struct Body {
     membership: StoredMembership<u64, BasicNode>,
     groups: Vec<(u64, GroupRecord)>,
     volumes: Vec<([u8; 16], u64)>,
+    #[serde(default)]
+    retired: Vec<[u8; 16]>,
+}
+
+/// A placement's value in RocksDB.
+fn placement_value(group: u64, retired: bool) -> Vec<u8> {
+    let mut v = group.to_be_bytes().to_vec();
+    if retired {
+        v.push(1);
+    }
+    v
 }
 
 impl RegistryState {
@@ -98,9 +112,25 @@ impl RegistryState {
                 if !self.groups.contains_key(group) {
                     return refused(format!("group {group} is not registered"));
                 }
-                batch.put_cf(cf(db, CF_REG_VOLUMES), volume, group.to_be_bytes());
+                batch.put_cf(
+                    cf(db, CF_REG_VOLUMES),
+                    volume,
+                    placement_value(*group, false),
+                );
                 self.volumes.insert(*volume, *group);
                 *self.volume_counts.entry(*group).or_default() += 1;
+                RegResponse::default()
+            }
+            RegCommand::RetireVolume { volume } => {
+                let Some(&group) = self.volumes.get(volume) else {
+                    return refused("the volume is not placed".into());
+                };
+                if self.retired.insert(*volume) {
+                    batch.put_cf(cf(db, CF_REG_VOLUMES), volume, placement_value(group, true));
+                    if let Some(n) = self.volume_counts.get_mut(&group) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
                 RegResponse::default()
             }
         }
@@ -112,6 +142,7 @@ impl RegistryState {
             membership: self.membership.clone(),
             groups: self.groups.iter().map(|(k, v)| (*k, v.clone())).collect(),
             volumes: self.volumes.iter().map(|(k, v)| (*k, *v)).collect(),
+            retired: self.retired.iter().copied().collect(),
         }
     }
 
@@ -119,6 +150,7 @@ impl RegistryState {
         let mut s = RegistryState {
             groups: b.groups.into_iter().collect(),
             volumes: b.volumes.into_iter().collect(),
+            retired: b.retired.into_iter().collect(),
             applied: b.applied,
             membership: b.membership,
             ..Default::default()
@@ -129,15 +161,17 @@ impl RegistryState {
 
     fn recount(&mut self) {
         self.volume_counts.clear();
-        for g in self.volumes.values() {
-            *self.volume_counts.entry(*g).or_default() += 1;
+        for (v, g) in &self.volumes {
+            if !self.retired.contains(v) {
+                *self.volume_counts.entry(*g).or_default() += 1;
+            }
         }
     }
 }
 
 fn publish(s: &RegistryState) {
     crate::metrics::GROUPS.set(s.groups.len() as i64);
-    crate::metrics::VOLUMES.set(s.volumes.len() as i64);
+    crate::metrics::VOLUMES.set((s.volumes.len() - s.retired.len()) as i64);
 }
 
 /// Read access to the registry state for the service.
@@ -209,12 +243,16 @@ fn load(db: &DB) -> anyhow::Result<RegistryState> {
             .as_ref()
             .try_into()
             .map_err(|_| anyhow::anyhow!("bad volume key in {CF_REG_VOLUMES}"))?;
-        let g = u64::from_be_bytes(
-            v.as_ref()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("bad group id in {CF_REG_VOLUMES}"))?,
-        );
+        let (g, flags) = match v.len() {
+            8 => (&v[..], 0),
+            9 => (&v[..8], v[8]),
+            n => anyhow::bail!("a placement of {n} bytes in {CF_REG_VOLUMES}"),
+        };
+        let g = u64::from_be_bytes(g.try_into().expect("8 bytes"));
         s.volumes.insert(vol, g);
+        if flags & 1 != 0 {
+            s.retired.insert(vol);
+        }
     }
     s.recount();
     Ok(s)
@@ -324,7 +362,8 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
             batch.put_cf(cf(db, CF_REG_GROUPS), id.to_be_bytes(), encode(g));
         }
         for (v, g) in &next.volumes {
-            batch.put_cf(cf(db, CF_REG_VOLUMES), v, g.to_be_bytes());
+            let retired = next.retired.contains(v);
+            batch.put_cf(cf(db, CF_REG_VOLUMES), v, placement_value(*g, retired));
         }
         self.write_meta(&mut batch, &next);
         batch.put_cf(
@@ -484,7 +523,23 @@ mod tests {
                 group: 1,
             },
         );
+        apply(
+            &sm,
+            RegCommand::AssignVolume {
+                volume: [9; 16],
+                group: 1,
+            },
+        );
+        // A deleted volume's placement stays as a tombstone; it no longer counts.
+        assert_eq!(
+            apply(&sm, RegCommand::RetireVolume { volume: [9; 16] }),
+            RegResponse::default()
+        );
+        assert!(apply(&sm, RegCommand::RetireVolume { volume: [6; 16] })
+            .refused
+            .is_some());
         let before = sm.state.read().unwrap().clone();
+        assert!(before.retired.contains(&[9; 16]));
         assert_eq!(before.volume_counts.get(&1), Some(&2));
         assert_eq!(before.groups[&1].members[0], (1, "a:1".to_string()));
         drop(sm);

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use folio_core::PAGE_SIZE;
 use folio_proto::admin::v1 as pb;
 use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
 use folio_proto::admin::v1::admin_service_server::{AdminService, AdminServiceServer};
@@ -13,6 +15,7 @@ use openraft::{BasicNode, ChangeMembers};
 use tonic::{Request, Response, Status};
 
 use crate::edge::{status, Edge, OnLeader, Validate};
+use crate::lifecycle::SharedReport;
 
 /// How long AddMember waits for a new node to catch up before giving up on promoting it.
 /// Shorter than a forwarded call's timeout, so the caller hears why.
@@ -21,11 +24,61 @@ pub const ADD_MEMBER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct AdminSvc {
     edge: Arc<Edge>,
     reader: StateReader,
+    report: SharedReport,
 }
 
 impl AdminSvc {
-    pub fn server(edge: Arc<Edge>, reader: StateReader) -> AdminServiceServer<AdminSvc> {
-        AdminServiceServer::new(AdminSvc { edge, reader })
+    pub fn server(
+        edge: Arc<Edge>,
+        reader: StateReader,
+        report: SharedReport,
+    ) -> AdminServiceServer<AdminSvc> {
+        AdminServiceServer::new(AdminSvc {
+            edge,
+            reader,
+            report,
+        })
+    }
+
+    /// The last lifecycle round's report (on the leader).
+    async fn storage_here(&self) -> Result<pb::StorageResponse, Status> {
+        let r = self.report.lock().expect("report lock").clone();
+        let count = |(objects, bytes): (u64, u64)| Some(pb::ObjectCount { objects, bytes });
+        Ok(pb::StorageResponse {
+            group_id: self.edge.group.0,
+            as_of_ms: r.as_of_ms,
+            manifest_seq: r.manifest_seq,
+            live_bytes: r.live_bytes,
+            garbage_bytes: r.garbage_bytes,
+            fragmented_bytes: r.fragmented_bytes,
+            segments: count(r.segments),
+            runs: count(r.runs),
+            manifests: count(r.manifests),
+            deleted: r.deleted,
+            delete_errors: r.delete_errors,
+            entries_dropped: r.entries_dropped,
+            volumes: r
+                .volumes
+                .iter()
+                .map(|v| pb::VolumeStorage {
+                    volume_id: Bytes::copy_from_slice(v.volume.as_bytes()),
+                    lsn: v.lsn.0,
+                    oldest_lsn: v.oldest_lsn.0,
+                    deleted: v.deleted,
+                    fork_of: v
+                        .base
+                        .map(|b| Bytes::copy_from_slice(b.volume.as_bytes()))
+                        .unwrap_or_default(),
+                    fork_lsn: v.base.map_or(0, |b| b.lsn.0),
+                    page_versions: v.page_versions,
+                    live_bytes: v.page_versions * PAGE_SIZE as u64,
+                    commits: v.commits,
+                })
+                .collect(),
+            volumes_truncated: r.volumes_truncated,
+            compacted_segments: r.compacted_segments,
+            compacted_bytes: r.compacted_bytes,
+        })
     }
 
     fn members(&self) -> (Vec<pb::Member>, BTreeSet<u64>) {
@@ -138,6 +191,14 @@ impl Validate for pb::AddMemberRequest {
     }
 }
 
+impl Validate for pb::StorageRequest {
+    type Args = ();
+
+    fn validate(self) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
 /// Any node id may be asked for: one that is not a member gets NOT_FOUND from the leader.
 impl Validate for pb::RemoveMemberRequest {
     type Args = u64;
@@ -182,6 +243,17 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let forward = async |ch, m| AdminServiceClient::new(ch).add_member(m).await;
         let local = |msg| self.add_here(msg);
+        self.edge
+            .on_leader(OnLeader::Admin, req, forward, local)
+            .await
+    }
+
+    async fn storage(
+        &self,
+        req: Request<pb::StorageRequest>,
+    ) -> Result<Response<pb::StorageResponse>, Status> {
+        let forward = async |ch, m| AdminServiceClient::new(ch).storage(m).await;
+        let local = async |()| self.storage_here().await;
         self.edge
             .on_leader(OnLeader::Admin, req, forward, local)
             .await

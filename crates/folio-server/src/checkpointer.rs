@@ -28,8 +28,9 @@ use folio_segment::manifest::{Identity, Manifest, RunRef};
 use folio_segment::table::{merge, Table};
 use folio_state::{CheckpointPlan, Command, CommandResult, Raft, StateReader};
 
-use crate::config::CheckpointConfig;
+use crate::config::{CheckpointConfig, LifecycleConfig};
 use crate::history::History;
+use crate::lifecycle::{LifecycleState, SharedReport};
 use crate::metrics;
 use crate::now_ms;
 
@@ -61,7 +62,7 @@ impl CheckpointError {
     }
 }
 
-fn local(e: impl ToString) -> CheckpointError {
+pub(crate) fn local(e: impl ToString) -> CheckpointError {
     CheckpointError::Local(e.to_string())
 }
 
@@ -72,15 +73,17 @@ pub struct Checkpointer {
     pub history: Arc<History>,
     pub store: Arc<dyn ObjectStore>,
     pub cfg: CheckpointConfig,
+    pub lifecycle: LifecycleConfig,
+    pub report: SharedReport,
     pub segment_bytes_max: u64,
 }
 
 impl Checkpointer {
-    fn reader(&self) -> &StateReader {
+    pub(crate) fn reader(&self) -> &StateReader {
         self.history.state()
     }
 
-    fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.node_id)
     }
 
@@ -90,12 +93,27 @@ impl Checkpointer {
         // The first segment of the pending plan and when this node first saw it pending.
         let mut pending: Option<(SegmentId, Instant)> = None;
         let mut wait = TICK;
+        let lifecycle_every = Duration::from_millis(self.lifecycle.interval_ms);
+        let mut next_round = Instant::now() + lifecycle_every;
+        let mut lifecycle = LifecycleState::default();
         loop {
             tokio::time::sleep(wait).await;
             wait = TICK;
             if !self.is_leader() || self.reader().group_state().restoring {
                 pending = None;
                 continue;
+            }
+            if Instant::now() >= next_round {
+                match self.lifecycle_round(&mut lifecycle).await {
+                    Ok(()) => metrics::LIFECYCLE_ROUNDS.with_label_values(&["ok"]).inc(),
+                    Err(e) => {
+                        metrics::LIFECYCLE_ROUNDS
+                            .with_label_values(&["error"])
+                            .inc();
+                        tracing::warn!(error = %e, "lifecycle round failed; will retry");
+                    }
+                }
+                next_round = Instant::now() + lifecycle_every;
             }
             let plan = match self.plan().await {
                 Ok(Some(p)) => p,
@@ -217,14 +235,14 @@ impl Checkpointer {
     }
 
     /// The group's incarnation, from its identity object.
-    async fn incarnation(&self) -> Result<u128, CheckpointError> {
+    pub(crate) async fn incarnation(&self) -> Result<u128, CheckpointError> {
         let key = ObjectKey::Identity { group: self.group };
         let bytes = self.store.get(&key).await?;
         let id = Identity::decode(&bytes).map_err(|e| CheckpointError::Invalid(e.to_string()))?;
         Ok(id.incarnation)
     }
 
-    async fn upload_run(
+    pub(crate) async fn upload_run(
         &self,
         seq: u64,
         first: SegmentId,
@@ -278,7 +296,7 @@ impl Checkpointer {
         Ok(())
     }
 
-    async fn fetch_run(&self, run: &RunRef) -> Result<Table, CheckpointError> {
+    pub(crate) async fn fetch_run(&self, run: &RunRef) -> Result<Table, CheckpointError> {
         let key = ObjectKey::Run {
             group: self.group,
             seq: run.seq,
@@ -287,7 +305,11 @@ impl Checkpointer {
         decode(self.store.get(&key).await?).await
     }
 
-    async fn propose(&self, seq: u64, through: SegmentId) -> Result<bool, CheckpointError> {
+    pub(crate) async fn propose(
+        &self,
+        seq: u64,
+        through: SegmentId,
+    ) -> Result<bool, CheckpointError> {
         let cmd = Command::Checkpointed { seq, through };
         match crate::batcher::propose(&self.raft, self.segment_bytes_max, cmd)
             .await
@@ -308,7 +330,7 @@ impl Checkpointer {
 }
 
 /// Decodes a run, checking every checksum, off the async runtime.
-async fn decode(bytes: Bytes) -> Result<Table, CheckpointError> {
+pub(crate) async fn decode(bytes: Bytes) -> Result<Table, CheckpointError> {
     tokio::task::spawn_blocking(move || Table::decode(bytes))
         .await
         .map_err(local)?

@@ -46,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
     #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+    #[serde(default)]
     pub read: ReadConfig,
     /// Rebuild the group from the object store: on empty data directories, every node of the
     /// group is started with this set (`folio server --restore`). The bootstrapping node then
@@ -146,6 +148,50 @@ impl Default for FlushConfig {
             object_store_ack_timeout_ms: 30_000,
             retry_backoff_max_ms: 5_000,
             early_seal: true,
+        }
+    }
+}
+
+/// Storage lifecycle: how much history each volume keeps, and the leader's rounds that drop the
+/// rest from the group's index and delete what nothing references any more.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Every snapshot stays readable for at least this long after a newer commit replaced it.
+    pub retention_ms: u64,
+    /// ... and the last this many commits of every volume stay readable whatever their age.
+    pub retain_commits: u64,
+    /// How often the leader runs a round: raise horizons, rewrite the index without what they
+    /// hide (when at least a tenth of it is garbage, or a deleted volume's entries remain), then
+    /// collect garbage.
+    pub interval_ms: u64,
+    /// Delete unreferenced objects at all (off: the bucket keeps everything, as before).
+    pub gc: bool,
+    /// An object is deleted only once no manifest that was current during this long references
+    /// it. Must exceed the longest read: a reader holding an older manifest may still fetch
+    /// what it names.
+    pub gc_grace_ms: u64,
+    /// Deletes per round, at most.
+    pub gc_deletes_max: usize,
+    /// Segments whose live pages (those a retained snapshot or a fork reads) take less than this
+    /// fraction of their bytes are rewritten into new, full segments, and the old ones become
+    /// garbage; 0 turns compaction off.
+    pub compact_live_ratio: f64,
+    /// Live page bytes one round copies, at most.
+    pub compact_bytes_max: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            retention_ms: 24 * 3600 * 1000,
+            retain_commits: 100,
+            interval_ms: 60_000,
+            gc: true,
+            gc_grace_ms: 10 * 60 * 1000,
+            gc_deletes_max: 10_000,
+            compact_live_ratio: 0.5,
+            compact_bytes_max: 64 << 20,
         }
     }
 }
@@ -343,6 +389,18 @@ impl NodeConfig for Config {
             return bad(format!(
                 "checkpoint.run_bytes_max must be at most {} bytes (half the largest object)",
                 folio_objstore::MAX_OBJECT_BYTES / 2
+            ));
+        }
+        let lc = &self.lifecycle;
+        if lc.interval_ms == 0 || lc.retain_commits == 0 || lc.gc_deletes_max == 0 {
+            return bad(
+                "lifecycle.interval_ms, retain_commits and gc_deletes_max must be positive".into(),
+            );
+        }
+        if !(0.0..1.0).contains(&lc.compact_live_ratio) {
+            return bad(format!(
+                "lifecycle.compact_live_ratio must be in [0, 1), not {}",
+                lc.compact_live_ratio
             ));
         }
         let f = &self.flush;

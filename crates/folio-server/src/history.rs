@@ -19,7 +19,7 @@ use folio_objstore::{ObjectKey, ObjectStore, StoreError};
 use folio_segment::manifest::{Manifest, RunRef};
 use folio_segment::table::{Block, TableFooter, TableIndex, TABLE_FOOTER_LEN};
 use folio_state::runs;
-use folio_state::state::{CommitRecord, VolumeHead};
+use folio_state::state::{CommitRecord, ForkBase, VolumeHead, MAX_FORK_DEPTH};
 use folio_state::StateReader;
 use moka::future::Cache;
 
@@ -90,9 +90,66 @@ impl History {
         &self.state
     }
 
-    /// The version of page `idx` of `v` visible at `lsn`: the LSN that wrote it and where its
-    /// bytes are; `None` when the page was never written as of `lsn`.
+    /// Refuses a snapshot the volume no longer keeps, or a deleted volume. Lookups call it after
+    /// they read: a horizon moves (a replicated `Retain`) before any checkpoint drops what it
+    /// hides, so a lookup that already saw runs without an entry sees the horizon that explains
+    /// it here, and answers an error instead of a page that reads as never written.
+    pub fn check_retained(&self, v: VolumeId, lsn: Lsn) -> Result<(), ReadError> {
+        match self.state.volume(v).map_err(local)? {
+            Some(h) if h.deleted => Err(ReadError::Deleted(v)),
+            Some(h) if lsn < h.horizon => Err(ReadError::NotRetained {
+                volume: v,
+                lsn,
+                horizon: h.horizon,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The version of page `idx` of `v` visible at `lsn`: the LSN that wrote it, where its
+    /// bytes are, and the volume that wrote them (a fork's source, for a page the fork
+    /// inherited); `None` when the page was never written as of `lsn`.
     pub async fn page_at(
+        &self,
+        v: VolumeId,
+        idx: PageIdx,
+        lsn: Lsn,
+    ) -> Result<Option<(Lsn, PageLocation, VolumeId)>, ReadError> {
+        let found = match self.find_page(v, idx, lsn).await? {
+            Some((written, loc)) => Some((written, loc, v)),
+            None => self.inherited(v, idx).await?,
+        };
+        self.check_retained(v, lsn)?;
+        Ok(found)
+    }
+
+    /// A page a fork never wrote: its source's as of the fork point, up the chain of sources.
+    /// It reads as written at LSN 0, the fork's first snapshot, which holds it. The source's
+    /// own retention does not apply: what a live fork reads is pinned.
+    async fn inherited(
+        &self,
+        v: VolumeId,
+        idx: PageIdx,
+    ) -> Result<Option<(Lsn, PageLocation, VolumeId)>, ReadError> {
+        let base_of = |v: VolumeId| -> Result<Option<ForkBase>, ReadError> {
+            Ok(self.state.volume(v).map_err(local)?.and_then(|h| h.base))
+        };
+        let mut up = base_of(v)?;
+        let mut depth = 0;
+        while let Some(b) = up {
+            if let Some((_, loc)) = self.find_page(b.volume, idx, b.lsn).await? {
+                return Ok(Some((Lsn::ZERO, loc, b.volume)));
+            }
+            depth += 1;
+            if depth >= MAX_FORK_DEPTH {
+                break;
+            }
+            up = base_of(b.volume)?;
+        }
+        Ok(None)
+    }
+
+    async fn find_page(
         &self,
         v: VolumeId,
         idx: PageIdx,
@@ -119,8 +176,20 @@ impl History {
         Ok(None)
     }
 
-    /// Commits of `v` from `from` on, at most `limit`, in LSN order.
+    /// Commits of `v` from `from` on, at most `limit`, in LSN order. Refused when commit `from`
+    /// is below the volume's retention horizon.
     pub async fn commits(
+        &self,
+        v: VolumeId,
+        from: Lsn,
+        limit: usize,
+    ) -> Result<Vec<CommitRecord>, ReadError> {
+        let found = self.find_commits(v, from, limit).await?;
+        self.check_retained(v, from)?;
+        Ok(found)
+    }
+
+    async fn find_commits(
         &self,
         v: VolumeId,
         from: Lsn,

@@ -10,6 +10,7 @@ pub mod edge;
 pub mod flusher;
 pub mod history;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod objstore;

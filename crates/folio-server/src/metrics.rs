@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_gauge, register_histogram, register_histogram_vec, register_int_counter,
-    register_int_counter_vec, register_int_gauge, Gauge, Histogram, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Gauge, Histogram,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -222,6 +222,102 @@ pub static CHECKPOINT_AGE_SECONDS: LazyLock<Gauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static STORAGE_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "folio_storage_bytes",
+        "The group's storage as of the leader's last lifecycle round, by kind: live (page bytes \
+         a retained snapshot or a fork can read), garbage (segment bytes no manifest still \
+         references), bucket_segments, bucket_runs, bucket_manifests",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static STORAGE_OBJECTS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "folio_storage_objects",
+        "The group's objects in the bucket as of the leader's last lifecycle round, by kind \
+         (segments, runs, manifests)",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static LIFECYCLE_ROUNDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_lifecycle_rounds_total",
+        "Lifecycle rounds on this node as leader, by outcome (ok, error)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+pub static INDEX_REWRITES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_index_rewrites_total",
+        "Index rewrites applied: the runs merged into one without what retention, deletions and \
+         forks no longer need"
+    )
+    .expect("metric registers once")
+});
+
+pub static INDEX_ENTRIES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_index_entries_dropped_total",
+        "Index entries (page versions and commit records) rewrites left out"
+    )
+    .expect("metric registers once")
+});
+
+pub static INDEX_BYTES_REWRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_index_bytes_rewritten_total",
+        "Bytes of index runs written by rewrites"
+    )
+    .expect("metric registers once")
+});
+
+pub static COMPACTED_SEGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_compacted_segments_total",
+        "Sparse segments whose live pages compaction copied into new segments"
+    )
+    .expect("metric registers once")
+});
+
+pub static COMPACTION_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_compaction_bytes_rewritten_total",
+        "Live page bytes compaction copied into new segments"
+    )
+    .expect("metric registers once")
+});
+
+pub static GC_DELETES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "folio_gc_deletes_total",
+        "Objects garbage collection deleted, by kind (segment, run, manifest)",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static GC_DELETED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_gc_deleted_bytes_total",
+        "Bytes of the objects garbage collection deleted"
+    )
+    .expect("metric registers once")
+});
+
+pub static GC_DELETE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_gc_delete_errors_total",
+        "Deletes that failed (retried in a later round)"
+    )
+    .expect("metric registers once")
+});
+
 /// Registers every metric of a write-tier node, so each appears on `/metrics` before its first
 /// observation.
 pub fn register() {
@@ -257,4 +353,15 @@ pub fn register() {
     LazyLock::force(&CHECKPOINT_RUN_BYTES);
     LazyLock::force(&CHECKPOINT_PENDING_ENTRIES);
     LazyLock::force(&CHECKPOINT_AGE_SECONDS);
+    LazyLock::force(&STORAGE_BYTES);
+    LazyLock::force(&STORAGE_OBJECTS);
+    LazyLock::force(&LIFECYCLE_ROUNDS);
+    LazyLock::force(&INDEX_REWRITES);
+    LazyLock::force(&INDEX_ENTRIES_DROPPED);
+    LazyLock::force(&INDEX_BYTES_REWRITTEN);
+    LazyLock::force(&COMPACTED_SEGMENTS);
+    LazyLock::force(&COMPACTION_BYTES);
+    LazyLock::force(&GC_DELETES);
+    LazyLock::force(&GC_DELETED_BYTES);
+    LazyLock::force(&GC_DELETE_ERRORS);
 }

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::edge::Edge;
 use crate::flusher::{FlushDemand, Flusher};
 use crate::history::History;
+use crate::lifecycle::SharedReport;
 use crate::pages::PageReader;
 use crate::restore::Restorer;
 use crate::service::{ReadPath, VolumeSvc, WritePath};
@@ -115,7 +116,8 @@ impl Node {
             hedge_after,
         );
         let reads = ReadPath::new(history.clone(), pages, cfg.read.clone());
-        let admin = AdminSvc::server(edge.clone(), reader.clone());
+        let report = SharedReport::default();
+        let admin = AdminSvc::server(edge.clone(), reader.clone(), report.clone());
         let volumes = VolumeSvc::server(edge, writes, reads);
         let mut tasks = JoinSet::new();
         tasks.spawn(
@@ -126,6 +128,8 @@ impl Node {
                 history: history.clone(),
                 store: store.clone(),
                 cfg: cfg.checkpoint.clone(),
+                lifecycle: cfg.lifecycle.clone(),
+                report: report.clone(),
                 segment_bytes_max: cfg.limits.segment_bytes_max,
             }
             .run(),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use folio_objstore::{
-    LocalDirStore, ObjectKey, ObjectStore, PutOutcome, S3Config, S3Store, StoreError,
+    Listed, LocalDirStore, ObjectKey, ObjectStore, PutOutcome, S3Config, S3Store, StoreError,
 };
 
 use crate::config::ObjectStoreConfig;
@@ -105,14 +105,14 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
         r
     }
 
-    async fn list(
+    async fn list_sized(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Listed>, StoreError> {
         let t = Instant::now();
-        let r = self.0.list(prefix, start_after, limit).await;
+        let r = self.0.list_sized(prefix, start_after, limit).await;
         record("list", "listing", t, outcome(&r));
         r
     }

@@ -36,6 +36,17 @@ pub enum ReadError {
     /// This replica cannot answer now (it is installing a snapshot); another may.
     #[error("{0}")]
     Busy(String),
+    /// Below the volume's retention horizon: its history there is gone for good.
+    #[error(
+        "LSN {lsn} of volume {volume} is no longer retained: the oldest retained LSN is {horizon}"
+    )]
+    NotRetained {
+        volume: VolumeId,
+        lsn: Lsn,
+        horizon: Lsn,
+    },
+    #[error("volume {0} was deleted")]
+    Deleted(VolumeId),
 }
 
 impl ReadError {
@@ -53,6 +64,16 @@ impl ReadError {
             },
             ReadError::Local(s) => ReadError::Local(s.clone()),
             ReadError::Busy(s) => ReadError::Busy(s.clone()),
+            ReadError::NotRetained {
+                volume,
+                lsn,
+                horizon,
+            } => ReadError::NotRetained {
+                volume: *volume,
+                lsn: *lsn,
+                horizon: *horizon,
+            },
+            ReadError::Deleted(v) => ReadError::Deleted(*v),
         }
     }
 
@@ -128,10 +149,10 @@ impl PageReader {
                         written: Lsn(0),
                         data: self.zeros.clone(),
                     }),
-                    Some((written, loc)) => Ok(PageVersion {
+                    Some((written, loc, owner)) => Ok(PageVersion {
                         idx,
                         written,
-                        data: self.fetch(volume, loc).await?,
+                        data: self.fetch(owner, loc).await?,
                     }),
                 }
             })

@@ -22,7 +22,7 @@ use folio_core::limits::IDEMPOTENCY_RETAIN_COMMITS;
 use folio_core::{GroupId, Lsn, SegmentId, VolumeId};
 use folio_objstore::{ObjectKey, ObjectStore};
 use folio_segment::manifest::Manifest;
-use folio_state::state::{ManifestRef, VolumeHead};
+use folio_state::state::{parse_fork_record_key, ManifestRef, VolumeHead, DELETION_LSN};
 use folio_state::{Command, CommandResult, Raft, RestoreStep, RestoredCommit};
 
 use crate::history::History;
@@ -122,7 +122,8 @@ impl Restorer {
                 let id: SegmentId = k[ObjectKey::SEGMENTS_PREFIX.len()..]
                     .parse()
                     .with_context(|| format!("object {k} is not named by a segment id"))?;
-                if id.group() == self.group {
+                // Compacted segments hold pages only: their history is in the runs.
+                if id.group() == self.group && !id.is_compacted() {
                     out.push(id);
                 }
             }
@@ -163,14 +164,18 @@ impl Restorer {
         for (c, segment) in tail {
             match heads.get_mut(&c.volume) {
                 None if c.lsn == Lsn::ZERO => {
+                    let base = parse_fork_record_key(&c.idempotency_key).map_err(|e| {
+                        anyhow::anyhow!("segment {segment}: volume {}: {e}", c.volume)
+                    })?;
                     heads.insert(
                         c.volume,
                         VolumeHead {
-                            lsn: Lsn::ZERO,
-                            created_at_ms: c.committed_at_ms,
+                            base,
+                            ..VolumeHead::new(Lsn::ZERO, c.committed_at_ms)
                         },
                     );
                 }
+                Some(h) if c.lsn == DELETION_LSN => h.deleted = true,
                 Some(h) if c.lsn == h.lsn.next() => {
                     h.lsn = c.lsn;
                     records.push(RestoredCommit {

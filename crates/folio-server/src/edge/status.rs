@@ -44,7 +44,7 @@ impl From<WriteError> for Status {
 pub fn rejection(r: Rejection) -> Status {
     let msg = r.to_string();
     match r {
-        Rejection::UnknownVolume(_) => Status::not_found(msg),
+        Rejection::UnknownVolume(_) | Rejection::Deleted(_) => Status::not_found(msg),
         Rejection::VolumeExists(_) => Status::already_exists(msg),
         Rejection::Conflict { current, .. } => {
             let mut s = Status::aborted(msg);
@@ -54,7 +54,10 @@ pub fn rejection(r: Rejection) -> Status {
         }
         Rejection::KeyReused { .. } | Rejection::BadRef { .. } => Status::invalid_argument(msg),
         Rejection::Restoring => Status::unavailable(msg),
-        Rejection::RestoreRefused(_) => Status::failed_precondition(msg),
+        Rejection::RestoreRefused(_) | Rejection::IdRetired(_) | Rejection::ForkTooDeep(_) => {
+            Status::failed_precondition(msg)
+        }
+        Rejection::ForkPoint { .. } => Status::out_of_range(msg),
     }
 }
 
@@ -99,6 +102,8 @@ pub fn read(e: ReadError) -> Status {
             Status::unavailable(format!("object store: {s}; retry"))
         }
         ReadError::Busy(s) => Status::unavailable(s),
+        ReadError::NotRetained { .. } => Status::out_of_range(e.to_string()),
+        ReadError::Deleted(_) => Status::not_found(e.to_string()),
         other => internal("read pages", other),
     }
 }
@@ -115,6 +120,20 @@ pub fn local_read(what: &str, e: folio_state::StoreError) -> Status {
 /// No such volume in this group's applied state.
 pub fn volume_not_found(volume: VolumeId) -> Status {
     Status::not_found(format!("volume {volume} does not exist"))
+}
+
+/// A volume DeleteVolume removed.
+pub fn volume_deleted(volume: VolumeId) -> Status {
+    Status::not_found(format!("volume {volume} was deleted"))
+}
+
+/// A snapshot below the volume's retention horizon.
+pub fn not_retained(volume: VolumeId, lsn: Lsn, horizon: Lsn) -> Status {
+    read(ReadError::NotRetained {
+        volume,
+        lsn,
+        horizon,
+    })
 }
 
 /// An LSN past the volume's head.

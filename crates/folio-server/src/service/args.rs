@@ -50,6 +50,40 @@ impl Validate for pb::CreateVolumeRequest {
     }
 }
 
+impl Validate for pb::DeleteVolumeRequest {
+    type Args = VolumeId;
+
+    fn validate(self) -> Result<VolumeId, Status> {
+        Ok(convert::volume_id(&self.volume_id)?)
+    }
+
+    fn volume(v: &VolumeId) -> Option<VolumeId> {
+        Some(*v)
+    }
+}
+
+/// The new volume, the source and the fork point. The new id is filled in by the receiving node
+/// before validation when the client left it empty, so a forwarded fork carries it.
+impl Validate for pb::ForkVolumeRequest {
+    type Args = (VolumeId, VolumeId, Option<Lsn>);
+
+    fn validate(self) -> Result<Self::Args, Status> {
+        let volume = convert::volume_id(&self.volume_id)?;
+        let source = convert::volume_id(&self.source_volume_id)?;
+        if volume == source {
+            return Err(Status::invalid_argument(
+                "a fork needs an id of its own, not its source's",
+            ));
+        }
+        Ok((volume, source, self.at_lsn.map(Lsn)))
+    }
+
+    /// A group that does not serve the source redirects the fork to the one that does.
+    fn volume((_, source, _): &Self::Args) -> Option<VolumeId> {
+        Some(*source)
+    }
+}
+
 impl Validate for pb::GetSnapshotRequest {
     type Args = VolumeId;
 

@@ -122,6 +122,7 @@ impl VolumeService for VolumeSvc {
             self.reads.head(volume).map(|h| pb::GetSnapshotResponse {
                 volume_id: Bytes::copy_from_slice(volume.as_bytes()),
                 lsn: h.lsn.0,
+                oldest_lsn: h.horizon.0,
             })
         };
         self.edge
@@ -160,6 +161,34 @@ impl VolumeService for VolumeSvc {
         let local = async |(after, limit)| self.reads.list_volumes(after, limit);
         self.edge
             .on_leader(Read("ListVolumes"), req, forward, local)
+            .await
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        let forward = async |ch, m| client(ch).delete_volume(m).await;
+        let local = |volume| self.writes.delete_volume(volume);
+        self.edge
+            .on_leader(Write("DeleteVolume"), req, forward, local)
+            .await
+    }
+
+    async fn fork_volume(
+        &self,
+        req: Request<pb::ForkVolumeRequest>,
+    ) -> Result<Response<pb::ForkVolumeResponse>, Status> {
+        let req = req.map(|mut m| {
+            if m.volume_id.is_empty() {
+                m.volume_id = Bytes::copy_from_slice(VolumeId::new_random().as_bytes());
+            }
+            m
+        });
+        let forward = async |ch, m| client(ch).fork_volume(m).await;
+        let local = |(volume, source, at)| self.writes.fork_volume(volume, source, at);
+        self.edge
+            .on_leader(Write("ForkVolume"), req, forward, local)
             .await
     }
 

@@ -44,10 +44,15 @@ impl ReadPath {
 
     /// The volume's head in this replica's applied state.
     pub fn head(&self, volume: VolumeId) -> Result<VolumeHead, Status> {
-        self.reader
+        match self
+            .reader
             .volume(volume)
             .map_err(|e| status::local_read("read volume head", e))?
-            .ok_or_else(|| status::volume_not_found(volume))
+        {
+            None => Err(status::volume_not_found(volume)),
+            Some(h) if h.deleted => Err(status::volume_deleted(volume)),
+            Some(h) => Ok(h),
+        }
     }
 
     /// The volume's head as of now: a read-index check, then the local applied state.
@@ -69,6 +74,9 @@ impl ReadPath {
         let head = self.head(volume)?;
         if since > head.lsn.0 {
             return Err(status::future_lsn("since_lsn", since, head.lsn));
+        }
+        if Lsn(since) < head.horizon {
+            return Err(status::not_retained(volume, Lsn(since), head.horizon));
         }
         let set = self
             .history
@@ -130,10 +138,22 @@ impl ReadPath {
         after: Option<VolumeId>,
         limit: usize,
     ) -> Result<pb::ListVolumesResponse, Status> {
-        let vols = self
-            .reader
-            .volumes(after, limit)
-            .map_err(|e| status::internal("list volumes", e))?;
+        // Deleted volumes keep their heads (their ids are retired) but are not listed.
+        let mut vols = Vec::new();
+        let mut cursor = after;
+        while vols.len() < limit {
+            let batch = self
+                .reader
+                .volumes(cursor, limit)
+                .map_err(|e| status::internal("list volumes", e))?;
+            let full = batch.len() == limit;
+            cursor = batch.last().map(|(id, _)| *id);
+            vols.extend(batch.into_iter().filter(|(_, h)| !h.deleted));
+            if !full {
+                break;
+            }
+        }
+        vols.truncate(limit);
         Ok(pb::ListVolumesResponse {
             volumes: vols
                 .into_iter()
@@ -141,6 +161,7 @@ impl ReadPath {
                     volume_id: Bytes::copy_from_slice(id.as_bytes()),
                     lsn: h.lsn.0,
                     created_at_ms: h.created_at_ms,
+                    oldest_lsn: h.horizon.0,
                 })
                 .collect(),
         })

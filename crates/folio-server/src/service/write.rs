@@ -17,6 +17,7 @@ use crate::edge::status;
 use crate::flusher::FlushDemand;
 use crate::history::History;
 use crate::metrics;
+use crate::pages::ReadError;
 
 /// What the leader needs to take writes.
 pub struct WritePath {
@@ -56,6 +57,44 @@ impl WritePath {
                 Ok(pb::CreateVolumeResponse {
                     volume_id: Bytes::copy_from_slice(volume.as_bytes()),
                     lsn: 0,
+                })
+            }
+            other => Err(status::unexpected(other)),
+        }
+    }
+
+    pub async fn delete_volume(
+        &self,
+        volume: VolumeId,
+    ) -> Result<pb::DeleteVolumeResponse, Status> {
+        match self.submit(Command::DeleteVolume { volume }).await? {
+            CommandResult::VolumeDeleted { already, .. } => {
+                if !already {
+                    tracing::info!("volume deleted");
+                }
+                Ok(pb::DeleteVolumeResponse {
+                    already_deleted: already,
+                })
+            }
+            other => Err(status::unexpected(other)),
+        }
+    }
+
+    pub async fn fork_volume(
+        &self,
+        volume: VolumeId,
+        source: VolumeId,
+        at: Option<Lsn>,
+    ) -> Result<pb::ForkVolumeResponse, Status> {
+        match self
+            .submit(Command::ForkVolume { volume, source, at })
+            .await?
+        {
+            CommandResult::VolumeForked { volume, at, .. } => {
+                tracing::info!(%source, at = at.0, "volume forked");
+                Ok(pb::ForkVolumeResponse {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                    at_lsn: at.0,
                 })
             }
             other => Err(status::unexpected(other)),
@@ -111,11 +150,13 @@ impl WritePath {
         volume: VolumeId,
         lsn: Lsn,
     ) -> Result<Vec<folio_core::PageLocation>, Status> {
-        let found = self
-            .history
-            .commits(volume, lsn, 1)
-            .await
-            .map_err(status::read)?;
+        let found = match self.history.commits(volume, lsn, 1).await {
+            Ok(found) => found,
+            // Retention dropped the record: the commit happened at `lsn`, which is what the
+            // retry needs to know; where its pages were is history nobody keeps any more.
+            Err(ReadError::NotRetained { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(status::read(e)),
+        };
         match found.into_iter().next() {
             Some(c) if c.lsn == lsn => Ok(c.pages),
             _ => Err(Status::internal(format!(
