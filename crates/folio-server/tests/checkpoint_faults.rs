@@ -6,12 +6,15 @@
 //! holds nothing older, and every page at every LSN, every commit and every idempotency key reads
 //! back as written, also after a restart.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::TempDir;
 use folio_client::{Client, RetryPolicy};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_objstore::{FaultyStore, MemoryStore, ObjectStore};
@@ -81,41 +84,9 @@ async fn check(client: &Client, vols: &[(VolumeId, States)]) {
     }
 }
 
-/// A directory removed when the test ends.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "folio-checkpoint-faults-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_history_is_lost_when_the_store_fails_at_every_step() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("checkpoint-faults");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -15,12 +15,15 @@
 //! reference (and what no checkpoint covers yet), and every retained snapshot reads back as
 //! written.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::TempDir;
 use folio_client::{Client, Error, RetryPolicy};
 use folio_core::{GroupId, Lsn, SegmentId, PAGE_SIZE};
 use folio_objstore::{FaultyStore, MemoryStore, ObjectKey, ObjectStore};
@@ -59,30 +62,6 @@ fn config(dir: &std::path::Path, id: u64, ports: &[u16]) -> Config {
         dir.join("unused").display()
     );
     toml::from_str(&text).expect("valid config")
-}
-
-/// A directory removed when the test ends.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!("folio-gc-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn free_port() -> u16 {
@@ -162,7 +141,7 @@ async fn list(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_keeps_what_readers_reach_and_leaves_nothing_unreferenced() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("gc");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let (faulty, faults) = FaultyStore::new(MemoryStore::new());
     let store: Arc<dyn ObjectStore> = Arc::new(faulty);

@@ -507,8 +507,7 @@ async fn a_refs_only_commit_still_carries_its_record() {
 
 /// Seals and flushes the open segment; returns it.
 async fn seal_and_flush(h: &mut Harness) -> folio_core::SegmentId {
-    let id = open_segment(h);
-    h.one(Command::Seal { segment: id }).await;
+    let id = seal_only(h).await;
     h.one(Command::Flushed { segment: id }).await;
     id
 }
