@@ -109,18 +109,20 @@ impl History {
     /// The version of page `idx` of `v` visible at `lsn`: the LSN that wrote it, where its
     /// bytes are, and the volume that wrote them (a fork's source, for a page the fork
     /// inherited); `None` when the page was never written as of `lsn`.
-    pub async fn page_at(
+    ///
+    /// Unchecked: `None` may also mean retention dropped the version, so the caller calls
+    /// [`History::check_retained`] after its lookups (once for a batch of pages) and before it
+    /// answers.
+    pub async fn version_at(
         &self,
         v: VolumeId,
         idx: PageIdx,
         lsn: Lsn,
     ) -> Result<Option<(Lsn, PageLocation, VolumeId)>, ReadError> {
-        let found = match self.find_page(v, idx, lsn).await? {
+        Ok(match self.find_page(v, idx, lsn).await? {
             Some((written, loc)) => Some((written, loc, v)),
             None => self.inherited(v, idx).await?,
-        };
-        self.check_retained(v, lsn)?;
-        Ok(found)
+        })
     }
 
     /// A page a fork never wrote: its source's as of the fork point, up the chain of sources.

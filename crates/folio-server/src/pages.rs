@@ -141,9 +141,20 @@ impl PageReader {
         lsn: Lsn,
         idxs: &[PageIdx],
     ) -> Result<Vec<PageVersion>, ReadError> {
-        stream::iter(idxs.iter().copied())
+        let found: Vec<_> = stream::iter(idxs.iter().copied())
             .map(|idx| async move {
-                match self.history.page_at(volume, idx, lsn).await? {
+                let version = self.history.version_at(volume, idx, lsn).await?;
+                Ok::<_, ReadError>((idx, version))
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        // Once for the whole batch, after every lookup: a version missing because retention
+        // dropped it is refused here rather than answered as zeros.
+        self.history.check_retained(volume, lsn)?;
+        stream::iter(found)
+            .map(|(idx, version)| async move {
+                match version {
                     None => Ok(PageVersion {
                         idx,
                         written: Lsn(0),

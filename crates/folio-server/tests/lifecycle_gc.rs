@@ -335,6 +335,34 @@ async fn gc_keeps_what_readers_reach_and_leaves_nothing_unreferenced() {
             .unwrap(),
     )
     .unwrap();
+    // Two GC rounds that start after the current manifest has aged past the grace period: by
+    // the second, nothing unreferenced may remain. Counted in rounds, not waited for in time.
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    while now_ms() <= m.created_ms + GRACE_MS {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rounds = || {
+        folio_server::metrics::LIFECYCLE_ROUNDS
+            .with_label_values(&["ok"])
+            .get()
+    };
+    let (r0, deadline) = (
+        rounds(),
+        tokio::time::Instant::now() + Duration::from_secs(30),
+    );
+    while rounds() < r0 + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no lifecycle rounds"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reader.manifest().unwrap(), Some(pointer), "still quiet");
     let want_manifests = vec![ObjectKey::Manifest {
         group: g,
         seq: pointer.seq,
