@@ -30,23 +30,33 @@ pub enum StoreSpec {
     },
 }
 
+/// Where a benchmark's groups flush: the command-line options every benchmark shares.
+#[derive(clap::Args, Clone, Debug)]
+pub struct S3Args {
+    /// Flush to this S3-compatible endpoint instead of a local directory.
+    #[arg(long, env = "FOLIO_S3_ENDPOINT", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    /// An existing bucket at `--s3-endpoint`.
+    #[arg(long, env = "FOLIO_S3_BUCKET", requires = "s3_endpoint")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "FOLIO_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Key prefix [default: folio-bench/<time>-<pid>/].
+    #[arg(long)]
+    pub s3_prefix: Option<String>,
+}
+
 impl StoreSpec {
     /// The store a run's command line asks for: the S3 bucket when both endpoint and bucket are
     /// given (under `prefix`, by default one of the run's own), else a local directory in the
     /// run's scratch directory.
-    pub fn from_args(
-        endpoint: &Option<String>,
-        bucket: &Option<String>,
-        region: &str,
-        prefix: &Option<String>,
-        work: &WorkDir,
-    ) -> StoreSpec {
-        match (endpoint, bucket) {
+    pub fn from_args(s3: &S3Args, work: &WorkDir) -> StoreSpec {
+        match (&s3.s3_endpoint, &s3.s3_bucket) {
             (Some(endpoint), Some(bucket)) => StoreSpec::S3 {
                 endpoint: endpoint.clone(),
                 bucket: bucket.clone(),
-                region: region.to_string(),
-                prefix: prefix.clone().unwrap_or_else(|| {
+                region: s3.s3_region.clone(),
+                prefix: s3.s3_prefix.clone().unwrap_or_else(|| {
                     format!(
                         "folio-bench/{}-{}/",
                         work.started_unix_s,

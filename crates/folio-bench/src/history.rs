@@ -18,7 +18,7 @@ use folio_core::{Lsn, VolumeId};
 use folio_proto::volume::v1 as pb;
 
 use crate::footprint;
-use crate::group::{self, LocalGroup, NodeOptions, StoreSpec, WorkDir};
+use crate::group::{self, LocalGroup, NodeOptions, S3Args, StoreSpec, WorkDir};
 use crate::history_report::{
     self as report, HistoryReport, Interval, NodeSample, OldReads, ReadStats, Sample,
 };
@@ -66,17 +66,8 @@ pub struct HistoryArgs {
     /// Where `history.json` and `history.svg` go (created if missing).
     #[arg(long, default_value = "history-results")]
     out: PathBuf,
-    /// Flush to this S3-compatible endpoint instead of a local directory.
-    #[arg(long, env = "FOLIO_S3_ENDPOINT", requires = "s3_bucket")]
-    s3_endpoint: Option<String>,
-    /// An existing bucket at `--s3-endpoint`.
-    #[arg(long, env = "FOLIO_S3_BUCKET", requires = "s3_endpoint")]
-    s3_bucket: Option<String>,
-    #[arg(long, env = "FOLIO_S3_REGION", default_value = "us-east-1")]
-    s3_region: String,
-    /// Key prefix [default: folio-bench/<time>-<pid>/].
-    #[arg(long)]
-    s3_prefix: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
     /// TOML appended to every node's config, after its `[flush]` table: start it with a table
     /// header, e.g. $'[checkpoint]\ninterval_ms = 5000'.
     #[arg(long, default_value = "")]
@@ -259,13 +250,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let work = WorkDir::create(args.work_dir.as_deref(), "folio-history", args.keep)?;
     let started_unix_s = work.started_unix_s;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
-    let store = StoreSpec::from_args(
-        &args.s3_endpoint,
-        &args.s3_bucket,
-        &args.s3_region,
-        &args.s3_prefix,
-        &work,
-    );
+    let store = StoreSpec::from_args(&args.s3, &work);
     const GROUP: &str = "history";
     let opts = NodeOptions {
         early_seal: true,

@@ -19,7 +19,7 @@ use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 
 use crate::etcd::{self, EtcdCluster, EtcdWriter};
-use crate::group::{self, LocalGroup, StoreSpec, WorkDir};
+use crate::group::{self, LocalGroup, S3Args, StoreSpec, WorkDir};
 use crate::latency::summarize;
 use crate::load::{self, Budget, CommitWriter, ContendWriter, ReadWriter, Writer};
 use crate::probe::Probe;
@@ -60,17 +60,8 @@ pub struct SuiteArgs {
     /// acknowledge-after-flush baseline (skipped without it).
     #[arg(long, value_delimiter = ',', requires = "addr")]
     late_seal_addr: Vec<String>,
-    /// Flush the started groups to this S3-compatible endpoint instead of a local directory.
-    #[arg(long, env = "FOLIO_S3_ENDPOINT", requires = "s3_bucket")]
-    s3_endpoint: Option<String>,
-    /// An existing bucket at `--s3-endpoint`.
-    #[arg(long, env = "FOLIO_S3_BUCKET", requires = "s3_endpoint")]
-    s3_bucket: Option<String>,
-    #[arg(long, env = "FOLIO_S3_REGION", default_value = "us-east-1")]
-    s3_region: String,
-    /// Key prefix [default: folio-bench/<time>-<pid>/].
-    #[arg(long)]
-    s3_prefix: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
     /// Use this running etcd cluster (client URLs, comma-separated) for the etcd baseline.
     #[arg(long, value_delimiter = ',', conflicts_with = "etcd_bin")]
     etcd: Vec<String>,
@@ -472,13 +463,7 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     let work = WorkDir::create(args.work_dir.as_deref(), "folio-bench", args.keep)?;
     let started_unix_s = work.started_unix_s;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
-    let store = StoreSpec::from_args(
-        &args.s3_endpoint,
-        &args.s3_bucket,
-        &args.s3_region,
-        &args.s3_prefix,
-        &work,
-    );
+    let store = StoreSpec::from_args(&args.s3, &work);
     let group = if args.addr.is_empty() {
         "3 folio server processes on 127.0.0.1 started by the suite".to_string()
     } else {
