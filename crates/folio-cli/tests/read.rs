@@ -95,21 +95,9 @@ async fn check_reads(
             let mut lsns = vec![0, m.head()];
             lsns.extend((0..4).map(|_| rng.random_range(0..=m.head())));
             for lsn in lsns {
-                let got = client.read_pages(*v, Lsn(lsn), &all).await?;
-                ensure!(got.len() == all.len(), "one answer per page");
                 let state = &m.states[lsn as usize];
-                for p in got {
-                    let (want_lsn, want) = state
-                        .get(&p.page_idx)
-                        .cloned()
-                        .unwrap_or((0, Bytes::from(vec![0u8; PAGE_SIZE])));
-                    ensure!(
-                        p.data == want && p.written_lsn == want_lsn,
-                        "node {id}, volume {v}, LSN {lsn}, page {}: wrong version (written {} want {want_lsn})",
-                        p.page_idx,
-                        p.written_lsn
-                    );
-                }
+                common::check_snapshot(&client, *id, *v, lsn, &all, |p| state.get(&p).cloned())
+                    .await?;
             }
         }
     }

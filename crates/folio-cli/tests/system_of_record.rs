@@ -68,23 +68,8 @@ async fn check_history(c: &Cluster, id: u64, vols: &[(VolumeId, Model)]) -> anyh
     let all: Vec<u32> = (0..PAGES + 2).collect();
     for (v, m) in vols {
         for lsn in 0..=m.head() {
-            let got = client.read_pages(*v, Lsn(lsn), &all).await?;
-            ensure!(got.len() == all.len(), "one answer per page");
             let state = &m.states[lsn as usize];
-            for p in got {
-                let (want_lsn, want) = state
-                    .get(&p.page_idx)
-                    .cloned()
-                    .unwrap_or((0, Bytes::from(vec![0u8; PAGE_SIZE])));
-                ensure!(
-                    p.data == want && p.written_lsn == want_lsn,
-                    "node {id}, volume {v}, LSN {lsn}, page {}: written {} want {want_lsn}, \
-                     bytes equal: {}",
-                    p.page_idx,
-                    p.written_lsn,
-                    p.data == want
-                );
-            }
+            common::check_snapshot(&client, id, *v, lsn, &all, |p| state.get(&p).cloned()).await?;
         }
         let commits = client.all_commits(*v).await?;
         let lsns: Vec<u64> = commits.iter().map(|c| c.lsn).collect();

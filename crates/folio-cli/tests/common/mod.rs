@@ -262,3 +262,30 @@ pub fn counter(c: &Cluster, id: u64, name: &str, want: &[&str]) -> f64 {
         .map(|(_, v)| v)
         .sum()
 }
+
+/// Reads `pages` of `v` at `lsn` through `client` (a client of node `node`) and checks each
+/// against `want(page)`: the LSN that wrote it and its bytes, `None` for a page never written
+/// (zeros, written at LSN 0).
+pub async fn check_snapshot(
+    client: &Client,
+    node: u64,
+    v: VolumeId,
+    lsn: u64,
+    pages: &[u32],
+    want: impl Fn(u32) -> Option<(u64, Bytes)>,
+) -> anyhow::Result<()> {
+    let got = client.read_pages(v, Lsn(lsn), pages).await?;
+    ensure!(got.len() == pages.len(), "one answer per page");
+    for p in got {
+        let (want_lsn, want) = want(p.page_idx).unwrap_or((0, Bytes::from(vec![0u8; PAGE_SIZE])));
+        ensure!(
+            p.data == want && p.written_lsn == want_lsn,
+            "node {node}, volume {v}, LSN {lsn}, page {}: written {} want {want_lsn}, bytes \
+             equal: {}",
+            p.page_idx,
+            p.written_lsn,
+            p.data == want
+        );
+    }
+    Ok(())
+}
