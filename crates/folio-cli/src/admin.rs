@@ -127,7 +127,9 @@ async fn storage(addr: &str, as_json: bool) -> anyhow::Result<()> {
                        "deleted": v.deleted,
                        "fork_of": (!v.fork_of.is_empty()).then(|| hex(&v.fork_of)),
                        "fork_lsn": v.fork_lsn, "page_versions": v.page_versions,
-                       "live_bytes": v.live_bytes, "commits": v.commits})
+                       "live_bytes": v.live_bytes, "commits": v.commits,
+                       "retention": v.retention.map(|r| json!({"retention_ms": r.retention_ms,
+                                                              "retain_commits": r.retain_commits}))})
             })
             .collect();
         println!(
@@ -192,6 +194,12 @@ async fn storage(addr: &str, as_json: bool) -> anyhow::Result<()> {
         }
         if !v.fork_of.is_empty() {
             notes.push(format!("fork of {} at {}", hex(&v.fork_of), v.fork_lsn));
+        }
+        if let Some(r) = &v.retention {
+            notes.push(format!(
+                "keeps {} ms and {} snapshots",
+                r.retention_ms, r.retain_commits
+            ));
         }
         println!(
             "{:<32}  {:>10}  {:>10}  {:>12}  {:>14}  {}",

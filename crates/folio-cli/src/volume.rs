@@ -130,6 +130,24 @@ pub enum VolumeCmd {
         #[arg(long)]
         id: Option<VolumeId>,
     },
+    /// Set how much of a volume's history stays readable, in place of its group's default;
+    /// applied by the group's next lifecycle round. History a shorter retention already dropped
+    /// does not come back.
+    Retention {
+        #[command(flatten)]
+        t: Target,
+        volume: VolumeId,
+        /// Keep every snapshot for this long after it was replaced: a number with a unit (ms,
+        /// s, m, h, d), e.g. 90s, 12h, 30d.
+        #[arg(long, value_parser = parse_duration_ms, required_unless_present = "default")]
+        time: Option<u64>,
+        /// ... and always the latest this many snapshots.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        commits: u64,
+        /// Return the volume to its group's default retention.
+        #[arg(long, conflicts_with_all = ["time", "commits"])]
+        default: bool,
+    },
     /// Write a file stored with `import` back out, byte for byte.
     Export {
         #[command(flatten)]
@@ -139,6 +157,27 @@ pub enum VolumeCmd {
         #[arg(long)]
         lsn: Option<u64>,
     },
+}
+
+/// Milliseconds from a duration with a unit: `250ms`, `90s`, `15m`, `12h`, `30d`.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit (ms, s, m, h or d)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a number"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit {unit:?} (use ms, s, m, h or d)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn client(t: &Target) -> anyhow::Result<Arc<Client>> {
@@ -222,8 +261,13 @@ pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
                 let vols: Vec<_> = all
                     .iter()
                     .map(|v| {
+                        let r = v.retention.map(|r| {
+                            json!({"retention_ms": r.retention_ms,
+                                   "retain_commits": r.retain_commits})
+                        });
                         json!({"volume_id": hex(&v.volume_id), "lsn": v.lsn,
-                               "oldest_lsn": v.oldest_lsn, "created_at_ms": v.created_at_ms})
+                               "oldest_lsn": v.oldest_lsn, "created_at_ms": v.created_at_ms,
+                               "retention": r})
                     })
                     .collect();
                 println!("{}", json!({ "volumes": vols }));
@@ -244,6 +288,35 @@ pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
                 println!("volume {volume} was already deleted");
             } else {
                 println!("volume {volume} deleted");
+            }
+        }
+        VolumeCmd::Retention {
+            t,
+            volume,
+            time,
+            commits,
+            default,
+        } => {
+            let retention = (!default).then(|| folio_proto::volume::v1::Retention {
+                retention_ms: time.expect("clap requires --time without --default"),
+                retain_commits: commits,
+            });
+            client(&t)?.set_retention(volume, retention).await?;
+            if t.json {
+                let r = retention.map(
+                    |r| json!({"retention_ms": r.retention_ms, "retain_commits": r.retain_commits}),
+                );
+                println!(
+                    "{}",
+                    json!({"volume_id": volume.to_string(), "retention": r})
+                );
+            } else if let Some(r) = retention {
+                println!(
+                    "volume {volume} keeps {} ms of history and at least {} snapshots",
+                    r.retention_ms, r.retain_commits
+                );
+            } else {
+                println!("volume {volume} keeps its group's default retention");
             }
         }
         VolumeCmd::Fork { t, volume, at, id } => {
@@ -522,4 +595,21 @@ fn ranges(it: impl Iterator<Item = u32>) -> Vec<String> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations_need_a_known_unit() {
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("15m"), Ok(900_000));
+        assert_eq!(parse_duration_ms("12h"), Ok(43_200_000));
+        assert_eq!(parse_duration_ms("30d"), Ok(2_592_000_000));
+        for bad in ["", "10", "h", "5w", "-1s", "99999999999999999999d"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //!   id cannot be created again, and deleting again succeeds;
 //! - retention: snapshots below a volume's horizon answer OUT_OF_RANGE naming the oldest
 //!   retained LSN (through the API and the CLI), and `folio admin storage --json` reports the
-//!   horizon, the deletion, the fork and the bucket.
+//!   horizon, the deletion, the fork and the bucket; a volume's own retention (`folio volume
+//!   retention`) keeps more than the group's default until it is returned to the default.
 
 mod common;
 
@@ -262,6 +263,54 @@ async fn retention_refuses_old_snapshots_by_name_and_storage_reports() -> anyhow
     }
     let (fork, _) = client.fork_volume(v, Some(Lsn(10)), None).await?;
     assert!(!client.delete_volume(gone).await?);
+    // A volume with its own, longer retention (set through the CLI) keeps every snapshot.
+    let kept = client.create_volume(None).await?;
+    let out = cli(&[
+        "volume",
+        "retention",
+        &kept.to_string(),
+        "--time",
+        "1h",
+        "--commits",
+        "3",
+        "--addr",
+        &c.addrs()[0],
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(j["retention"]["retention_ms"], 3_600_000);
+    match client
+        .set_retention(
+            kept,
+            Some(folio_proto::volume::v1::Retention {
+                retention_ms: 1,
+                retain_commits: 0,
+            }),
+        )
+        .await
+    {
+        Err(Error::Invalid { code, message }) => {
+            assert_eq!(code, Code::InvalidArgument);
+            assert!(message.contains("retain_commits"), "{message}");
+        }
+        other => panic!("retain_commits 0: {other:?}"),
+    }
+    // Set before its commits, so no round can move its horizon first.
+    for lsn in 1..=4u64 {
+        client
+            .commit(
+                kept,
+                Lsn(lsn - 1),
+                vec![(0, page(lsn as u32))],
+                format!("k{lsn}"),
+            )
+            .await?;
+    }
     // The last two snapshots stay: the horizon reaches 9.
     let addr = c.addrs()[0].clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -331,7 +380,8 @@ async fn retention_refuses_old_snapshots_by_name_and_storage_reports() -> anyhow
         };
         let ready = find(v).is_some_and(|x| x["oldest_lsn"] == 9)
             && find(gone).is_some_and(|x| x["deleted"] == true && x["page_versions"] == 0)
-            && find(fork).is_some_and(|x| x["fork_of"] == v.to_string());
+            && find(fork).is_some_and(|x| x["fork_of"] == v.to_string())
+            && find(kept).is_some_and(|x| x["commits"].as_u64() >= Some(4));
         if ready {
             break j;
         }
@@ -341,6 +391,47 @@ async fn retention_refuses_old_snapshots_by_name_and_storage_reports() -> anyhow
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    // A round has seen all of its commits: the volume with its own retention still reads its
+    // first one.
+    let kept_report = report["volumes"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|x| x["volume_id"] == kept.to_string()))
+        .context("kept is reported")?;
+    assert_eq!(kept_report["oldest_lsn"], 0);
+    assert_eq!(kept_report["retention"]["retain_commits"], 3);
+    assert_eq!(
+        client.read_pages(kept, Lsn(1), &[0]).await?[0].data,
+        page(1)
+    );
+    let listed = client.list_volumes(None, 0).await?;
+    let info = listed
+        .iter()
+        .find(|x| x.volume_id.as_ref() == kept.as_bytes())
+        .context("listed")?;
+    assert_eq!(
+        (info.oldest_lsn, info.retention.map(|r| r.retain_commits)),
+        (0, Some(3))
+    );
+    // Back to the group's default (keep 2): its horizon moves to 3.
+    client.set_retention(kept, None).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !matches!(
+        client.read_pages(kept, Lsn(2), &[0]).await,
+        Err(Error::Invalid {
+            code: Code::OutOfRange,
+            ..
+        })
+    ) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the default retention never applied again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        client.read_pages(kept, Lsn(3), &[0]).await?[0].data,
+        page(3)
+    );
     assert!(report["live_bytes"].as_u64().unwrap_or(0) >= PAGE_SIZE as u64);
     assert!(report["segments"]["objects"].as_u64().unwrap_or(0) >= 1);
     assert!(report["manifests"]["objects"].as_u64().unwrap_or(0) >= 1);

@@ -151,6 +151,12 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
             },
         ));
     }
+    // A volume's own retention reaches the bucket in a checkpoint's head entry.
+    let own = |days: u64| folio_proto::volume::v1::Retention {
+        retention_ms: days * 86_400_000,
+        retain_commits: 1_000,
+    };
+    client.set_retention(vols[0].0, Some(own(30))).await?;
     for _ in 0..COMMITS {
         for (n, (v, m)) in vols.iter_mut().enumerate() {
             commit_next(&client, n, *v, m).await?;
@@ -208,6 +214,8 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     for (n, (v, m)) in vols.iter_mut().enumerate() {
         commit_next(&client, n, *v, m).await?;
     }
+    // ... and in a segment's record when no checkpoint covers it yet.
+    client.set_retention(vols[1].0, Some(own(7))).await?;
     wait_drained(c, Duration::from_secs(30)).await?;
 
     // Lose every disk, then rebuild from the bucket.
@@ -237,6 +245,15 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     for id in 1..=3 {
         check_history(c, id, &vols).await?;
     }
+    let listed = client.list_volumes(None, 0).await?;
+    let retention_of = |v: VolumeId| {
+        listed
+            .iter()
+            .find(|x| x.volume_id.as_ref() == v.as_bytes())
+            .and_then(|x| x.retention)
+    };
+    ensure!(retention_of(vols[0].0) == Some(own(30)), "{listed:?}");
+    ensure!(retention_of(vols[1].0) == Some(own(7)), "{listed:?}");
 
     // Writes go on: LSNs continue, CAS holds, and a retry of the last commit before the loss is
     // recognised by its idempotency key.

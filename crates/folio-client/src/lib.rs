@@ -528,6 +528,26 @@ impl Client {
         Self::finish(r)
     }
 
+    /// Gives `volume` its own history retention, or (`None`) returns it to its group's
+    /// default. The group's next lifecycle round applies it; history a shorter retention
+    /// already dropped does not come back. Safe to retry.
+    pub async fn set_retention(
+        &self,
+        volume: VolumeId,
+        retention: Option<pb::Retention>,
+    ) -> Result<()> {
+        let r = self
+            .on_volume(volume, |ch| async move {
+                let req = pb::SetRetentionRequest {
+                    volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+                    retention,
+                };
+                volume_client(ch).set_retention(req).await.map(|_| ())
+            })
+            .await;
+        Self::finish(r)
+    }
+
     /// Forks `source` at LSN `at` (its latest when `None`) into a new volume (id chosen here
     /// unless given) that shares the source's pages instead of copying them. Returns the new
     /// volume and the LSN it was forked at. In registry mode the registry places the fork on

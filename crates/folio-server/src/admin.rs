@@ -73,6 +73,10 @@ impl AdminSvc {
                     page_versions: v.page_versions,
                     live_bytes: v.page_versions * PAGE_SIZE as u64,
                     commits: v.commits,
+                    retention: v.retention.map(|r| folio_proto::volume::v1::Retention {
+                        retention_ms: r.ms,
+                        retain_commits: r.commits,
+                    }),
                 })
                 .collect(),
             volumes_truncated: r.volumes_truncated,

@@ -157,7 +157,8 @@ impl Default for FlushConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LifecycleConfig {
-    /// Every snapshot stays readable for at least this long after a newer commit replaced it.
+    /// Every snapshot stays readable for at least this long after a newer commit replaced it
+    /// (a volume's own retention, set with SetRetention, takes the place of this and the next).
     pub retention_ms: u64,
     /// ... and the last this many commits of every volume stay readable whatever their age.
     pub retain_commits: u64,
@@ -192,6 +193,16 @@ impl Default for LifecycleConfig {
             gc_deletes_max: 10_000,
             compact_live_ratio: 0.5,
             compact_bytes_max: 64 << 20,
+        }
+    }
+}
+
+impl LifecycleConfig {
+    /// The retention of volumes that have none of their own (SetRetention).
+    pub fn default_retention(&self) -> folio_state::state::Retention {
+        folio_state::state::Retention {
+            ms: self.retention_ms,
+            commits: self.retain_commits,
         }
     }
 }

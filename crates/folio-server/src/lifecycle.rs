@@ -30,7 +30,7 @@ use folio_segment::manifest::{Manifest, RunRef};
 use folio_segment::table::Table;
 use folio_segment::{Segment, SegmentBuilder};
 use folio_state::lifecycle::{self, Relocations, Usage};
-use folio_state::state::{ForkBase, VolumeHead};
+use folio_state::state::{ForkBase, Retention, VolumeHead};
 use folio_state::{Command, CommandResult};
 use futures::stream::{self, StreamExt};
 
@@ -93,6 +93,8 @@ pub struct VolumeStorage {
     /// Page versions the checkpointed index keeps for it, and their bytes.
     pub page_versions: u64,
     pub commits: u64,
+    /// Its own retention; `None`: the group's default.
+    pub retention: Option<Retention>,
 }
 
 /// The report one node shares between its checkpointer task and its admin service.
@@ -188,16 +190,14 @@ impl Checkpointer {
         let tables = Arc::new(tables);
         // 1. Retention: raise the horizons first.
         let heads = self.heads().await?;
-        let cutoff = now_ms().saturating_sub(self.lifecycle.retention_ms);
-        let retain = self.lifecycle.retain_commits;
+        let now = now_ms();
+        let default = self.lifecycle.default_retention();
         let moved = {
             let (tables, heads) = (tables.clone(), heads.clone());
-            tokio::task::spawn_blocking(move || {
-                lifecycle::horizons(&tables, &heads, cutoff, retain)
-            })
-            .await
-            .map_err(local)?
-            .map_err(|e| CheckpointError::Invalid(e.to_string()))?
+            tokio::task::spawn_blocking(move || lifecycle::horizons(&tables, &heads, now, default))
+                .await
+                .map_err(local)?
+                .map_err(|e| CheckpointError::Invalid(e.to_string()))?
         };
         let heads = if moved.is_empty() {
             heads
@@ -618,6 +618,7 @@ fn volume_report(
                 base: h.base,
                 page_versions: u.page_versions,
                 commits: u.commits,
+                retention: h.retention,
             }
         })
         .collect()

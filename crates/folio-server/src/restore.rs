@@ -22,7 +22,10 @@ use folio_core::limits::IDEMPOTENCY_RETAIN_COMMITS;
 use folio_core::{GroupId, Lsn, SegmentId, VolumeId};
 use folio_objstore::{ObjectKey, ObjectStore};
 use folio_segment::manifest::Manifest;
-use folio_state::state::{parse_fork_record_key, ManifestRef, VolumeHead, DELETION_LSN};
+use folio_state::state::{
+    parse_fork_record_key, parse_retention_record_key, ManifestRef, VolumeHead, DELETION_LSN,
+    RETENTION_LSN,
+};
 use folio_state::{Command, CommandResult, Raft, RestoreStep, RestoredCommit};
 
 use crate::history::History;
@@ -176,6 +179,11 @@ impl Restorer {
                     );
                 }
                 Some(h) if c.lsn == DELETION_LSN => h.deleted = true,
+                Some(h) if c.lsn == RETENTION_LSN => {
+                    h.retention = parse_retention_record_key(&c.idempotency_key).map_err(|e| {
+                        anyhow::anyhow!("segment {segment}: volume {}: {e}", c.volume)
+                    })?;
+                }
                 Some(h) if c.lsn == h.lsn.next() => {
                     h.lsn = c.lsn;
                     records.push(RestoredCommit {

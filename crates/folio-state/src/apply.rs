@@ -19,8 +19,9 @@ use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::machine::SErr;
 use crate::state::{
-    fork_record_key, is_volume_event, CommitRecord, ForkBase, IdemRecord, ManifestRef, OpenSegment,
-    SealedSegment, VolumeHead, DELETION_LSN, DELETION_RECORD_KEY, MAX_FORK_DEPTH,
+    fork_record_key, is_volume_event, retention_record_key, CommitRecord, ForkBase, IdemRecord,
+    ManifestRef, OpenSegment, SealedSegment, VolumeHead, DELETION_LSN, DELETION_RECORD_KEY,
+    MAX_FORK_DEPTH, RETENTION_LSN,
 };
 use crate::{metrics, StateMachine, TypeConfig};
 
@@ -520,6 +521,7 @@ impl StateMachine {
                 | Command::WritePages { .. }
                 | Command::DeleteVolume { .. }
                 | Command::ForkVolume { .. }
+                | Command::SetRetention { .. }
         );
         if writes && self.meta.group.restoring {
             return Ok(CommandResult::Rejected(Rejection::Restoring));
@@ -713,6 +715,34 @@ impl StateMachine {
                     }
                 }
                 Ok(CommandResult::Retained(moved))
+            }
+            Command::SetRetention { volume, retention } => {
+                let v = *volume;
+                match tx.head(v)? {
+                    None => Ok(CommandResult::Rejected(Rejection::UnknownVolume(v))),
+                    Some(h) if h.deleted => Ok(CommandResult::Rejected(Rejection::Deleted(v))),
+                    Some(head) => {
+                        if head.retention != *retention {
+                            tx.put_head(
+                                v,
+                                VolumeHead {
+                                    retention: *retention,
+                                    ..head
+                                },
+                            );
+                            // The change travels to the object store as a record of its own,
+                            // so a group rebuilt from the bucket keeps it.
+                            self.place_record(
+                                tx,
+                                req,
+                                v,
+                                RETENTION_LSN,
+                                record_bytes(retention_record_key(retention.as_ref()).len(), 0),
+                            );
+                        }
+                        Ok(CommandResult::RetentionSet { volume: v })
+                    }
+                }
             }
             Command::DeleteVolume { volume } => {
                 let v = *volume;

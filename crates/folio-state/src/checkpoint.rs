@@ -16,7 +16,7 @@ use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::runs;
 use crate::state::{
-    is_volume_event, CommitRecord, GroupState, ManifestRef, VolumeHead, DELETION_LSN,
+    is_volume_event, CommitRecord, GroupState, ManifestRef, VolumeHead, RETENTION_LSN,
 };
 use crate::StateReader;
 
@@ -162,15 +162,19 @@ impl StateReader {
             return Ok(None);
         }
         let mut entries: BTreeMap<Vec<u8>, Bytes> = BTreeMap::new();
-        let mut heads: BTreeMap<VolumeId, Lsn> = BTreeMap::new();
+        // Per volume, its newest commit (or creation) in the run; `None` when the run holds
+        // only its retention changes or deletion.
+        let mut heads: BTreeMap<VolumeId, Option<Lsn>> = BTreeMap::new();
         let mut first = None;
         view.flushed_records(&g, |s, v, lsn| {
             if s > through {
                 return Ok(false);
             }
             first.get_or_insert(s);
-            let head = heads.entry(v).or_insert(Lsn::ZERO);
-            *head = (*head).max(lsn);
+            let head = heads.entry(v).or_insert(None);
+            if lsn < RETENTION_LSN {
+                *head = Some(head.map_or(lsn, |h| h.max(lsn)));
+            }
             if !is_volume_event(lsn) {
                 let rec = view.commit(v, lsn)?;
                 for p in &rec.pages {
@@ -186,17 +190,37 @@ impl StateReader {
         let Some(first) = first else {
             return Ok(None);
         };
+        // A volume whose only records in the run are events: its head as of the run's last
+        // segment is just below its first commit after it (commits after the latest checkpoint
+        // are all still here), or the state's head when it has none.
+        let mut later: BTreeMap<VolumeId, Lsn> = BTreeMap::new();
+        if heads.values().any(Option::is_none) {
+            let it = view.db.iterator_cf_opt(
+                cf(view.db, CF_SEG_COMMITS),
+                view.opts(),
+                IteratorMode::From(&through_segment_end(through), rocksdb::Direction::Forward),
+            );
+            for item in it {
+                let (k, _) = item?;
+                let (_, v, lsn) =
+                    parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
+                if heads.get(&v) == Some(&None) && !is_volume_event(lsn) {
+                    let first = later.entry(v).or_insert(lsn);
+                    *first = (*first).min(lsn);
+                }
+            }
+        }
         for (v, lsn) in heads {
             let created: VolumeHead = view
                 .get(CF_VOLUMES, v.as_bytes())?
                 .ok_or_else(|| corrupt(CF_VOLUMES, format!("volume {v} missing")))?;
-            // The head as of the run's last segment, with the retention and deletion the
-            // state has now (both only move forward, and a rebuild must not lose them). A
-            // deletion is the volume's last record: its head then is the state's.
-            let lsn = if lsn == DELETION_LSN {
-                created.lsn
-            } else {
-                lsn
+            // The head as of the run's last segment, with the retention, horizon and deletion
+            // the state has now (a rebuild must not lose them; a deletion is the volume's last
+            // record).
+            let lsn = match (lsn, later.get(&v)) {
+                (Some(l), _) => l,
+                (None, Some(first)) => Lsn(first.0 - 1),
+                (None, None) => created.lsn,
             };
             let h = VolumeHead {
                 lsn,

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use folio_core::{CommitArgs, Lsn, PageIdx, PageLocation, SegmentId, VolumeId, WritePagesArgs};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{ManifestRef, VolumeHead};
+use crate::state::{ManifestRef, Retention, VolumeHead};
 
 /// One Raft entry's payload. The leader stamps it with its clock and the group's segment size
 /// limit, so every replica makes the same segment decisions whatever its own clock or config.
@@ -74,6 +74,12 @@ pub enum Command {
         source: VolumeId,
         at: Option<Lsn>,
     },
+    /// Give a volume its own retention, or (`None`) return it to the group's default. Raising
+    /// it never brings back what an earlier, shorter retention already dropped.
+    SetRetention {
+        volume: VolumeId,
+        retention: Option<Retention>,
+    },
 }
 
 /// The steps of a rebuild, proposed in order by the leader that runs it. Each step is safe to
@@ -135,7 +141,8 @@ impl Command {
             | Command::Flushed { .. }
             | Command::Checkpointed { .. }
             | Command::DeleteVolume { .. }
-            | Command::ForkVolume { .. } => OVERHEAD,
+            | Command::ForkVolume { .. }
+            | Command::SetRetention { .. } => OVERHEAD,
             Command::Retain { horizons } => OVERHEAD + horizons.len() * 32,
             Command::Restore { step } => {
                 OVERHEAD
@@ -222,6 +229,9 @@ pub enum CommandResult {
         volume: VolumeId,
         source: VolumeId,
         at: Lsn,
+    },
+    RetentionSet {
+        volume: VolumeId,
     },
 }
 

@@ -15,7 +15,7 @@ use folio_core::{Lsn, PageIdx, SegmentId, VolumeId, PAGE_SIZE};
 use folio_segment::table::{Table, TableBuilder, TableError};
 
 use crate::runs::{self, RunEntryError};
-use crate::state::VolumeHead;
+use crate::state::{Retention, VolumeHead};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -25,18 +25,23 @@ pub enum LifecycleError {
     Table(#[from] TableError),
 }
 
-/// New horizons for the volumes whose horizon moves: for each live volume, the smaller of the
-/// newest LSN committed at or before `cutoff_ms` (the snapshot that was current then; everything
-/// before it was replaced longer than the retention ago) and the LSN that keeps its last
-/// `retain_commits` snapshots. Commit times come from the runs' commit records, so commits not
-/// yet checkpointed never move a horizon (which only keeps more).
+/// New horizons for the volumes whose horizon moves: for each live volume, under its own
+/// retention or else `default`, the smaller of the newest LSN committed at or before
+/// `now_ms - retention.ms` (the snapshot that was current then; everything before it was replaced
+/// longer than the retention ago) and the LSN that keeps its last `retention.commits` snapshots.
+/// Commit times come from the runs' commit records, so commits not yet checkpointed never move a
+/// horizon (which only keeps more).
 pub fn horizons(
     runs: &[Table],
     heads: &BTreeMap<VolumeId, VolumeHead>,
-    cutoff_ms: u64,
-    retain_commits: u64,
+    now_ms: u64,
+    default: Retention,
 ) -> Result<Vec<(VolumeId, Lsn)>, LifecycleError> {
-    // Per volume, the newest LSN committed at or before the cutoff.
+    let cutoff = |vol: &VolumeId| {
+        let r = heads.get(vol).and_then(|h| h.retention).unwrap_or(default);
+        now_ms.saturating_sub(r.ms)
+    };
+    // Per volume, the newest LSN committed at or before its cutoff.
     let mut old: HashMap<VolumeId, Lsn> = HashMap::new();
     for run in runs {
         for (k, v) in run.iter_from(&[runs::COMMIT]) {
@@ -44,7 +49,7 @@ pub fn horizons(
                 break;
             }
             let (vol, rec) = runs::parse_commit(k, v)?;
-            if rec.committed_at_ms <= cutoff_ms {
+            if rec.committed_at_ms <= cutoff(&vol) {
                 let e = old.entry(vol).or_default();
                 *e = (*e).max(rec.lsn);
             }
@@ -55,7 +60,8 @@ pub fn horizons(
         if h.deleted {
             continue;
         }
-        let by_count = Lsn((h.lsn.0 + 1).saturating_sub(retain_commits.max(1)));
+        let commits = h.retention.unwrap_or(default).commits;
+        let by_count = Lsn((h.lsn.0 + 1).saturating_sub(commits.max(1)));
         let by_time = old.get(vol).copied().unwrap_or(Lsn::ZERO);
         let horizon = by_count.min(by_time).min(h.lsn);
         if horizon > h.horizon {
@@ -452,20 +458,40 @@ mod tests {
         let mut heads = BTreeMap::new();
         heads.insert(vol(1), VolumeHead::new(Lsn(10), 0));
         heads.insert(vol(2), VolumeHead::new(Lsn(1), 0));
-        // Cutoff 550: LSN 5 was current then; keep the last 3 snapshots: LSN 8 on. Volume 2
-        // has only 2 snapshots (0 and 1): both stay.
-        let h = horizons(&runs, &heads, 550, 3).unwrap();
+        // Retention 450 ms at time 1000: cutoff 550, LSN 5 was current then.
+        let keep = |commits| Retention { ms: 450, commits };
+        // Keep the last 3 snapshots: LSN 8 on. Volume 2 has only 2 snapshots (0 and 1): both
+        // stay.
+        let h = horizons(&runs, &heads, 1000, keep(3)).unwrap();
         assert_eq!(h, vec![(vol(1), Lsn(5))]);
         // Keeping one snapshot: volume 2's old commit is the one current at the cutoff.
-        let h = horizons(&runs, &heads, 550, 1).unwrap();
+        let h = horizons(&runs, &heads, 1000, keep(1)).unwrap();
         assert_eq!(h, vec![(vol(1), Lsn(5)), (vol(2), Lsn(1))]);
         // More commits to keep than exist: nothing moves for volume 1.
-        let h = horizons(&runs, &heads, 550, 100).unwrap();
+        let h = horizons(&runs, &heads, 1000, keep(100)).unwrap();
         assert_eq!(h, vec![]);
+        // A volume's own retention overrides the default: 150 ms (cutoff 850, LSN 8), for
+        // volume 1 only.
+        heads.get_mut(&vol(1)).unwrap().retention = Some(Retention {
+            ms: 150,
+            commits: 1,
+        });
+        let h = horizons(&runs, &heads, 1000, keep(100)).unwrap();
+        assert_eq!(h, vec![(vol(1), Lsn(8))]);
+        // A volume that keeps everything for longer than its history stays whole.
+        heads.get_mut(&vol(1)).unwrap().retention = Some(Retention {
+            ms: 10_000,
+            commits: 1,
+        });
+        assert_eq!(
+            horizons(&runs, &heads, 1000, keep(1)).unwrap(),
+            vec![(vol(2), Lsn(1))]
+        );
         // A horizon never moves back, and deleted volumes are left alone.
+        heads.get_mut(&vol(1)).unwrap().retention = None;
         heads.get_mut(&vol(1)).unwrap().horizon = Lsn(7);
         heads.get_mut(&vol(2)).unwrap().deleted = true;
-        assert_eq!(horizons(&runs, &heads, 550, 1).unwrap(), vec![]);
+        assert_eq!(horizons(&runs, &heads, 1000, keep(1)).unwrap(), vec![]);
     }
 
     #[test]

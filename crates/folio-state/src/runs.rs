@@ -21,7 +21,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId};
 
-use crate::state::{CommitRecord, ForkBase, VolumeHead};
+use crate::state::{CommitRecord, ForkBase, Retention, VolumeHead};
 
 pub const PAGE: u8 = b'P';
 pub const COMMIT: u8 = b'C';
@@ -89,18 +89,27 @@ pub fn parse_page(
 }
 
 /// A head's value: lsn u64 BE, created_at_ms u64 BE, then (since retention) horizon u64 BE and
-/// flags u8 (bit 0: deleted, bit 1: a fork), and for a fork its source volume [16] and source
-/// LSN u64 BE. Runs written before retention hold only the first 16 bytes; they read as horizon
-/// 0, not deleted, not a fork.
+/// flags u8 (bit 0: deleted, bit 1: a fork, bit 2: its own retention), for a fork its source
+/// volume [16] and source LSN u64 BE, and for its own retention its milliseconds and commits
+/// (u64 BE each). Runs written before retention hold only the first 16 bytes; they read as
+/// horizon 0, not deleted, not a fork, the group's retention.
 pub fn head_value(h: &VolumeHead) -> Vec<u8> {
-    let mut b = Vec::with_capacity(HEAD_VALUE_LEN + FORK_LEN);
+    let mut b = Vec::with_capacity(HEAD_VALUE_LEN + FORK_LEN + RETENTION_LEN);
     b.extend_from_slice(&h.lsn.0.to_be_bytes());
     b.extend_from_slice(&h.created_at_ms.to_be_bytes());
     b.extend_from_slice(&h.horizon.0.to_be_bytes());
-    b.push(u8::from(h.deleted) | (u8::from(h.base.is_some()) << 1));
+    b.push(
+        u8::from(h.deleted)
+            | (u8::from(h.base.is_some()) << 1)
+            | (u8::from(h.retention.is_some()) << 2),
+    );
     if let Some(base) = &h.base {
         b.extend_from_slice(base.volume.as_bytes());
         b.extend_from_slice(&base.lsn.0.to_be_bytes());
+    }
+    if let Some(r) = &h.retention {
+        b.extend_from_slice(&r.ms.to_be_bytes());
+        b.extend_from_slice(&r.commits.to_be_bytes());
     }
     b
 }
@@ -109,6 +118,8 @@ pub fn head_value(h: &VolumeHead) -> Vec<u8> {
 const HEAD_VALUE_LEN: usize = 25;
 /// Bytes a fork's source adds.
 const FORK_LEN: usize = 24;
+/// Bytes a volume's own retention adds.
+const RETENTION_LEN: usize = 16;
 /// Bytes of a head value written before retention.
 const HEAD_VALUE_V1_LEN: usize = 16;
 
@@ -127,18 +138,28 @@ pub fn parse_head(key: &[u8], value: &[u8]) -> Result<(VolumeId, VolumeHead), Ru
     let mut h = VolumeHead::new(Lsn(u64_at(0)), u64_at(8));
     h.horizon = Lsn(u64_at(16));
     let flags = value[24];
-    if flags & !0b11 != 0 {
+    if flags & !0b111 != 0 {
         return Err(bad(format!("head entry has unknown flags {flags:#x}")));
     }
     h.deleted = flags & 1 != 0;
-    let want = HEAD_VALUE_LEN + if flags & 2 != 0 { FORK_LEN } else { 0 };
+    let (fork, own) = (flags & 2 != 0, flags & 4 != 0);
+    let want =
+        HEAD_VALUE_LEN + if fork { FORK_LEN } else { 0 } + if own { RETENTION_LEN } else { 0 };
     if value.len() != want {
         return Err(bad("head entry has the wrong size"));
     }
-    if flags & 2 != 0 {
+    let mut at = HEAD_VALUE_LEN;
+    if fork {
         h.base = Some(ForkBase {
-            volume: VolumeId::from_slice(&value[25..41]).map_err(|e| bad(e.to_string()))?,
-            lsn: Lsn(u64_at(41)),
+            volume: VolumeId::from_slice(&value[at..at + 16]).map_err(|e| bad(e.to_string()))?,
+            lsn: Lsn(u64_at(at + 16)),
+        });
+        at += FORK_LEN;
+    }
+    if own {
+        h.retention = Some(Retention {
+            ms: u64_at(at),
+            commits: u64_at(at + 8),
         });
     }
     if h.horizon > h.lsn.next() {
@@ -261,6 +282,16 @@ mod tests {
             lsn: Lsn(77),
         });
         assert_eq!(parse_head(&head_key(v), &head_value(&h)).unwrap(), (v, h));
+        h.retention = Some(Retention {
+            ms: 60_000,
+            commits: 5,
+        });
+        assert_eq!(parse_head(&head_key(v), &head_value(&h)).unwrap(), (v, h));
+        h.base = None;
+        assert_eq!(parse_head(&head_key(v), &head_value(&h)).unwrap(), (v, h));
+        let mut truncated = head_value(&h);
+        truncated.pop();
+        assert!(parse_head(&head_key(v), &truncated).is_err());
         // Written before retention: 16 bytes, everything kept.
         let old = &head_value(&h)[..16];
         assert_eq!(

@@ -11,8 +11,8 @@ use rocksdb::{Direction, IteratorMode, ReadOptions};
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::state::{
-    fork_record_key, is_volume_event, CommitRecord, GroupState, VolumeHead, DELETION_LSN,
-    DELETION_RECORD_KEY,
+    fork_record_key, is_volume_event, retention_record_key, CommitRecord, GroupState, VolumeHead,
+    DELETION_LSN, DELETION_RECORD_KEY, RETENTION_LSN,
 };
 use crate::StateReader;
 
@@ -106,6 +106,8 @@ impl StateReader {
                 // A creation names a fork's source in its key; a deletion says what it is.
                 let idempotency_key = if lsn == DELETION_LSN {
                     Bytes::from_static(DELETION_RECORD_KEY)
+                } else if lsn == RETENTION_LSN {
+                    retention_record_key(head.retention.as_ref())
                 } else {
                     head.base.as_ref().map(fork_record_key).unwrap_or_default()
                 };

@@ -23,6 +23,17 @@ pub struct VolumeHead {
     /// never wrote reads as the source's page there. `None` for a volume created empty.
     #[serde(default)]
     pub base: Option<ForkBase>,
+    /// The volume's own retention (SetRetention); `None`: the group's default.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+}
+
+/// How much of a volume's history stays readable: every snapshot that was current within the
+/// last `ms` milliseconds, and its last `commits` snapshots, whichever reaches further back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub ms: u64,
+    pub commits: u64,
 }
 
 /// Where a fork's history starts: a snapshot of another volume of the same group.
@@ -39,9 +50,37 @@ pub const MAX_FORK_DEPTH: usize = 8;
 /// The reserved LSN of a volume's deletion record in a segment (its creation is LSN 0).
 pub const DELETION_LSN: Lsn = Lsn(u64::MAX);
 
-/// Whether a segment record at `lsn` is a volume's creation or deletion rather than a commit.
+/// The reserved LSN of a record that sets a volume's retention (SetRetention).
+pub const RETENTION_LSN: Lsn = Lsn(u64::MAX - 1);
+
+/// Whether a segment record at `lsn` is a volume's creation, retention change or deletion
+/// rather than a commit.
 pub fn is_volume_event(lsn: Lsn) -> bool {
-    lsn == Lsn::ZERO || lsn == DELETION_LSN
+    lsn == Lsn::ZERO || lsn >= RETENTION_LSN
+}
+
+/// The key of a retention record: `R`, then for a volume's own retention its milliseconds and
+/// commits (u64 little-endian each); `R` alone returns the volume to the group's default.
+pub fn retention_record_key(r: Option<&Retention>) -> Bytes {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'R');
+    if let Some(r) = r {
+        k.extend_from_slice(&r.ms.to_le_bytes());
+        k.extend_from_slice(&r.commits.to_le_bytes());
+    }
+    Bytes::from(k)
+}
+
+/// The retention a retention record's key sets.
+pub fn parse_retention_record_key(key: &[u8]) -> Result<Option<Retention>, String> {
+    match key {
+        [b'R'] => Ok(None),
+        [b'R', rest @ ..] if rest.len() == 16 => Ok(Some(Retention {
+            ms: u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")),
+            commits: u64::from_le_bytes(rest[8..].try_into().expect("8 bytes")),
+        })),
+        _ => Err(format!("a retention record's key of {} bytes", key.len())),
+    }
 }
 
 /// The key of a fork's creation record (LSN 0): `F`, the source volume, the source LSN (u64
@@ -78,6 +117,7 @@ impl VolumeHead {
             horizon: Lsn::ZERO,
             deleted: false,
             base: None,
+            retention: None,
         }
     }
 

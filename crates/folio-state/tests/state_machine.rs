@@ -864,3 +864,86 @@ async fn a_fork_starts_at_its_sources_snapshot_and_records_it() {
         CommandResult::Rejected(Rejection::ForkTooDeep(src))
     );
 }
+
+#[tokio::test]
+async fn a_volumes_own_retention_travels_in_its_segment_and_its_run() {
+    use folio_state::state::{parse_retention_record_key, Retention, RETENTION_LSN};
+    let mut h = Harness::new();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    h.one(commit(v, 0, "a", &[(0, 1)])).await;
+    let first = seal_and_flush(&mut h).await;
+    h.one(Command::Checkpointed {
+        seq: 1,
+        through: first,
+    })
+    .await;
+    let own = Retention {
+        ms: 60_000,
+        commits: 7,
+    };
+    let set = |retention| Command::SetRetention {
+        volume: v,
+        retention,
+    };
+    assert_eq!(
+        h.one(set(Some(own))).await,
+        CommandResult::RetentionSet { volume: v }
+    );
+    let reader = h.sm.reader();
+    assert_eq!(reader.volume(v).unwrap().unwrap().retention, Some(own));
+    // Setting the same retention again adds nothing to the segment.
+    h.one(set(Some(own))).await;
+    let second = seal_only(&mut h).await;
+    // The retention-only segment: one record, at the reserved LSN, naming the retention.
+    let seg = reader.build_segment(second).unwrap().unwrap();
+    let seg = folio_segment::Segment::decode(seg.bytes).unwrap();
+    assert_eq!(seg.commits.len(), 1);
+    assert_eq!(seg.commits[0].lsn, RETENTION_LSN);
+    assert_eq!(
+        parse_retention_record_key(&seg.commits[0].idempotency_key),
+        Ok(Some(own))
+    );
+    h.one(Command::Flushed { segment: second }).await;
+    // A commit after it, in a segment no run covers yet.
+    h.one(commit(v, 1, "b", &[(0, 2)])).await;
+    assert_eq!(reader.volume(v).unwrap().unwrap().lsn, Lsn(2));
+
+    let run = reader.build_run(second).unwrap().unwrap();
+    let table = folio_segment::table::Table::decode(run.bytes).unwrap();
+    let heads: Vec<_> = table
+        .iter()
+        .filter(|(k, _)| k[0] == folio_state::runs::HEAD)
+        .map(|(k, val)| folio_state::runs::parse_head(k, val).unwrap().1)
+        .collect();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(
+        (heads[0].lsn, heads[0].retention),
+        (Lsn(1), Some(own)),
+        "the head as of the run's last segment (not the later commit), with the retention"
+    );
+
+    // Back to the default: a record with the bare key.
+    h.one(set(None)).await;
+    let third = seal_only(&mut h).await;
+    let seg = reader.build_segment(third).unwrap().unwrap();
+    let seg = folio_segment::Segment::decode(seg.bytes).unwrap();
+    let rec = seg.commits.iter().find(|c| c.lsn == RETENTION_LSN).unwrap();
+    assert_eq!(parse_retention_record_key(&rec.idempotency_key), Ok(None));
+    assert_eq!(reader.volume(v).unwrap().unwrap().retention, None);
+
+    let other = VolumeId::new_random();
+    assert_eq!(
+        h.one(Command::SetRetention {
+            volume: other,
+            retention: None
+        })
+        .await,
+        CommandResult::Rejected(Rejection::UnknownVolume(other))
+    );
+    h.one(Command::DeleteVolume { volume: v }).await;
+    assert_eq!(
+        h.one(set(Some(own))).await,
+        CommandResult::Rejected(Rejection::Deleted(v))
+    );
+}

@@ -5,6 +5,7 @@ use folio_core::limits::{MAX_LIST_COMMITS, MAX_LIST_VOLUMES, MAX_PAGE_IDX};
 use folio_core::{CommitArgs, Lsn, PageIdx, VolumeId, WritePagesArgs};
 use folio_proto::convert::{self, InvalidRequest};
 use folio_proto::volume::v1 as pb;
+use folio_state::state::Retention;
 use tonic::Status;
 
 use crate::edge::Validate;
@@ -58,6 +59,31 @@ impl Validate for pb::DeleteVolumeRequest {
     }
 
     fn volume(v: &VolumeId) -> Option<VolumeId> {
+        Some(*v)
+    }
+}
+
+impl Validate for pb::SetRetentionRequest {
+    type Args = (VolumeId, Option<Retention>);
+
+    fn validate(self) -> Result<Self::Args, Status> {
+        let volume = convert::volume_id(&self.volume_id)?;
+        let retention = match self.retention {
+            None => None,
+            Some(r) if r.retain_commits == 0 => {
+                return Err(Status::invalid_argument(
+                    "retain_commits must be at least 1 (the latest snapshot is always kept)",
+                ))
+            }
+            Some(r) => Some(Retention {
+                ms: r.retention_ms,
+                commits: r.retain_commits,
+            }),
+        };
+        Ok((volume, retention))
+    }
+
+    fn volume((v, _): &Self::Args) -> Option<VolumeId> {
         Some(*v)
     }
 }

@@ -175,6 +175,17 @@ impl VolumeService for VolumeSvc {
             .await
     }
 
+    async fn set_retention(
+        &self,
+        req: Request<pb::SetRetentionRequest>,
+    ) -> Result<Response<pb::SetRetentionResponse>, Status> {
+        let forward = async |ch, m| client(ch).set_retention(m).await;
+        let local = |(volume, retention)| self.writes.set_retention(volume, retention);
+        self.edge
+            .on_leader(Write("SetRetention"), req, forward, local)
+            .await
+    }
+
     async fn fork_volume(
         &self,
         req: Request<pb::ForkVolumeRequest>,

@@ -162,6 +162,10 @@ impl ReadPath {
                     lsn: h.lsn.0,
                     created_at_ms: h.created_at_ms,
                     oldest_lsn: h.horizon.0,
+                    retention: h.retention.map(|r| pb::Retention {
+                        retention_ms: r.ms,
+                        retain_commits: r.commits,
+                    }),
                 })
                 .collect(),
         })

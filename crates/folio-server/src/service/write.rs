@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use folio_core::{CommitArgs, Durability, Lsn, SegmentId, VolumeId, WritePagesArgs};
 use folio_proto::volume::v1 as pb;
+use folio_state::state::Retention;
 use folio_state::{Command, CommandResult, StateReader};
 use tonic::Status;
 
@@ -75,6 +76,23 @@ impl WritePath {
                 Ok(pb::DeleteVolumeResponse {
                     already_deleted: already,
                 })
+            }
+            other => Err(status::unexpected(other)),
+        }
+    }
+
+    pub async fn set_retention(
+        &self,
+        volume: VolumeId,
+        retention: Option<Retention>,
+    ) -> Result<pb::SetRetentionResponse, Status> {
+        match self
+            .submit(Command::SetRetention { volume, retention })
+            .await?
+        {
+            CommandResult::RetentionSet { .. } => {
+                tracing::info!(?retention, "volume retention set");
+                Ok(pb::SetRetentionResponse {})
             }
             other => Err(status::unexpected(other)),
         }
