@@ -16,6 +16,7 @@ mod group;
 mod history;
 mod history_report;
 mod latency;
+mod lifecycle;
 mod load;
 mod probe;
 mod report;
@@ -102,6 +103,11 @@ enum BenchCmd {
     /// times reads at old LSNs from a restarted (cold) follower. Prints a table and writes
     /// `history.json` and `history.svg` to `--out`.
     History(history::HistoryArgs),
+    /// What an overwrite workload costs in the bucket with garbage collection on and off:
+    /// `writers` writers rewrite `hot-pages` pages for `secs` seconds under a short retention;
+    /// samples the bucket, counts requests by kind, estimates a month's cost from a price table.
+    /// Prints a table and writes `lifecycle.json` and `lifecycle.svg` to `--out`.
+    Lifecycle(lifecycle::LifecycleArgs),
     /// Round trip of a trivial gRPC call (admin Status) to one node: the loopback floor.
     Rpc {
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -223,6 +229,7 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCmd::History(args) => history::run(args).await,
+        BenchCmd::Lifecycle(args) => lifecycle::run(args).await,
         BenchCmd::Rpc { addr, count, json } => {
             anyhow::ensure!(count > 0, "count must be positive");
             let samples = load::rpc_samples(&addr, count, SUBCOMMAND_TIME_LIMIT).await?;
