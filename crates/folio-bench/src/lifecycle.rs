@@ -108,6 +108,9 @@ pub struct Sample {
     pub written_bytes: u64,
     pub bucket_bytes: u64,
     pub bucket_objects: u64,
+    /// 2 × (live + the page bytes written during the retention window before this sample), once
+    /// a whole window has passed.
+    pub trailing_bound_bytes: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -123,6 +126,10 @@ pub struct ModeResult {
     pub window_bytes: f64,
     /// 2 × (live + window).
     pub bound_bytes: f64,
+    /// The largest bucket ÷ trailing bound over the samples after the steady state began: the
+    /// bound each sample is held to is that of the bytes written in the retention window just
+    /// before it, so a rate that changes during the run is accounted for.
+    pub max_trailing_ratio: f64,
     /// The largest bucket seen once the first retention window, grace period and two rounds
     /// had passed (the steady state), and at the end.
     pub steady_max_bucket_bytes: u64,
@@ -185,21 +192,8 @@ fn choose(state: &mut u64, n: u32, k: u32) -> Vec<u32> {
 
 /// Requests by operation from Prometheus text, summed over labels other than `op`.
 fn requests_by_op(text: &str, into: &mut Requests) {
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("folio_object_store_requests_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once('}') else {
-            continue;
-        };
-        let Some(Ok(value)) = value.split_whitespace().next().map(str::parse::<f64>) else {
-            continue;
-        };
-        let op = labels
-            .split(',')
-            .find_map(|l| l.strip_prefix("op=\""))
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or("other");
+    for (op, value) in crate::probe::store_request_samples(text) {
+        let op = if op.is_empty() { "other" } else { op };
         *into.entry(op.to_string()).or_default() += value;
     }
 }
@@ -351,6 +345,12 @@ async fn run_mode(args: &LifecycleArgs, exe: &Path, gc: GcMode) -> anyhow::Resul
         .max()
         .unwrap_or(0);
     let end_bucket_bytes = samples.last().map_or(0, |s| s.bucket_bytes);
+    trailing_bounds(&mut samples, live_bytes, args.retention_ms as f64 / 1000.0);
+    let max_trailing_ratio = samples
+        .iter()
+        .filter(|s| s.t_s >= settle_s)
+        .filter_map(|s| Some(s.bucket_bytes as f64 / s.trailing_bound_bytes?))
+        .fold(0.0, f64::max);
     let requests_per_s: Requests = after
         .iter()
         .map(|(op, n)| {
@@ -380,6 +380,7 @@ async fn run_mode(args: &LifecycleArgs, exe: &Path, gc: GcMode) -> anyhow::Resul
         live_bytes,
         window_bytes,
         bound_bytes,
+        max_trailing_ratio,
         steady_max_bucket_bytes,
         end_bucket_bytes,
         requests_per_s,
@@ -391,6 +392,19 @@ async fn run_mode(args: &LifecycleArgs, exe: &Path, gc: GcMode) -> anyhow::Resul
         },
         samples,
     })
+}
+
+/// Fills each sample's trailing bound: 2 × (live + the bytes written over the `window_s` seconds
+/// before it), the rate taken between it and the latest sample at least a window older.
+fn trailing_bounds(samples: &mut [Sample], live: u64, window_s: f64) {
+    for i in 0..samples.len() {
+        let t = samples[i].t_s;
+        let Some(old) = samples[..i].iter().rev().find(|s| s.t_s <= t - window_s) else {
+            continue;
+        };
+        let per_s = (samples[i].written_bytes - old.written_bytes) as f64 / (t - old.t_s);
+        samples[i].trailing_bound_bytes = Some(2.0 * (live as f64 + per_s * window_s));
+    }
 }
 
 /// Walks the bucket and prints a row.
@@ -409,6 +423,7 @@ async fn sample(
         written_bytes: commits * per_commit,
         bucket_bytes: bytes,
         bucket_objects: objects,
+        trailing_bound_bytes: None,
     };
     println!(
         "gc {gc:?}: {:>7.0}  {:>9}  {:>11.1}  {:>12.1}  {:>8}",
@@ -437,7 +452,8 @@ fn summary(args: &LifecycleArgs, r: &ModeResult) -> String {
     let mut s = format!(
         "gc {:?}: {} commits in {:.0} s ({:.0}/s, {:.2} MB/s of pages)\n  live {:.1} MB, one \
          {} s retention window {:.1} MB, bound 2 × (live + window) = {:.1} MB\n  bucket: \
-         largest after {:.0} s {:.1} MB ({:.2} × bound), at the end {:.1} MB\n  requests/s:",
+         largest after {:.0} s {:.1} MB ({:.2} × bound), at the end {:.1} MB; against the \
+         bound of the window before each sample, at most {:.2} ×\n  requests/s:",
         r.gc,
         r.commits,
         r.secs,
@@ -451,6 +467,7 @@ fn summary(args: &LifecycleArgs, r: &ModeResult) -> String {
         mb(r.steady_max_bucket_bytes as f64),
         r.steady_max_bucket_bytes as f64 / r.bound_bytes,
         mb(r.end_bucket_bytes as f64),
+        r.max_trailing_ratio,
     );
     for (op, n) in &r.requests_per_s {
         s.push_str(&format!(" {op} {n:.2}"));
@@ -510,16 +527,17 @@ fn write_svg(args: &LifecycleArgs, modes: &[ModeResult], path: &Path) -> anyhow:
             .label(format!("bucket, GC {:?}", m.gc))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         if m.gc == GcMode::On {
-            let bound = m.bound_bytes / 1e6;
             let dashed = BLACK.stroke_width(1);
             chart
                 .draw_series(DashedLineSeries::new(
-                    [(0.0, bound), (x_max, bound)],
+                    m.samples
+                        .iter()
+                        .filter_map(|s| Some((s.t_s, s.trailing_bound_bytes? / 1e6))),
                     8,
                     4,
                     dashed,
                 ))?
-                .label("2 × (live + retention window), GC on")
+                .label("2 × (live + last retention window's writes), GC on")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], dashed));
         }
     }
@@ -607,6 +625,31 @@ mod tests {
             assert!(c.windows(2).all(|w| w[0] < w[1]) && c[3] < 62);
         }
         assert_eq!(choose(&mut s, 3, 5).len(), 3, "never more than there are");
+    }
+
+    #[test]
+    fn trailing_bounds_follow_the_rate_of_the_window_before() {
+        let at = |t_s: f64, written_bytes: u64| Sample {
+            t_s,
+            commits: 0,
+            written_bytes,
+            bucket_bytes: 0,
+            bucket_objects: 0,
+            trailing_bound_bytes: None,
+        };
+        // 10 bytes/s for 60 s, then 20 bytes/s.
+        let mut s = vec![at(0.0, 0), at(30.0, 300), at(60.0, 600), at(90.0, 1200)];
+        trailing_bounds(&mut s, 5, 60.0);
+        let b: Vec<_> = s.iter().map(|s| s.trailing_bound_bytes).collect();
+        assert_eq!(
+            b,
+            vec![
+                None,
+                None,
+                Some(2.0 * (5.0 + 600.0)),
+                Some(2.0 * (5.0 + 900.0))
+            ]
+        );
     }
 
     #[test]

@@ -138,26 +138,27 @@ fn cpu_secs(stat_path: &str) -> anyhow::Result<f64> {
     Ok(ticks as f64 / per_sec as f64)
 }
 
-/// Sums `folio_object_store_requests_total{op,outcome}` from Prometheus text. A sample line is
-/// `name{labels} value [timestamp]`; comments and other families are skipped.
-pub fn store_requests(text: &str) -> StoreRequests {
-    let mut r = StoreRequests::default();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("folio_object_store_requests_total{") else {
-            continue;
-        };
+/// The samples of `folio_object_store_requests_total` in Prometheus text, as (op, value). A sample
+/// line is `name{labels} value [timestamp]`; comments and other families are skipped.
+pub fn store_request_samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines().filter_map(|line| {
+        let rest = line.strip_prefix("folio_object_store_requests_total{")?;
         // Folio's label values (operation and outcome names) hold no braces.
-        let Some((labels, value)) = rest.rsplit_once('}') else {
-            continue;
-        };
-        let Some(Ok(value)) = value.split_whitespace().next().map(str::parse::<f64>) else {
-            continue;
-        };
+        let (labels, value) = rest.rsplit_once('}')?;
+        let value = value.split_whitespace().next()?.parse::<f64>().ok()?;
         let op = labels
             .split(',')
             .find_map(|l| l.strip_prefix("op=\""))
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or("");
+        Some((op, value))
+    })
+}
+
+/// Sums `folio_object_store_requests_total{op,outcome}` from Prometheus text.
+pub fn store_requests(text: &str) -> StoreRequests {
+    let mut r = StoreRequests::default();
+    for (op, value) in store_request_samples(text) {
         r.total += value;
         match op {
             "put" => r.put += value,
