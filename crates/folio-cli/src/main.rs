@@ -3,6 +3,7 @@
 //! the separate `folio-bench` binary, so their baseline clients stay out of this one.
 
 mod admin;
+mod probe;
 mod volume;
 
 use std::net::SocketAddr;
@@ -73,6 +74,15 @@ enum Cmd {
     Admin {
         #[command(subcommand)]
         cmd: admin::AdminCmd,
+    },
+    /// Exit 0 if a node (server or registry) is ready, that is its `/readyz` on the metrics
+    /// listener answers 200; with --live, if it is live (`/livez`). For container health checks.
+    Probe {
+        /// The node's metrics address (`metrics_addr`).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        addr: String,
+        #[arg(long)]
+        live: bool,
     },
 }
 
@@ -202,6 +212,7 @@ async fn main() -> std::process::ExitCode {
             dev(data_dir, listen, metrics, registry_listen, region, store).await
         }
         Cmd::Admin { cmd } => admin::run(cmd).await,
+        Cmd::Probe { addr, live } => probe::run(&addr, live),
         Cmd::Volume { cmd } => volume::run(cmd).await,
     };
     match res {

@@ -1,13 +1,14 @@
 //! Folio's Raft plumbing, shared by every Raft group it runs (the write tier's groups and the
 //! volume registry) whatever their state machine: the [`GroupTypes`] every group's type
 //! configuration satisfies, the RocksDB [`LogStore`], peer traffic over tonic ([`network`]),
-//! the MessagePack [`codec`] for entries and metadata, one-time [`bootstrap_once`], and
-//! [`leader_of`]. This crate knows no state machine: a group's crate brings its own.
+//! the MessagePack [`codec`] for entries and metadata, one-time [`bootstrap_once`],
+//! [`leader_of`], and a node's liveness and readiness ([`health`]). This crate knows no state machine: a group's crate brings its own.
 
 // openraft's storage traits return its `StorageError` by value; its size is not ours to choose.
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod health;
 pub mod keys;
 pub mod log_store;
 pub mod metrics;

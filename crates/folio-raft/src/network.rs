@@ -29,6 +29,7 @@ use tonic::{Code, Request, Status};
 use std::marker::PhantomData;
 
 use crate::codec::{decode, encode};
+use crate::health::Health;
 use crate::GroupTypes;
 
 /// Largest Raft peer message, either way. Large enough for `max_payload_entries` full batches.
@@ -185,13 +186,25 @@ pub struct PeerService<C: GroupTypes> {
     raft: openraft::Raft<C>,
     group: GroupId,
     node: u64,
+    /// Told of every AppendEntries accepted from a leader, for readiness.
+    health: Health,
 }
 
 impl<C: GroupTypes> PeerService<C> {
-    pub fn new(raft: openraft::Raft<C>, group: GroupId, node: u64) -> RaftServiceServer<Self> {
-        RaftServiceServer::new(PeerService { raft, group, node })
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+    pub fn new(
+        raft: openraft::Raft<C>,
+        group: GroupId,
+        node: u64,
+        health: Health,
+    ) -> RaftServiceServer<Self> {
+        RaftServiceServer::new(PeerService {
+            raft,
+            group,
+            node,
+            health,
+        })
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
     }
 
     /// Checks that the message is for this group and this node; returns the decoded request and
@@ -232,7 +245,17 @@ impl<C: GroupTypes> RaftService for PeerService<C> {
         r: Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
         let (req, _): (AppendEntriesRequest<C>, _) = self.open(r)?;
+        let (vote, commit) = (req.vote, req.leader_commit.map(|l| l.index));
         let res = self.raft.append_entries(req).await;
+        // Accepted (or in conflict, which still means the sender leads this node's term):
+        // this node hears from its leader.
+        if let Ok(r) = &res {
+            if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                let l = vote.leader_id();
+                self.health
+                    .heard_from_leader(l.get_term(), l.voted_for().unwrap_or(0), commit);
+            }
+        }
         self.reply(&res)
     }
 

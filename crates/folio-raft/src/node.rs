@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
+use crate::health::Health;
 use crate::network::Network;
 use crate::{bootstrap_once, BootstrapError, GroupTypes};
 
@@ -249,21 +250,75 @@ impl Serving {
     }
 }
 
-/// Serves `/metrics` on `addr` until the process ends: every metric in the process-wide default
-/// registry, in the Prometheus text format. `register` is called first, so that metrics that are
-/// registered lazily appear before their first observation. Returns the bound address.
-pub async fn serve_metrics(addr: SocketAddr, register: fn()) -> Result<SocketAddr, StartError> {
+/// Serves HTTP on `addr` until the process ends: `/metrics`, every metric in the process-wide
+/// default registry in the Prometheus text format (`register` is called first, so that metrics
+/// registered lazily appear before their first observation); `/livez` and `/readyz`, 200 or 503
+/// with the reason (see [`crate::health`]). Returns the bound address.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    register: fn(),
+    health: Health,
+) -> Result<SocketAddr, StartError> {
     register();
+    crate::health::register();
     let failed = |source| StartError::Metrics { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(failed)?;
     let bound = listener.local_addr().map_err(failed)?;
-    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));
+    let answer = |r: Result<(), String>, ok: &'static str| match r {
+        Ok(()) => (axum::http::StatusCode::OK, format!("{ok}\n")),
+        Err(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not {ok}: {why}\n"),
+        ),
+    };
+    let (live, ready) = (health.clone(), health);
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(|| async { render() }))
+        .route(
+            "/livez",
+            axum::routing::get(move || {
+                let s = live.state();
+                async move { answer(s.live, "live") }
+            }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let s = ready.state();
+                async move { answer(s.ready, "ready") }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
     Ok(bound)
+}
+
+/// Keeps the gRPC health service's answer for `services` (and the server as a whole, "") in step
+/// with the node's readiness: SERVING while ready, NOT_SERVING otherwise.
+pub fn follow_health(
+    health: Health,
+    reporter: tonic_health::server::HealthReporter,
+    services: &'static [&'static str],
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut states = health.subscribe();
+        loop {
+            let status = if states.borrow_and_update().ready.is_ok() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for s in services.iter().chain(&[""]) {
+                reporter.set_service_status(s, status).await;
+            }
+            if states.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// Every metric in the process-wide default registry, in the Prometheus text format.

@@ -15,6 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::service::{Liveness, RegistrySvc};
 use crate::{state, RegRaft, REGISTRY_GROUP};
 
+/// The registry's gRPC service, whose health follows the node's readiness.
+const GRPC_SERVICES: &[&str] = &[
+    <folio_proto::registry::v1::registry_service_server::RegistryServiceServer<RegistrySvc> as tonic::server::NamedService>::NAME,
+];
+/// A registry follower is ready while it has applied to within this many entries of the leader's
+/// commit index.
+const READY_LAG_ENTRIES: u64 = 100;
+
 /// A registry node's configuration (`folio registry --config FILE`, TOML).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,17 +169,22 @@ impl RegistryNode {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
             group_timeout: Duration::from_millis(cfg.group_timeout_ms),
         };
-        let (health, health_svc) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<folio_proto::registry::v1::registry_service_server::RegistryServiceServer<RegistrySvc>>()
-            .await;
+        let health =
+            folio_raft::health::spawn(raft.clone(), READY_LAG_ENTRIES, cfg.metrics_addr.is_some());
+        let (reporter, health_svc) = tonic_health::server::health_reporter();
+        raft_node::follow_health(health.clone(), reporter, GRPC_SERVICES);
         let router = raft_node::grpc_server()
             .add_service(RegistrySvc::server(cfg.node_id, raft.clone(), shared, live))
-            .add_service(PeerService::new(raft.clone(), REGISTRY_GROUP, cfg.node_id))
+            .add_service(PeerService::new(
+                raft.clone(),
+                REGISTRY_GROUP,
+                cfg.node_id,
+                health.clone(),
+            ))
             .add_service(health_svc);
         let serving = Serving::start(router, bound.listener);
         let metrics_addr = match cfg.metrics_addr {
-            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register).await?),
+            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register, health).await?),
             None => None,
         };
         tracing::info!(node = cfg.node_id, %addr, %advertise, "registry node started");

@@ -251,6 +251,9 @@ pub struct RaftConfig {
     /// Also build a snapshot (and so purge the log) after this many bytes of commands were
     /// applied, so the log's size on disk is bounded by bytes and not only by entry count.
     pub snapshot_log_bytes: u64,
+    /// A follower is ready (`/readyz`, gRPC health) while it has heard from the leader within an
+    /// election timeout and applied to within this many entries of the leader's commit index.
+    pub ready_lag_entries: u64,
 }
 
 impl Default for RaftConfig {
@@ -268,6 +271,7 @@ impl Default for RaftConfig {
             install_snapshot_timeout_ms: 10_000,
             purge_batch_size: 32,
             snapshot_log_bytes: 128 << 20,
+            ready_lag_entries: 100,
         }
     }
 }

@@ -26,6 +26,12 @@ use crate::pages::PageReader;
 use crate::restore::Restorer;
 use crate::service::{ReadPath, VolumeSvc, WritePath};
 
+/// The gRPC services whose health follows the node's readiness. (AdminService is left out: an
+/// operator asks a node that is not ready for its status too.)
+const GRPC_SERVICES: &[&str] = &[
+    <folio_proto::volume::v1::volume_service_server::VolumeServiceServer<VolumeSvc> as tonic::server::NamedService>::NAME,
+];
+
 /// A running node.
 pub struct Node {
     /// The address the gRPC server is bound to.
@@ -93,6 +99,8 @@ impl Node {
             cfg.read.page_cache_bytes / 4,
             hedge_after,
         ));
+        // Readiness first, so the peer service reports to it from the first message.
+        let health = folio_raft::health::spawn(raft.clone(), cfg.raft.ready_lag_entries, true);
         let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
         let demand = Arc::new(FlushDemand::default());
         let registry = match &cfg.registry {
@@ -168,8 +176,8 @@ impl Node {
             cfg.raft.snapshot_log_bytes,
         ));
 
-        let (health, health_svc) = tonic_health::server::health_reporter();
-        health.set_serving::<folio_proto::volume::v1::volume_service_server::VolumeServiceServer<VolumeSvc>>().await;
+        let (reporter, health_svc) = tonic_health::server::health_reporter();
+        raft_node::follow_health(health.clone(), reporter, GRPC_SERVICES);
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(folio_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
@@ -178,13 +186,18 @@ impl Node {
         let router = raft_node::grpc_server()
             .add_service(volumes)
             .add_service(admin)
-            .add_service(PeerService::new(raft.clone(), group, cfg.node_id))
+            .add_service(PeerService::new(
+                raft.clone(),
+                group,
+                cfg.node_id,
+                health.clone(),
+            ))
             .add_service(health_svc)
             .add_service(reflection);
         let serving = Serving::start(router, bound.listener);
 
         let metrics_addr = match cfg.metrics_addr {
-            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register).await?),
+            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register, health).await?),
             None => None,
         };
         tracing::info!(node = cfg.node_id, group = group.0, %addr, %advertise, "node started");
