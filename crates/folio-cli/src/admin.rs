@@ -55,6 +55,19 @@ pub enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
+    /// End to end through the registry: create a volume in a region, commit a page, read it
+    /// back, delete the volume. Exits 0 only if every step worked (the Helm chart's test).
+    Check {
+        #[arg(
+            long,
+            env = "FOLIO_REGISTRY",
+            default_value = "127.0.0.1:7072",
+            value_delimiter = ','
+        )]
+        registry: Vec<String>,
+        #[arg(long)]
+        region: String,
+    },
     /// The registry group's leader, term and members, as seen by one registry node.
     RegistryStatus {
         #[arg(long, env = "FOLIO_REGISTRY", default_value = "127.0.0.1:7072")]
@@ -65,6 +78,44 @@ pub enum AdminCmd {
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn check(registry: Vec<String>, region: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let c = Client::with_registry(
+        registry,
+        RetryPolicy::default(),
+        folio_client::RouterOptions::default(),
+    )?;
+    let v = folio_core::VolumeId::new_random();
+    let loc = c
+        .create_volume_in(region, Some(v))
+        .await
+        .context("create a volume")?;
+    println!("created volume {v} on group {}", loc.group_id);
+    let mut page = vec![0u8; folio_core::PAGE_SIZE];
+    page[..16].copy_from_slice(v.as_bytes());
+    page[16..].fill(0x5a);
+    let page = bytes::Bytes::from(page);
+    let r = c
+        .commit(
+            v,
+            folio_core::Lsn(0),
+            vec![(0, page.clone())],
+            "folio-admin-check",
+        )
+        .await
+        .context("commit a page")?;
+    println!("committed LSN {}", r.lsn.0);
+    let got = c.read_pages(v, r.lsn, &[0]).await.context("read it back")?;
+    anyhow::ensure!(
+        got.first().map(|p| &p.data) == Some(&page),
+        "the page read back differs from the page written"
+    );
+    println!("read it back");
+    c.delete_volume(v).await.context("delete the volume")?;
+    println!("deleted volume {v}: ok");
+    Ok(())
+}
 
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
@@ -81,6 +132,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
         }
         AdminCmd::Groups { registry, json } => groups(registry, json).await,
         AdminCmd::Storage { addr, json } => storage(&addr, json).await,
+        AdminCmd::Check { registry, region } => check(registry, &region).await,
         AdminCmd::RegistryStatus { registry, json } => {
             let s = Registry::node_status(&registry, STATUS_TIMEOUT).await?;
             if json {

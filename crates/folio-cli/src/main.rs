@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use folio_raft::node::load_config;
+use folio_raft::node::load_config_with;
 use folio_registry::{RegistryConfig, RegistryNode};
 use folio_server::config::{Config, Member, ObjectStoreConfig, RegistryLink};
 use folio_server::Node;
@@ -38,11 +38,15 @@ enum Cmd {
         /// the group takes writes (the same as `restore = true` in the config).
         #[arg(long)]
         restore: bool,
+        #[command(flatten)]
+        overrides: NodeOverrides,
     },
     /// Run one node of the volume registry, configured by a TOML file.
     Registry {
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        overrides: NodeOverrides,
     },
     /// Run a complete single-node Folio in this process, with data under a local directory: a
     /// group, the volume registry, and a local-directory object store.
@@ -84,6 +88,32 @@ enum Cmd {
         #[arg(long)]
         live: bool,
     },
+}
+
+/// Settings given on the command line in place of the config file's, so one file serves every
+/// member (a StatefulSet's ConfigMap).
+#[derive(clap::Args)]
+struct NodeOverrides {
+    /// Load and check the config (with these overrides), print the node it describes, and exit
+    /// without starting it.
+    #[arg(long)]
+    check_config: bool,
+    /// Take the node id from this name's trailing ordinal plus one (`folio-g1-0` is node 1): a
+    /// StatefulSet pod's name.
+    #[arg(long, value_name = "POD_NAME")]
+    node_id_from_ordinal: Option<String>,
+    /// The address this node announces to peers and clients (`host:port`).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+}
+
+impl NodeOverrides {
+    fn get(&self) -> folio_raft::node::Overrides {
+        folio_raft::node::Overrides {
+            node_id_from_ordinal: self.node_id_from_ordinal.clone(),
+            advertise_addr: self.advertise_addr.clone(),
+        }
+    }
 }
 
 /// Where `folio dev` flushes segments: a local directory unless an S3 bucket is given.
@@ -182,9 +212,25 @@ async fn shutdown_signal() {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Server { config, restore } => {
+        Cmd::Server {
+            config,
+            restore,
+            overrides,
+        } => {
             init_tracing();
-            match load_config::<Config>(&config) {
+            match load_config_with::<Config>(&config, &overrides.get()) {
+                Ok(cfg) if overrides.check_config => {
+                    println!(
+                        "config ok: node {} of group {} in region {}, advertised as {}",
+                        cfg.node_id,
+                        cfg.group_id,
+                        cfg.region,
+                        cfg.advertise_addr
+                            .as_deref()
+                            .unwrap_or("(its initial_members entry)")
+                    );
+                    Ok(())
+                }
                 Ok(mut cfg) => {
                     cfg.restore |= restore;
                     run_node(cfg, false).await
@@ -192,9 +238,19 @@ async fn main() -> std::process::ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
-        Cmd::Registry { config } => {
+        Cmd::Registry { config, overrides } => {
             init_tracing();
-            match load_config::<RegistryConfig>(&config) {
+            match load_config_with::<RegistryConfig>(&config, &overrides.get()) {
+                Ok(cfg) if overrides.check_config => {
+                    println!(
+                        "config ok: registry node {}, advertised as {}",
+                        cfg.node_id,
+                        cfg.advertise_addr
+                            .as_deref()
+                            .unwrap_or("(its initial_members entry)")
+                    );
+                    Ok(())
+                }
                 Ok(cfg) => run_registry(cfg).await,
                 Err(e) => Err(e.into()),
             }

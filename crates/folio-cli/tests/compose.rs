@@ -1,6 +1,7 @@
 //! `docker-compose.yml` end to end, on the images `scripts/image.sh` builds from this build's
 //! `folio`: the stack comes up healthy (`docker compose up --wait`, nodes judged by `/readyz`),
-//! a volume is created, written and read through the registry, the leader's container is stopped,
+//! a volume is created, written and read through the registry (and `folio admin check`, the Helm
+//! chart's test, passes), the leader's container is stopped,
 //! and commits go on through the registry on the two members left. The stack runs under a project
 //! name of its own on free ports, and is taken down with its volumes however the test ends.
 //!
@@ -180,6 +181,11 @@ fn compose_stack_serves_through_the_registry_and_survives_its_leader() -> anyhow
         stack.cli_until_ok(&args, b"", Duration::from_secs(30))
     };
     write("0", b"before the leader stops", Duration::from_secs(30))?;
+    // The Helm chart's test command, end to end through the registry.
+    let mut args = vec!["admin", "check", "--region", "local"];
+    args.extend(reg);
+    let out = stack.cli_until_ok(&args, b"", Duration::from_secs(30))?;
+    ensure!(text(&out).contains(": ok"), "admin check: {}", text(&out));
     let got = read("0")?.stdout;
     ensure!(
         got.starts_with(b"before the leader stops"),

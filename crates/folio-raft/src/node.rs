@@ -112,14 +112,60 @@ pub trait NodeConfig: DeserializeOwned {
 
 /// Reads, parses and checks a node's TOML configuration file.
 pub fn load_config<T: NodeConfig>(path: &Path) -> Result<T, ConfigError> {
+    load_config_with(path, &Overrides::default())
+}
+
+/// What the command line says about a node in place of its config file, so that one file can
+/// serve every member of a group (a Kubernetes StatefulSet's ConfigMap): the node id, from a pod
+/// name's ordinal, and the address it announces.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// A name ending in `-N` (a StatefulSet pod's): the node id is N + 1.
+    pub node_id_from_ordinal: Option<String>,
+    pub advertise_addr: Option<String>,
+}
+
+impl Overrides {
+    /// The node id a pod name's ordinal gives: `folio-g1-0` is node 1.
+    pub fn node_id(name: &str) -> Result<u64, ConfigError> {
+        let ordinal = name
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--node-id-from-ordinal: {name:?} does not end in -<number>"
+                ))
+            })?;
+        ordinal
+            .checked_add(1)
+            .ok_or_else(|| ConfigError::Invalid(format!("ordinal of {name:?} is too large")))
+    }
+}
+
+/// [`load_config`], with `overrides` applied to the file's keys before it is checked.
+pub fn load_config_with<T: NodeConfig>(
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
         source,
     })?;
-    let cfg: T = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+    let parse = |source| ConfigError::Parse {
         path: path.into(),
         source,
-    })?;
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(parse)?;
+    if let Some(name) = &overrides.node_id_from_ordinal {
+        let id = Overrides::node_id(name)?;
+        let id = i64::try_from(id)
+            .map_err(|_| ConfigError::Invalid(format!("node id {id} is too large")))?;
+        table.insert("node_id".into(), toml::Value::Integer(id));
+    }
+    if let Some(a) = &overrides.advertise_addr {
+        table.insert("advertise_addr".into(), toml::Value::String(a.clone()));
+    }
+    let cfg: T = table.try_into().map_err(parse)?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -326,4 +372,24 @@ fn render() -> String {
     prometheus::TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Overrides;
+
+    #[test]
+    fn node_ids_come_from_pod_ordinals() {
+        assert_eq!(Overrides::node_id("folio-g1-0").unwrap(), 1);
+        assert_eq!(Overrides::node_id("release-folio-registry-2").unwrap(), 3);
+        for bad in [
+            "folio",
+            "folio-",
+            "folio-g1",
+            "folio-x-1a",
+            "-18446744073709551615",
+        ] {
+            assert!(Overrides::node_id(bad).is_err(), "{bad}");
+        }
+    }
 }
