@@ -217,6 +217,15 @@ impl Node {
         self.tasks.abort_all();
         self.serving.stop().await;
         self.raft.shutdown().await.context("shut down raft")?;
+        // RocksDB aborts the process if it exits under a background compaction.
+        if !tokio::task::spawn_blocking(|| {
+            folio_state::wait_for_background_compaction(Duration::from_secs(30))
+        })
+        .await
+        .unwrap_or(false)
+        {
+            tracing::warn!("a history compaction was still running at shutdown");
+        }
         Ok(())
     }
 

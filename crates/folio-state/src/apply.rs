@@ -167,16 +167,33 @@ impl<'a> ApplyTx<'a> {
 /// At most one such compaction runs at a time (per process); a checkpoint that finds one running
 /// leaves its tombstones to the next.
 fn compact_history(db: std::sync::Arc<DB>) {
-    static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if RUNNING.swap(true, Ordering::SeqCst) {
+    if COMPACTING.swap(true, Ordering::SeqCst) {
         return;
     }
     std::thread::spawn(move || {
         for name in [CF_PAGES, CF_COMMITS, CF_SLOTS, CF_SEG_COMMITS] {
             db.compact_range_cf(cf(&db, name), None::<&[u8]>, None::<&[u8]>);
         }
-        RUNNING.store(false, Ordering::SeqCst);
+        drop(db);
+        COMPACTING.store(false, Ordering::SeqCst);
     });
+}
+
+/// Whether a background compaction of [`compact_history`] is running.
+static COMPACTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits (at most `timeout`) for a background history compaction to end. A process must not exit
+/// while one runs: RocksDB aborts when its threads outlive the process's static state. Returns
+/// whether none is running.
+pub fn wait_for_background_compaction(timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while COMPACTING.load(Ordering::SeqCst) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
 }
 
 /// Bytes a commit record takes in a segment's commits section, as `folio-segment` lays it out.

@@ -20,6 +20,7 @@ mod segment_object;
 pub mod snapshot;
 pub mod state;
 
+pub use apply::wait_for_background_compaction;
 pub use checkpoint::{BuiltRun, CheckpointPlan};
 pub use command::{
     Command, CommandResult, Rejection, Request, Response, RestoreStep, RestoredCommit,

@@ -58,6 +58,16 @@ impl Harness {
     }
 }
 
+impl Drop for Harness {
+    /// A checkpoint starts a compaction thread; the test process must not exit under it.
+    fn drop(&mut self) {
+        assert!(
+            folio_state::wait_for_background_compaction(std::time::Duration::from_secs(30)),
+            "a history compaction still runs after 30 s"
+        );
+    }
+}
+
 fn page(fill: u8) -> Page {
     Page::new(Bytes::from(vec![fill; PAGE_SIZE])).unwrap()
 }
