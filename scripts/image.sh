@@ -35,7 +35,8 @@ make_rootfs() {
   local dir="$1" include="$2"
   if ! command -v debootstrap >/dev/null; then
     echo "image: installing debootstrap" >&2
-    $sudo apt-get install -y -q debootstrap >/dev/null
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq debootstrap >/dev/null
   fi
   $sudo rm -rf "$dir"
   mkdir -p "$(dirname "$dir")"
@@ -106,6 +107,12 @@ mkdir "$ctx/data"
 cp Dockerfile "$ctx/"
 # Debug builds carry hundreds of MiB of debug info the image does not need.
 objcopy --strip-debug "$bin" "$ctx/folio"
+old_id=$(docker image inspect -f '{{.Id}}' folio:dev 2>/dev/null || true)
 DOCKER_BUILDKIT=0 docker build -q --build-arg BASE=folio-debian:bookworm -t folio:dev \
   "$ctx" >/dev/null
+# The image it replaces would be left dangling, a couple of hundred MB each time.
+new_id=$(docker image inspect -f '{{.Id}}' folio:dev)
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
+  docker rmi "$old_id" >/dev/null 2>&1 || true
+fi
 docker run --rm folio:dev --version

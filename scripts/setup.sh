@@ -11,6 +11,10 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux
   || need+=(libclang-dev)
 # etcd-client (the benchmark's etcd baseline) compiles etcd's protos with the system protoc.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# scripts/image.sh makes the container images' Debian base with debootstrap (the Compose test).
+if command -v docker >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
