@@ -282,6 +282,10 @@ static LIVE: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("registers once")
 });
 
+/// The followers with a lag series now.
+static LAG_SHOWN: Mutex<std::collections::BTreeSet<String>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
 /// Registers the health gauges, so they appear on `/metrics` before the first check.
 pub fn register() {
     for g in [
@@ -318,14 +322,21 @@ fn export(m: &Metrics, heard: Option<Heard>, state: &HealthState) {
     }
     READY.set(i64::from(state.ready.is_ok()));
     LIVE.set(i64::from(state.live.is_ok()));
-    // Lag series exist only on the leader, one per follower it replicates to.
-    LAG.reset();
+    // Lag series exist only on the leader, one per follower it replicates to. Series of
+    // followers that left are removed, the others updated in place (no gap for a scrape).
+    let mut now = std::collections::BTreeSet::new();
     if let (true, Some(repl)) = (m.state.is_leader(), m.replication.as_ref()) {
         let last = m.last_log_index.unwrap_or(0);
         for (follower, matched) in repl.iter().filter(|(f, _)| **f != m.id) {
             let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
-            LAG.with_label_values(&[&follower.to_string()])
-                .set(as_i64(lag));
+            let label = follower.to_string();
+            LAG.with_label_values(&[&label]).set(as_i64(lag));
+            now.insert(label);
         }
     }
+    let mut shown = LAG_SHOWN.lock().expect("no panic holds the lock");
+    for gone in shown.difference(&now) {
+        let _ = LAG.remove_label_values(&[gone]);
+    }
+    *shown = now;
 }
