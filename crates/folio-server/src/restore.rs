@@ -165,8 +165,22 @@ impl Restorer {
         let mut records = Vec::new();
         let mut skipped = 0u64;
         for (c, segment) in tail {
+            // Creations, retention changes and deletions go back into the node's index of its
+            // segments too, so the first checkpoint after the rebuild writes those volumes'
+            // heads (a later rebuild must not find an older head in the runs).
+            let event = |c: &folio_segment::CommitEntry| RestoredCommit {
+                volume: c.volume,
+                lsn: c.lsn,
+                committed_at_ms: c.committed_at_ms,
+                idempotency_key: c.idempotency_key.clone(),
+                fingerprint: 0,
+                pages: Vec::new(),
+                segment,
+                indexed: true,
+            };
             match heads.get_mut(&c.volume) {
                 None if c.lsn == Lsn::ZERO => {
+                    records.push(event(&c));
                     let base = parse_fork_record_key(&c.idempotency_key).map_err(|e| {
                         anyhow::anyhow!("segment {segment}: volume {}: {e}", c.volume)
                     })?;
@@ -178,11 +192,15 @@ impl Restorer {
                         },
                     );
                 }
-                Some(h) if c.lsn == DELETION_LSN => h.deleted = true,
+                Some(h) if c.lsn == DELETION_LSN => {
+                    h.deleted = true;
+                    records.push(event(&c));
+                }
                 Some(h) if c.lsn == RETENTION_LSN => {
                     h.retention = parse_retention_record_key(&c.idempotency_key).map_err(|e| {
                         anyhow::anyhow!("segment {segment}: volume {}: {e}", c.volume)
                     })?;
+                    records.push(event(&c));
                 }
                 Some(h) if c.lsn == h.lsn.next() => {
                     h.lsn = c.lsn;

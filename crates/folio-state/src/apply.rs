@@ -272,7 +272,9 @@ impl StateMachine {
     }
 
     /// Adds a commit record (LSN 0: the volume's creation) to the open segment; returns the
-    /// segment.
+    /// segment. `value` is what the segment's record needs that the state may not keep as it was
+    /// (a retention record's key: the volume's retention may change again before the segment is
+    /// built, and every build of a segment must give the same bytes); empty for the others.
     fn place_record(
         &mut self,
         tx: &mut ApplyTx<'_>,
@@ -280,6 +282,7 @@ impl StateMachine {
         volume: VolumeId,
         lsn: Lsn,
         bytes: u64,
+        value: &[u8],
     ) -> SegmentId {
         let open = self.open_segment(req, bytes);
         open.record_bytes += bytes;
@@ -287,7 +290,7 @@ impl StateMachine {
         tx.batch.put_cf(
             cf(tx.db, CF_SEG_COMMITS),
             seg_commit_key(id, volume, lsn),
-            [],
+            value,
         );
         id
     }
@@ -425,6 +428,7 @@ impl StateMachine {
             volume,
             Lsn::ZERO,
             record_bytes(fork_record_key(&base).len(), 0),
+            &[],
         );
         Ok(CommandResult::VolumeForked { volume, source, at })
     }
@@ -473,7 +477,21 @@ impl StateMachine {
             }
             RestoreStep::Commits { records } => {
                 for r in records {
-                    if r.lsn == Lsn::ZERO {
+                    if is_volume_event(r.lsn) {
+                        // A creation, retention change or deletion in a segment after the
+                        // checkpoint: the next checkpoint writes the volume's head from it.
+                        if r.indexed {
+                            let value: &[u8] = if r.lsn == RETENTION_LSN {
+                                &r.idempotency_key
+                            } else {
+                                &[]
+                            };
+                            tx.batch.put_cf(
+                                cf(tx.db, CF_SEG_COMMITS),
+                                seg_commit_key(r.segment, r.volume, r.lsn),
+                                value,
+                            );
+                        }
                         continue;
                     }
                     if r.indexed {
@@ -554,7 +572,7 @@ impl StateMachine {
                 }
                 tx.put_head(*volume, VolumeHead::new(Lsn::ZERO, time_ms));
                 // The creation travels to the object store as the volume's LSN-0 record.
-                self.place_record(tx, req, *volume, Lsn::ZERO, record_bytes(0, 0));
+                self.place_record(tx, req, *volume, Lsn::ZERO, record_bytes(0, 0), &[]);
                 Ok(CommandResult::VolumeCreated { volume: *volume })
             }
             Command::WritePages { args } => {
@@ -673,6 +691,7 @@ impl StateMachine {
                     v,
                     lsn,
                     record_bytes(args.idempotency_key.len(), pages.len()),
+                    &[],
                 );
                 let rec = CommitRecord {
                     lsn,
@@ -749,12 +768,14 @@ impl StateMachine {
                             );
                             // The change travels to the object store as a record of its own,
                             // so a group rebuilt from the bucket keeps it.
+                            let key = retention_record_key(retention.as_ref());
                             self.place_record(
                                 tx,
                                 req,
                                 v,
                                 RETENTION_LSN,
-                                record_bytes(retention_record_key(retention.as_ref()).len(), 0),
+                                record_bytes(key.len(), 0),
+                                &key,
                             );
                         }
                         Ok(CommandResult::RetentionSet { volume: v })
@@ -784,6 +805,7 @@ impl StateMachine {
                         v,
                         DELETION_LSN,
                         record_bytes(DELETION_RECORD_KEY.len(), 0),
+                        &[],
                     );
                 }
                 Ok(CommandResult::VolumeDeleted {

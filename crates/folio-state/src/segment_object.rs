@@ -11,8 +11,8 @@ use rocksdb::{Direction, IteratorMode, ReadOptions};
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
 use crate::state::{
-    fork_record_key, is_volume_event, retention_record_key, CommitRecord, GroupState, VolumeHead,
-    DELETION_LSN, DELETION_RECORD_KEY, RETENTION_LSN,
+    fork_record_key, is_volume_event, CommitRecord, GroupState, VolumeHead, DELETION_LSN,
+    DELETION_RECORD_KEY, RETENTION_LSN,
 };
 use crate::StateReader;
 
@@ -95,7 +95,7 @@ impl StateReader {
         }
         let mut commits = 0u64;
         for item in range(CF_SEG_COMMITS) {
-            let (k, _) = item?;
+            let (k, value) = item?;
             let (_, volume, lsn) =
                 parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
             let entry = if is_volume_event(lsn) {
@@ -107,7 +107,14 @@ impl StateReader {
                 let idempotency_key = if lsn == DELETION_LSN {
                     Bytes::from_static(DELETION_RECORD_KEY)
                 } else if lsn == RETENTION_LSN {
-                    retention_record_key(head.retention.as_ref())
+                    // As the change set it, not as the head is now.
+                    if value.is_empty() {
+                        return Err(corrupt(
+                            CF_SEG_COMMITS,
+                            "a retention record without its key",
+                        ));
+                    }
+                    Bytes::copy_from_slice(&value)
                 } else {
                     head.base.as_ref().map(fork_record_key).unwrap_or_default()
                 };

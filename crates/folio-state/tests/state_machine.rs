@@ -906,8 +906,21 @@ async fn a_volumes_own_retention_travels_in_its_segment_and_its_run() {
     h.one(set(Some(own))).await;
     let second = seal_only(&mut h).await;
     // The retention-only segment: one record, at the reserved LSN, naming the retention.
-    let seg = reader.build_segment(second).unwrap().unwrap();
-    let seg = folio_segment::Segment::decode(seg.bytes).unwrap();
+    let built = reader.build_segment(second).unwrap().unwrap();
+    // A later change (in the next segment) does not change this segment's bytes: an upload that
+    // is retried must find the same object.
+    let shorter = Retention {
+        ms: 1_000,
+        commits: 1,
+    };
+    h.one(set(Some(shorter))).await;
+    let again = reader.build_segment(second).unwrap().unwrap();
+    assert_eq!(
+        built.bytes, again.bytes,
+        "a segment builds the same bytes every time"
+    );
+    h.one(set(Some(own))).await;
+    let seg = folio_segment::Segment::decode(built.bytes).unwrap();
     assert_eq!(seg.commits.len(), 1);
     assert_eq!(seg.commits[0].lsn, RETENTION_LSN);
     assert_eq!(
