@@ -100,10 +100,13 @@ pub fn spawn<C: GroupTypes>(raft: openraft::Raft<C>, lag_max: u64, gauges: bool)
         let mut metrics = raft.metrics();
         let mut tick = tokio::time::interval(timeout / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // openraft publishes metrics on every pass of its loop (at least every tick), so metrics
+        // that stop changing mean a stalled Raft core: their age counts against the leader.
+        let mut seen_at = Instant::now();
         loop {
             let state = {
                 let m = metrics.borrow_and_update();
-                check(&m, me.heard(), timeout, lag_max)
+                check(&m, me.heard(), timeout, lag_max, seen_at.elapsed())
             };
             if gauges {
                 export(&metrics.borrow(), me.heard(), &state);
@@ -120,9 +123,16 @@ pub fn spawn<C: GroupTypes>(raft: openraft::Raft<C>, lag_max: u64, gauges: bool)
                 changed
             });
             tokio::select! {
-                r = metrics.changed() => if r.is_err() { break },
+                r = metrics.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    seen_at = Instant::now();
+                }
                 _ = tick.tick() => {}
             }
+            // Metrics change on every pass of openraft's loop: look at most every few ms.
+            tokio::time::sleep(RECHECK_MIN).await;
         }
         let stopped = HealthState {
             live: Err("the Raft core has stopped".into()),
@@ -138,6 +148,9 @@ pub fn spawn<C: GroupTypes>(raft: openraft::Raft<C>, lag_max: u64, gauges: bool)
 }
 
 type Metrics = openraft::RaftMetrics<u64, openraft::BasicNode>;
+
+/// The least time between two checks, however often openraft publishes metrics.
+const RECHECK_MIN: Duration = Duration::from_millis(20);
 
 /// The commit index a leader can vouch for: the highest index a majority of voters (itself
 /// included) has in its log.
@@ -161,7 +174,14 @@ fn leader_commit(m: &Metrics) -> Option<u64> {
     Some(matched[matched.len() / 2])
 }
 
-fn check(m: &Metrics, heard: Option<Heard>, timeout: Duration, lag_max: u64) -> HealthState {
+/// `stale`: how long ago the metrics last changed.
+fn check(
+    m: &Metrics,
+    heard: Option<Heard>,
+    timeout: Duration,
+    lag_max: u64,
+    stale: Duration,
+) -> HealthState {
     if let Err(e) = &m.running_state {
         let why = format!("the Raft core stopped: {e}");
         return HealthState {
@@ -173,7 +193,15 @@ fn check(m: &Metrics, heard: Option<Heard>, timeout: Duration, lag_max: u64) -> 
         None => Err(format!("no leader is known at term {}", m.current_term)),
         Some(l) if l == m.id => {
             let single = m.membership_config.membership().voter_ids().count() <= 1;
-            match m.millis_since_quorum_ack {
+            let stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
+            match m
+                .millis_since_quorum_ack
+                .map(|ms| ms.saturating_add(stale_ms))
+            {
+                _ if u128::from(stale_ms) > timeout.as_millis() => Err(format!(
+                    "leader at term {} whose Raft core has not reported for {stale_ms} ms",
+                    m.current_term
+                )),
                 _ if single && m.state.is_leader() => Ok(()),
                 Some(ms) if u128::from(ms) <= timeout.as_millis() => Ok(()),
                 Some(ms) => Err(format!(
