@@ -1,9 +1,11 @@
-{{/* The release's base name for every object. */}}
+{{/* The release's base name for every object: at most 30 characters, so a group's StatefulSet
+(this, "-", and a group name of up to 16) stays within the 52 that its pods' revision label
+allows. */}}
 {{- define "folio.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 30 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 30 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 

@@ -575,6 +575,16 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<()> {
         "--sample-secs must be in [{SAMPLE_SECS_MIN}, --secs]"
     );
     anyhow::ensure!(!args.gc.is_empty(), "--gc names no mode");
+    // Every commit then writes exactly --pages pages, which the byte counts assume.
+    anyhow::ensure!(
+        args.pages <= args.hot_pages / args.writers as u32,
+        "--pages must be at most each writer's share of the hot pages (--hot-pages / --writers)"
+    );
+    let settle_s = (args.retention_ms + args.gc_grace_ms + 2 * args.round_ms) as f64 / 1000.0;
+    anyhow::ensure!(
+        args.secs > settle_s,
+        "--secs must exceed retention + grace + two rounds ({settle_s} s), or nothing settles"
+    );
     let exe = group::find_folio_bin(args.folio_bin.as_deref())?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let mut modes = Vec::new();
