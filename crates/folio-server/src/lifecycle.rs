@@ -205,6 +205,10 @@ impl Checkpointer {
             for chunk in moved.chunks(RETAIN_CHUNK) {
                 let cmd = Command::Retain {
                     horizons: chunk.to_vec(),
+                    under: chunk
+                        .iter()
+                        .map(|(v, _)| heads.get(v).and_then(|h| h.retention))
+                        .collect(),
                 };
                 match crate::batcher::propose(&self.raft, self.segment_bytes_max, cmd)
                     .await

@@ -740,10 +740,13 @@ impl StateMachine {
             )),
             Command::Restore { step } => self.restore(tx, step),
             Command::ForkVolume { volume, source, at } => self.fork(tx, req, *volume, *source, *at),
-            Command::Retain { horizons } => {
+            Command::Retain { horizons, under } => {
                 let mut moved = 0;
-                for (v, horizon) in horizons {
+                for (i, (v, horizon)) in horizons.iter().enumerate() {
                     let Some(head) = tx.head(*v)? else { continue };
+                    if under.get(i).is_some_and(|r| *r != head.retention) {
+                        continue;
+                    }
                     let horizon = (*horizon).min(head.lsn);
                     if !head.deleted && horizon > head.horizon {
                         tx.put_head(*v, VolumeHead { horizon, ..head });

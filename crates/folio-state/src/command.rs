@@ -60,6 +60,12 @@ pub enum Command {
     /// forward and never past the volume's head.
     Retain {
         horizons: Vec<(VolumeId, Lsn)>,
+        /// For each horizon, the volume's own retention it was computed under (`None`: the
+        /// group's default). A volume whose retention changed since is left alone: a round that
+        /// began before a longer retention was set must not act on the shorter one. Empty in
+        /// entries written before it existed (no check).
+        #[serde(default)]
+        under: Vec<Option<Retention>>,
     },
     /// Delete a volume: it answers NOT_FOUND from then on, later checkpoints drop its history,
     /// and its id is never given to a new volume.
@@ -143,7 +149,9 @@ impl Command {
             | Command::DeleteVolume { .. }
             | Command::ForkVolume { .. }
             | Command::SetRetention { .. } => OVERHEAD,
-            Command::Retain { horizons } => OVERHEAD + horizons.len() * 32,
+            Command::Retain { horizons, under } => {
+                OVERHEAD + horizons.len() * 32 + under.len() * 24
+            }
             Command::Restore { step } => {
                 OVERHEAD
                     + match step {

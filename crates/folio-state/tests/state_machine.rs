@@ -778,12 +778,35 @@ async fn horizons_only_move_forward_and_never_past_the_head() {
     let horizon = |h: &Harness| h.sm.reader().volume(v).unwrap().unwrap().horizon;
     let retain = |l: u64| Command::Retain {
         horizons: vec![(v, Lsn(l)), (VolumeId::new_random(), Lsn(l))],
+        under: vec![],
     };
     assert_eq!(h.one(retain(2)).await, CommandResult::Retained(1));
     assert_eq!(horizon(&h), Lsn(2));
     assert_eq!(h.one(retain(1)).await, CommandResult::Retained(0));
     assert_eq!(horizon(&h), Lsn(2));
-    assert_eq!(h.one(retain(9)).await, CommandResult::Retained(1));
+    // Computed under the default retention, but the volume got its own since: left alone.
+    let own = folio_state::state::Retention {
+        ms: 3_600_000,
+        commits: 10,
+    };
+    h.one(Command::SetRetention {
+        volume: v,
+        retention: Some(own),
+    })
+    .await;
+    let stale = Command::Retain {
+        horizons: vec![(v, Lsn(3))],
+        under: vec![None],
+    };
+    assert_eq!(h.one(stale).await, CommandResult::Retained(0));
+    assert_eq!(horizon(&h), Lsn(2));
+    let current = Command::Retain {
+        horizons: vec![(v, Lsn(3))],
+        under: vec![Some(own)],
+    };
+    assert_eq!(h.one(current).await, CommandResult::Retained(1));
+    assert_eq!(horizon(&h), Lsn(3));
+    assert_eq!(h.one(retain(9)).await, CommandResult::Retained(0));
     assert_eq!(horizon(&h), Lsn(3), "never past the head");
 }
 
@@ -797,6 +820,7 @@ async fn a_fork_starts_at_its_sources_snapshot_and_records_it() {
     }
     h.one(Command::Retain {
         horizons: vec![(v, Lsn(1))],
+        under: vec![],
     })
     .await;
     let fork = |volume, source, at| Command::ForkVolume { volume, source, at };
