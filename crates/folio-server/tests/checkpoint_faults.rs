@@ -110,7 +110,13 @@ async fn no_history_is_lost_when_the_store_fails_at_every_step() {
 
     faults.fail_one_in.store(3, Ordering::Relaxed);
     faults.lose_reply_one_in.store(3, Ordering::Relaxed);
-    for _ in 0..COMMITS {
+    // At least COMMITS rounds, and on until enough faults were injected (how many object-store
+    // calls a round makes depends on timing), within a bound.
+    let mut rounds = 0;
+    while rounds < COMMITS
+        || (faults.injected_failures.load(Ordering::Relaxed) <= 10 && rounds < 20 * COMMITS)
+    {
+        rounds += 1;
         for (v, states) in vols.iter_mut() {
             let lsn = states.len() as u64;
             let idxs = [lsn as u32 % PAGES, (lsn as u32 * 5 + 1) % PAGES];
