@@ -640,9 +640,41 @@ async fn a_rebuild_restores_heads_history_and_keys_and_refuses_writes_meanwhile(
         CommandResult::Rejected(Rejection::Restoring)
     );
     let head = folio_state::state::VolumeHead::new(Lsn(1), 7);
+    // A volume whose only records after the checkpoint are its creation and a retention change.
+    let w = VolumeId::new_random();
+    let own = folio_state::state::Retention {
+        ms: 60_000,
+        commits: 2,
+    };
+    let w_head = folio_state::state::VolumeHead {
+        retention: Some(own),
+        ..folio_state::state::VolumeHead::new(Lsn(0), 7)
+    };
     h.one(Command::Restore {
         step: RestoreStep::Volumes {
-            heads: vec![(v, head)],
+            heads: vec![(v, head), (w, w_head)],
+        },
+    })
+    .await;
+    let event = |lsn: Lsn, key: Bytes| RestoredCommit {
+        volume: w,
+        lsn,
+        committed_at_ms: 7,
+        idempotency_key: key,
+        fingerprint: 0,
+        pages: vec![],
+        segment: seg,
+        indexed: true,
+    };
+    h.one(Command::Restore {
+        step: RestoreStep::Commits {
+            records: vec![
+                event(Lsn(0), Bytes::new()),
+                event(
+                    folio_state::state::RETENTION_LSN,
+                    folio_state::state::retention_record_key(Some(&own)),
+                ),
+            ],
         },
     })
     .await;
@@ -676,6 +708,19 @@ async fn a_rebuild_restores_heads_history_and_keys_and_refuses_writes_meanwhile(
     .await;
     let reader = h.sm.reader();
     assert_eq!(reader.volume(v).unwrap(), Some(head));
+    // The next checkpoint writes both heads, the event-only volume's with its retention.
+    let run = reader.build_run(seg).unwrap().unwrap();
+    let table = folio_segment::table::Table::decode(run.bytes).unwrap();
+    let heads: std::collections::BTreeMap<_, _> = table
+        .iter()
+        .filter(|(k, _)| k[0] == folio_state::runs::HEAD)
+        .map(|(k, val)| folio_state::runs::parse_head(k, val).unwrap())
+        .collect();
+    assert_eq!(heads.get(&v).map(|h| h.lsn), Some(Lsn(1)));
+    assert_eq!(
+        heads.get(&w).map(|h| (h.lsn, h.retention)),
+        Some((Lsn(0), Some(own)))
+    );
     assert_eq!(
         reader.page_at(v, PageIdx(4), Lsn(1)).unwrap(),
         Some((Lsn(1), loc))
