@@ -24,8 +24,20 @@ const DEPTH_MAX: usize = 32;
 /// followed. Files that vanish during the walk (RocksDB compactions, temporary objects) are
 /// skipped; a missing `dir` holds 0 bytes.
 pub fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    Ok(dir_usage(dir)?.bytes)
+}
+
+/// What [`dir_bytes`] counts, and the number of those files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirUsage {
+    pub bytes: u64,
+    pub files: u64,
+}
+
+/// [`dir_bytes`], with the files counted too (each inode once).
+pub fn dir_usage(dir: &Path) -> anyhow::Result<DirUsage> {
     let mut seen = HashSet::new();
-    let mut total = 0;
+    let mut total = DirUsage::default();
     walk(dir, 0, &mut seen, &mut total)?;
     Ok(total)
 }
@@ -34,7 +46,7 @@ fn walk(
     dir: &Path,
     depth: usize,
     seen: &mut HashSet<(u64, u64)>,
-    total: &mut u64,
+    total: &mut DirUsage,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         depth <= DEPTH_MAX,
@@ -61,7 +73,8 @@ fn walk(
         if meta.is_dir() {
             walk(&path, depth + 1, seen, total)?;
         } else if meta.is_file() && (meta.nlink() <= 1 || seen.insert((meta.dev(), meta.ino()))) {
-            *total += meta.len();
+            total.bytes += meta.len();
+            total.files += 1;
         }
     }
     Ok(())
@@ -179,6 +192,13 @@ mod tests {
         std::os::unix::fs::symlink("/proc/self/status", root.join("a/link")).unwrap();
         assert_eq!(dir_bytes(root).unwrap(), 1110);
         assert_eq!(dir_bytes(&root.join("missing")).unwrap(), 0);
+        assert_eq!(
+            dir_usage(root).unwrap(),
+            DirUsage {
+                bytes: 1110,
+                files: 3
+            }
+        );
     }
 
     #[test]

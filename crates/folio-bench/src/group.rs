@@ -30,6 +30,36 @@ pub enum StoreSpec {
     },
 }
 
+/// Where a benchmark that starts its own `folio server` processes runs them: the command-line
+/// options the suite, `history` and `lifecycle` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LocalRunArgs {
+    /// Where the run's own directory (node data, configs, logs, a local store, and the fsync
+    /// floor's file) is made [default: $TMPDIR]. Put it on the disk under test, with room for
+    /// what the run writes.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Keep the work directory after the run.
+    #[arg(long)]
+    pub keep: bool,
+    /// The `folio` binary the started groups run [default: the `folio` next to this binary,
+    /// else the first on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub folio_bin: Option<PathBuf>,
+}
+
+impl LocalRunArgs {
+    /// A work directory of the run's own, named after `name`, under `--work-dir`.
+    pub fn work(&self, name: &str) -> anyhow::Result<WorkDir> {
+        WorkDir::create(self.work_dir.as_deref(), name, self.keep)
+    }
+
+    /// The `folio` binary to start.
+    pub fn folio_bin(&self) -> anyhow::Result<PathBuf> {
+        find_folio_bin(self.folio_bin.as_deref())
+    }
+}
+
 /// Where a benchmark's groups flush: the command-line options every benchmark shares.
 #[derive(clap::Args, Clone, Debug)]
 pub struct S3Args {

@@ -18,7 +18,7 @@ use folio_core::{Lsn, VolumeId};
 use folio_proto::volume::v1 as pb;
 
 use crate::footprint;
-use crate::group::{self, LocalGroup, NodeOptions, S3Args, StoreSpec, WorkDir};
+use crate::group::{LocalGroup, LocalRunArgs, NodeOptions, S3Args, StoreSpec};
 use crate::history_report::{
     self as report, HistoryReport, Interval, NodeSample, OldReads, ReadStats, Sample,
 };
@@ -72,17 +72,8 @@ pub struct HistoryArgs {
     /// header, e.g. $'[checkpoint]\ninterval_ms = 5000'.
     #[arg(long, default_value = "")]
     node_toml: String,
-    /// Where the run's own directory (node data, configs, logs, and the local store) is made
-    /// [default: $TMPDIR]. Put it on the disk under test, with room for the bucket.
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
-    /// Keep the work directory after the run.
-    #[arg(long)]
-    keep: bool,
-    /// The `folio` binary the group runs [default: the `folio` next to this binary, else the
-    /// first on PATH].
-    #[arg(long, value_name = "PATH")]
-    folio_bin: Option<PathBuf>,
+    #[command(flatten)]
+    run: LocalRunArgs,
 }
 
 /// Where the bucket's bytes come from.
@@ -244,10 +235,10 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         (1..=OLD_READ_VOLUMES_MAX.min(args.writers)).contains(&args.old_read_volumes),
         "--old-read-volumes must be in 1..={OLD_READ_VOLUMES_MAX} and at most --writers"
     );
-    let exe = group::find_folio_bin(args.folio_bin.as_deref())?;
+    let exe = args.run.folio_bin()?;
     // A directory of its own, even under a given --work-dir, so removing it removes only what
     // this run created.
-    let work = WorkDir::create(args.work_dir.as_deref(), "folio-history", args.keep)?;
+    let work = args.run.work("folio-history")?;
     let started_unix_s = work.started_unix_s;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let store = StoreSpec::from_args(&args.s3, &work);

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use folio_client::{Client, RetryPolicy};
-use folio_core::{Lsn, VolumeId, PAGE_SIZE};
+use folio_core::{Lsn, PAGE_SIZE};
 use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::footprint;
-use crate::group::{self, LocalGroup, NodeOptions, StoreSpec, WorkDir};
+use crate::group::{LocalGroup, LocalRunArgs, NodeOptions, StoreSpec};
 use crate::report::Machine;
 
 /// Bounds of what a user may ask for, so a typo cannot start a day-long run.
@@ -84,17 +84,8 @@ pub struct LifecycleArgs {
     /// Where `lifecycle.json` and `lifecycle.svg` go (created if missing).
     #[arg(long, default_value = "lifecycle-results")]
     out: PathBuf,
-    /// Where each run's directory (node data, configs, logs, the local store) is made
-    /// [default: $TMPDIR]. Put it on the disk under test, with room for the bucket without GC.
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
-    /// Keep the work directories after the run.
-    #[arg(long)]
-    keep: bool,
-    /// The `folio` binary the group runs [default: the `folio` next to this binary, else the
-    /// first on PATH].
-    #[arg(long, value_name = "PATH")]
-    folio_bin: Option<PathBuf>,
+    #[command(flatten)]
+    run: LocalRunArgs,
 }
 
 /// Object-store requests by operation, summed over the nodes.
@@ -208,24 +199,6 @@ async fn scrape_requests(metrics: &[String]) -> anyhow::Result<Requests> {
     Ok(r)
 }
 
-/// Bytes and files under `dir`.
-fn bucket(dir: &Path) -> anyhow::Result<(u64, u64)> {
-    let bytes = footprint::dir_bytes(dir)?;
-    let mut objects = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                stack.push(e.path());
-            } else {
-                objects += 1;
-            }
-        }
-    }
-    Ok((bytes, objects))
-}
-
 /// The price of `per_s` requests of operation `op` for a month.
 fn request_cost(args: &LifecycleArgs, op: &str, per_s: f64) -> f64 {
     let per_1k = match op {
@@ -242,7 +215,7 @@ async fn run_mode(args: &LifecycleArgs, exe: &Path, gc: GcMode) -> anyhow::Resul
         GcMode::On => "folio-lifecycle-gc-on",
         GcMode::Off => "folio-lifecycle-gc-off",
     };
-    let work = WorkDir::create(args.work_dir.as_deref(), name, args.keep)?;
+    let work = args.run.work(name)?;
     let store = StoreSpec::Local {
         root: work.path.join("objects"),
     };
@@ -298,7 +271,10 @@ async fn run_mode(args: &LifecycleArgs, exe: &Path, gc: GcMode) -> anyhow::Resul
                     .into_iter()
                     .map(|i| (i, page(w, i, version)))
                     .collect();
-                lsn = commit(&client, v, lsn, pages, format!("w{w}-{version}")).await?;
+                lsn = client
+                    .commit(v, lsn, pages, format!("w{w}-{version}"))
+                    .await?
+                    .lsn;
                 commits.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(())
@@ -416,13 +392,13 @@ async fn sample(
     per_commit: u64,
 ) -> anyhow::Result<Sample> {
     let dir = dir.to_path_buf();
-    let (bytes, objects) = tokio::task::spawn_blocking(move || bucket(&dir)).await??;
+    let usage = tokio::task::spawn_blocking(move || footprint::dir_usage(&dir)).await??;
     let s = Sample {
         t_s: started.elapsed().as_secs_f64(),
         commits,
         written_bytes: commits * per_commit,
-        bucket_bytes: bytes,
-        bucket_objects: objects,
+        bucket_bytes: usage.bytes,
+        bucket_objects: usage.files,
         trailing_bound_bytes: None,
     };
     println!(
@@ -434,17 +410,6 @@ async fn sample(
         s.bucket_objects
     );
     Ok(s)
-}
-
-/// One CAS commit on the writer's own volume, retried on transient failures by the client.
-async fn commit(
-    client: &Client,
-    v: VolumeId,
-    lsn: Lsn,
-    pages: Vec<(u32, Bytes)>,
-    key: String,
-) -> anyhow::Result<Lsn> {
-    Ok(client.commit(v, lsn, pages, key).await?.lsn)
 }
 
 fn summary(args: &LifecycleArgs, r: &ModeResult) -> String {
@@ -585,7 +550,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<()> {
         args.secs > settle_s,
         "--secs must exceed retention + grace + two rounds ({settle_s} s), or nothing settles"
     );
-    let exe = group::find_folio_bin(args.folio_bin.as_deref())?;
+    let exe = args.run.folio_bin()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let mut modes = Vec::new();
     for gc in args.gc.clone() {

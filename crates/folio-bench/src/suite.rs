@@ -19,7 +19,7 @@ use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 
 use crate::etcd::{self, EtcdCluster, EtcdWriter};
-use crate::group::{self, LocalGroup, S3Args, StoreSpec, WorkDir};
+use crate::group::{LocalGroup, LocalRunArgs, S3Args, StoreSpec};
 use crate::latency::summarize;
 use crate::load::{self, Budget, CommitWriter, ContendWriter, ReadWriter, Writer};
 use crate::probe::Probe;
@@ -81,17 +81,8 @@ pub struct SuiteArgs {
     /// Pages written, flushed and then read by the read workloads.
     #[arg(long, default_value_t = 2000)]
     read_pages: u32,
-    /// Where the run's own directory (data, configs, logs) is made [default: $TMPDIR]. The
-    /// fsync floor is measured there too, so put it on the disk under test.
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
-    /// Keep the work directory (logs, data) after the run.
-    #[arg(long)]
-    keep: bool,
-    /// The `folio` binary the started groups run [default: the `folio` next to this binary,
-    /// else the first on PATH].
-    #[arg(long, value_name = "PATH")]
-    folio_bin: Option<PathBuf>,
+    #[command(flatten)]
+    run: LocalRunArgs,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -454,13 +445,13 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     // Found before anything starts, so a missing binary fails the run at once rather than at
     // its first Folio workload.
     let folio_bin = if args.addr.is_empty() && specs.iter().any(|s| needs_group(s.kind)) {
-        Some(group::find_folio_bin(args.folio_bin.as_deref())?)
+        Some(args.run.folio_bin()?)
     } else {
         None
     };
     // A directory of its own, even under a given --work-dir, so removing it removes only what
     // this run created.
-    let work = WorkDir::create(args.work_dir.as_deref(), "folio-bench", args.keep)?;
+    let work = args.run.work("folio-bench")?;
     let started_unix_s = work.started_unix_s;
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let store = StoreSpec::from_args(&args.s3, &work);
