@@ -44,27 +44,16 @@ pub enum AdminCmd {
     },
     /// Regions and groups known to the volume registry: members, health, volume counts.
     Groups {
-        /// Registry nodes' addresses, comma-separated (any one will do).
-        #[arg(
-            long,
-            env = "FOLIO_REGISTRY",
-            default_value = "127.0.0.1:7072",
-            value_delimiter = ','
-        )]
-        registry: Vec<String>,
+        #[command(flatten)]
+        registry: RegistryAddrs,
         #[arg(long)]
         json: bool,
     },
     /// End to end through the registry: create a volume in a region, commit a page, read it
     /// back, delete the volume. Exits 0 only if every step worked (the Helm chart's test).
     Check {
-        #[arg(
-            long,
-            env = "FOLIO_REGISTRY",
-            default_value = "127.0.0.1:7072",
-            value_delimiter = ','
-        )]
-        registry: Vec<String>,
+        #[command(flatten)]
+        registry: RegistryAddrs,
         #[arg(long)]
         region: String,
     },
@@ -75,6 +64,19 @@ pub enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The volume registry, for the commands that go through it.
+#[derive(clap::Args)]
+pub struct RegistryAddrs {
+    /// Registry nodes' addresses, comma-separated (any one will do).
+    #[arg(
+        long,
+        env = "FOLIO_REGISTRY",
+        default_value = "127.0.0.1:7072",
+        value_delimiter = ','
+    )]
+    registry: Vec<String>,
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -130,9 +132,9 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             println!("node {node_id} added; members: {}", members(&r.members));
             Ok(())
         }
-        AdminCmd::Groups { registry, json } => groups(registry, json).await,
+        AdminCmd::Groups { registry, json } => groups(registry.registry, json).await,
         AdminCmd::Storage { addr, json } => storage(&addr, json).await,
-        AdminCmd::Check { registry, region } => check(registry, &region).await,
+        AdminCmd::Check { registry, region } => check(registry.registry, &region).await,
         AdminCmd::RegistryStatus { registry, json } => {
             let s = Registry::node_status(&registry, STATUS_TIMEOUT).await?;
             if json {
