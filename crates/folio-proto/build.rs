@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Page payloads and raft messages as `bytes::Bytes`: no copy between the wire and the log.
         .bytes(".")
+        // prost's codec, but an undecodable message is INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::Codec")
         .file_descriptor_set_path(out.join("folio_descriptor.bin"))
         .compile_protos(&protos, std::slice::from_ref(&root))?;
     // Relative to the package root, so the check follows whichever checkout is being built.

@@ -31,6 +31,56 @@ async fn raw(addr: &str) -> VolumeServiceClient<Channel> {
         .max_decoding_message_size(64 << 20)
 }
 
+/// Sends `path` a body that no protobuf message decodes from (a field tag cut short) and returns
+/// the status it answers.
+async fn undecodable(addr: &str, path: &'static str) -> anyhow::Result<tonic::Status> {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    /// Sends and receives raw bytes.
+    #[derive(Clone, Copy)]
+    struct Raw;
+    impl Codec for Raw {
+        type Encode = Bytes;
+        type Decode = Bytes;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl Encoder for Raw {
+        type Item = Bytes;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = Bytes;
+        type Error = tonic::Status;
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+            Ok(Some(buf.copy_to_bytes(buf.remaining())))
+        }
+    }
+
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await?;
+    let uri = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let body = Bytes::from_static(&[0xff, 0xff, 0xff]);
+    match grpc.unary(tonic::Request::new(body), uri, Raw).await {
+        Ok(_) => anyhow::bail!("{path} accepted an undecodable body"),
+        Err(s) => Ok(s),
+    }
+}
+
 fn commit_req(
     v: VolumeId,
     expected: u64,
@@ -279,6 +329,15 @@ async fn bad_input_gets_a_clear_status() -> anyhow::Result<()> {
         })
         .await;
     assert_eq!(wp.unwrap_err().code(), Code::InvalidArgument);
+
+    // A body that is not a CommitRequest at all: the caller's fault, not the server's.
+    let garbage = undecodable(&c.node(1).addr, "/folio.volume.v1.VolumeService/Commit").await?;
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    assert!(
+        garbage.message().contains("CommitRequest"),
+        "{}",
+        garbage.message()
+    );
 
     // None of that hurt the node: a valid commit still lands at LSN 1.
     assert_eq!(

@@ -3,6 +3,7 @@
 //! below works with types that cannot be malformed.
 
 pub mod channels;
+pub mod codec;
 pub mod convert;
 pub mod forward;
 
