@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use folio_client::{Client, Registry, RetryPolicy};
+
+use crate::secure::security;
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -86,7 +88,10 @@ async fn check(registry: Vec<String>, region: &str) -> anyhow::Result<()> {
     let c = Client::with_registry(
         registry,
         RetryPolicy::default(),
-        folio_client::RouterOptions::default(),
+        folio_client::RouterOptions {
+            security: security(),
+            ..Default::default()
+        },
     )?;
     let v = folio_core::VolumeId::new_random();
     let loc = c
@@ -127,7 +132,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             node_id,
             node_addr,
         } => {
-            let c = Client::new([addr], RetryPolicy::default())?;
+            let c = Client::secured([addr], RetryPolicy::default(), security())?;
             let r = c.add_member(node_id, &node_addr).await?;
             println!("node {node_id} added; members: {}", members(&r.members));
             Ok(())
@@ -136,7 +141,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
         AdminCmd::Storage { addr, json } => storage(&addr, json).await,
         AdminCmd::Check { registry, region } => check(registry.registry, &region).await,
         AdminCmd::RegistryStatus { registry, json } => {
-            let s = Registry::node_status(&registry, STATUS_TIMEOUT).await?;
+            let s = Registry::node_status_secured(&registry, STATUS_TIMEOUT, &security()).await?;
             if json {
                 println!(
                     "{}",
@@ -156,7 +161,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCmd::RemoveNode { addr, node_id } => {
-            let c = Client::new([addr], RetryPolicy::default())?;
+            let c = Client::secured([addr], RetryPolicy::default(), security())?;
             let r = c.remove_member(node_id).await?;
             println!("node {node_id} removed; members: {}", members(&r.members));
             Ok(())
@@ -165,7 +170,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
 }
 
 async fn storage(addr: &str, as_json: bool) -> anyhow::Result<()> {
-    let c = Client::new([addr], RetryPolicy::default())?;
+    let c = Client::secured([addr], RetryPolicy::default(), security())?;
     let s = c.storage().await?;
     let count = |c: &Option<folio_proto::admin::v1::ObjectCount>| {
         c.as_ref().map_or((0, 0), |c| (c.objects, c.bytes))
@@ -286,13 +291,13 @@ fn members(m: &[folio_proto::admin::v1::Member]) -> String {
 }
 
 async fn status(addr: &str, as_json: bool) -> anyhow::Result<()> {
-    let first = Client::node_status(addr, STATUS_TIMEOUT).await?;
+    let first = Client::node_status_secured(addr, STATUS_TIMEOUT, &security()).await?;
     let mut rows = Vec::new();
     for m in &first.members {
         let s = if m.addr == addr || m.node_id == first.node_id {
             Ok(first.clone())
         } else {
-            Client::node_status(&m.addr, STATUS_TIMEOUT).await
+            Client::node_status_secured(&m.addr, STATUS_TIMEOUT, &security()).await
         };
         rows.push((m.clone(), s));
     }
@@ -343,7 +348,7 @@ async fn status(addr: &str, as_json: bool) -> anyhow::Result<()> {
 }
 
 async fn groups(registry: Vec<String>, json: bool) -> anyhow::Result<()> {
-    let r = Registry::new(registry, RetryPolicy::default())?;
+    let r = Registry::secured(registry, RetryPolicy::default(), security())?;
     let l = r.list_groups().await?;
     if json {
         let groups: Vec<_> = l

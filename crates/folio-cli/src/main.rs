@@ -4,6 +4,8 @@
 
 mod admin;
 mod probe;
+mod secure;
+mod token;
 mod volume;
 
 use std::net::SocketAddr;
@@ -23,6 +25,8 @@ use folio_server::Node;
     about = "Low-latency page storage on object storage"
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: secure::ConnArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -66,8 +70,18 @@ enum Cmd {
         /// The region the dev group serves.
         #[arg(long, default_value = "local")]
         region: String,
+        /// TLS on every listener and client tokens required: makes a CA, the nodes'
+        /// certificates, a signing key and an admin token under DATA_DIR/secure (kept across
+        /// restarts), and prints how to use them.
+        #[arg(long)]
+        secure: bool,
         #[command(flatten)]
         store: DevStore,
+    },
+    /// Make token signing keys and mint scoped bearer tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCmd,
     },
     /// Work with volumes: create, list, info, log, pull, read, write, import, export.
     Volume {
@@ -172,11 +186,12 @@ fn init_tracing() {
 }
 
 async fn run_node(cfg: Config, banner: bool) -> anyhow::Result<()> {
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let mut node = Node::start(cfg).await?;
     if banner {
         println!("folio dev: listening on {}", node.addr);
         if let Some(m) = node.metrics_addr {
-            println!("folio dev: metrics on http://{m}/metrics");
+            println!("folio dev: metrics on {scheme}://{m}/metrics");
         }
     } else {
         println!(
@@ -261,15 +276,28 @@ async fn main() -> std::process::ExitCode {
             metrics,
             registry_listen,
             region,
+            secure,
             store,
         } => {
             init_tracing();
             let store = store.config(&data_dir);
-            dev(data_dir, listen, metrics, registry_listen, region, store).await
+            let addrs = DevAddrs {
+                listen,
+                metrics,
+                registry_listen,
+            };
+            dev(data_dir, addrs, region, secure, store).await
         }
-        Cmd::Admin { cmd } => admin::run(cmd).await,
+        Cmd::Token { cmd } => token::run(cmd),
+        Cmd::Admin { cmd } => match cli.conn.install() {
+            Ok(()) => admin::run(cmd).await,
+            Err(e) => Err(e),
+        },
         Cmd::Probe { addr, live } => probe::run(&addr, live),
-        Cmd::Volume { cmd } => volume::run(cmd).await,
+        Cmd::Volume { cmd } => match cli.conn.install() {
+            Ok(()) => volume::run(cmd).await,
+            Err(e) => Err(e),
+        },
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -328,24 +356,36 @@ fn resolve_port(a: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-async fn dev(
-    data_dir: PathBuf,
+/// Where `folio dev` listens.
+struct DevAddrs {
     listen: SocketAddr,
     metrics: SocketAddr,
     registry_listen: SocketAddr,
+}
+
+async fn dev(
+    data_dir: PathBuf,
+    addrs: DevAddrs,
     region: String,
+    secure: bool,
     object_store: ObjectStoreConfig,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     // The group id and node ids are fixed, so restarting reuses the same data.
-    let listen = resolve_port(listen)?;
-    let registry_listen = resolve_port(registry_listen)?;
-    let registry = RegistryNode::start(RegistryConfig::single(
-        registry_listen,
-        data_dir.join("registry"),
-    ))
-    .await
-    .context("start the registry")?;
+    let listen = resolve_port(addrs.listen)?;
+    let registry_listen = resolve_port(addrs.registry_listen)?;
+    let security = match secure {
+        true => Some(secure::dev_material(&data_dir.join("secure"))?),
+        false => None,
+    };
+    let mut registry_cfg = RegistryConfig::single(registry_listen, data_dir.join("registry"));
+    if let Some(s) = &security {
+        registry_cfg.tls = Some(s.registry_tls.clone());
+        registry_cfg.auth = Some(s.auth.clone());
+    }
+    let registry = RegistryNode::start(registry_cfg)
+        .await
+        .context("start the registry")?;
     println!("folio dev: registry on {}", registry.addr);
     let cfg = Config {
         node_id: 1,
@@ -353,7 +393,7 @@ async fn dev(
         listen_addr: listen,
         advertise_addr: Some(listen.to_string()),
         data_dir: data_dir.clone(),
-        metrics_addr: Some(metrics),
+        metrics_addr: Some(addrs.metrics),
         initial_members: vec![Member {
             id: 1,
             addr: listen.to_string(),
@@ -371,7 +411,13 @@ async fn dev(
         read: Default::default(),
         raft: Default::default(),
         limits: Default::default(),
+        insecure: false,
+        tls: security.as_ref().map(|s| s.node_tls.clone()),
+        auth: security.as_ref().map(|s| s.auth.clone()),
     };
+    if let Some(s) = &security {
+        println!("{}", s.usage(&listen.to_string()));
+    }
     println!("folio dev: data in {}", data_dir.display());
     match &cfg.object_store {
         ObjectStoreConfig::Local { path } => {

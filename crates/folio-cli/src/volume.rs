@@ -160,7 +160,7 @@ pub enum VolumeCmd {
 }
 
 /// Milliseconds from a duration with a unit: `250ms`, `90s`, `15m`, `12h`, `30d`.
-fn parse_duration_ms(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let split = s
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{s:?} has no unit (ms, s, m, h or d)"))?;
@@ -185,7 +185,10 @@ fn client(t: &Target) -> anyhow::Result<Arc<Client>> {
         return Ok(Arc::new(Client::with_registry(
             t.registry.clone(),
             RetryPolicy::default(),
-            RouterOptions::default(),
+            RouterOptions {
+                security: crate::secure::security(),
+                ..RouterOptions::default()
+            },
         )?));
     }
     let addrs = if t.addr.is_empty() {
@@ -193,7 +196,11 @@ fn client(t: &Target) -> anyhow::Result<Arc<Client>> {
     } else {
         t.addr.clone()
     };
-    Ok(Arc::new(Client::new(addrs, RetryPolicy::default())?))
+    Ok(Arc::new(Client::secured(
+        addrs,
+        RetryPolicy::default(),
+        crate::secure::security(),
+    )?))
 }
 
 /// The import/export progress line: what, a 40-column bar, bytes done and total (binary units).

@@ -16,15 +16,16 @@ use std::time::Duration;
 
 use backon::Retryable;
 use bytes::Bytes;
+pub use folio_auth::{ClientTls, TokenSource};
 use folio_core::limits::MAX_CLIENT_MESSAGE_BYTES;
 use folio_core::{Lsn, VolumeId};
 use folio_proto::admin::v1 as admin;
 use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
 use folio_proto::channels::ChannelCache;
+pub use folio_proto::channels::{Channel, Security};
 use folio_proto::meta;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use retry::{Failed, LastFailure};
@@ -112,17 +113,20 @@ pub type Result<T> = std::result::Result<T, Error>;
 const ADDRS_MAX: usize = 64;
 
 /// A channel to one node for a one-off call: connected now, every call bounded by `timeout`.
-pub(crate) async fn connect_once(addr: &str, timeout: Duration) -> Result<Channel> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|_| Error::Endpoint(addr.to_string()))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
+pub(crate) async fn connect_once(
+    addr: &str,
+    timeout: Duration,
+    security: &Security,
+) -> Result<Channel> {
+    let ch = folio_proto::channels::endpoint(addr, security, timeout, Some(timeout))
+        .map_err(Error::Endpoint)?
         .connect()
         .await
         .map_err(|e| Error::Unavailable {
             attempts: 1,
             last: format!("connect to {addr}: {e}"),
-        })
+        })?;
+    Ok(Channel::new(ch, security.token.clone()))
 }
 
 fn volume_client(ch: Channel) -> VolumeServiceClient<Channel> {
@@ -341,7 +345,20 @@ impl Client {
         addrs: impl IntoIterator<Item = impl Into<String>>,
         policy: RetryPolicy,
     ) -> Result<Client> {
-        let channels = Arc::new(ChannelCache::new(Duration::from_secs(1), None));
+        Self::secured(addrs, policy, Security::default())
+    }
+
+    /// [`Client::new`] with TLS and a bearer token as `security` says.
+    pub fn secured(
+        addrs: impl IntoIterator<Item = impl Into<String>>,
+        policy: RetryPolicy,
+        security: Security,
+    ) -> Result<Client> {
+        let channels = Arc::new(ChannelCache::secured(
+            Duration::from_secs(1),
+            None,
+            security,
+        ));
         Ok(Client {
             conn: Some(Arc::new(Conn::new(addrs, policy, channels)?)),
             router: None,
@@ -813,7 +830,16 @@ impl Client {
 
     /// Status of the node at `addr` (no retries, no redirects: it is that node's own view).
     pub async fn node_status(addr: &str, timeout: Duration) -> Result<admin::StatusResponse> {
-        let ch = connect_once(addr, timeout).await?;
+        Self::node_status_secured(addr, timeout, &Security::default()).await
+    }
+
+    /// [`Client::node_status`] with TLS and a token.
+    pub async fn node_status_secured(
+        addr: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<admin::StatusResponse> {
+        let ch = connect_once(addr, timeout, security).await?;
         AdminServiceClient::new(ch)
             .status(admin::StatusRequest {})
             .await

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use folio_core::{Lsn, VolumeId};
-use folio_proto::channels::ChannelCache;
+use folio_proto::channels::{Channel, ChannelCache, Security};
 pub use folio_proto::registry::v1 as pb;
 use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
-use tonic::transport::Channel;
 
 use crate::{Client, Conn, Error, Result, RetryPolicy};
 
@@ -29,7 +28,20 @@ impl Registry {
         addrs: impl IntoIterator<Item = impl Into<String>>,
         policy: RetryPolicy,
     ) -> Result<Registry> {
-        let channels = Arc::new(ChannelCache::new(Duration::from_secs(1), None));
+        Self::secured(addrs, policy, Security::default())
+    }
+
+    /// [`Registry::new`] with TLS and a token as `security` says.
+    pub fn secured(
+        addrs: impl IntoIterator<Item = impl Into<String>>,
+        policy: RetryPolicy,
+        security: Security,
+    ) -> Result<Registry> {
+        let channels = Arc::new(ChannelCache::secured(
+            Duration::from_secs(1),
+            None,
+            security,
+        ));
         Ok(Registry {
             conn: Conn::new(addrs, policy, channels)?,
         })
@@ -141,7 +153,16 @@ impl Registry {
 
     /// The registry node at `addr`'s own view (no retries, no redirects).
     pub async fn node_status(addr: &str, timeout: Duration) -> Result<pb::StatusResponse> {
-        let ch = crate::connect_once(addr, timeout).await?;
+        Self::node_status_secured(addr, timeout, &Security::default()).await
+    }
+
+    /// [`Registry::node_status`] with TLS and a token.
+    pub async fn node_status_secured(
+        addr: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<pb::StatusResponse> {
+        let ch = crate::connect_once(addr, timeout, security).await?;
         client(ch)
             .status(pb::StatusRequest {})
             .await

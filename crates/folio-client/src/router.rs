@@ -26,6 +26,8 @@ pub struct RouterOptions {
     pub cache_capacity: u64,
     /// Region for [`crate::Client::create_volume`] without one.
     pub default_region: Option<String>,
+    /// TLS and the bearer token for the registry and every group.
+    pub security: folio_proto::channels::Security,
 }
 
 impl Default for RouterOptions {
@@ -34,6 +36,7 @@ impl Default for RouterOptions {
             cache_ttl: Duration::from_secs(60),
             cache_capacity: 100_000,
             default_region: None,
+            security: Default::default(),
         }
     }
 }
@@ -65,13 +68,17 @@ impl Router {
         options: RouterOptions,
     ) -> Result<Router> {
         Ok(Router {
-            registry: Registry::new(registry, policy.clone())?,
+            registry: Registry::secured(registry, policy.clone(), options.security.clone())?,
             homes: moka::future::Cache::builder()
                 .max_capacity(options.cache_capacity)
                 .time_to_live(options.cache_ttl)
                 .build(),
             groups: Mutex::default(),
-            channels: Arc::new(ChannelCache::new(Duration::from_secs(1), None)),
+            channels: Arc::new(ChannelCache::secured(
+                Duration::from_secs(1),
+                None,
+                options.security.clone(),
+            )),
             policy,
             options,
         })

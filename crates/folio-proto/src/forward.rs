@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::channels::ChannelCache;
+use crate::channels::{Channel, ChannelCache, Security};
 use crate::meta;
 
 /// How long a forwarded call may take at the leader.
@@ -32,9 +31,10 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(who: &'static str) -> Forwarder {
+    /// `security`: how this member reaches the leader (its TLS client certificate).
+    pub fn new(who: &'static str, security: Security) -> Forwarder {
         Forwarder {
-            channels: ChannelCache::new(CONNECT_TIMEOUT, Some(FORWARD_TIMEOUT)),
+            channels: ChannelCache::secured(CONNECT_TIMEOUT, Some(FORWARD_TIMEOUT), security),
             who,
         }
     }
@@ -42,7 +42,8 @@ impl Forwarder {
     /// Decides where a call with metadata `md` runs, given this member's id and the leader it
     /// knows (id and address). A call that was already forwarded once is never forwarded again:
     /// it is refused with the leader's address instead, and `why` says why this member did not
-    /// answer it.
+    /// answer it. A forwarded call carries the caller's token (its `authorization`), so the
+    /// leader checks the caller's rights, not this member's.
     pub fn route(
         &self,
         me: u64,
@@ -54,7 +55,12 @@ impl Forwarder {
             Some((l, _)) if l == me => Ok(Route::Local),
             Some((l, Some(addr))) if !md.contains_key(meta::FORWARDED) => {
                 match self.channels.get(&addr) {
-                    Ok(ch) => Ok(Route::Forward(ch)),
+                    Ok(ch) => Ok(Route::Forward(
+                        match md.get(http::header::AUTHORIZATION.as_str()) {
+                            Some(v) => ch.with_authorization(v.as_bytes()),
+                            None => ch,
+                        },
+                    )),
                     Err(e) => Err(self.not_leader(Some((l, Some(addr))), &e)),
                 }
             }
@@ -84,7 +90,7 @@ mod tests {
 
     #[test]
     fn the_leader_answers_itself() {
-        let f = Forwarder::new("leader");
+        let f = Forwarder::new("leader", Security::default());
         let leader = Some((1, Some("127.0.0.1:1".to_string())));
         assert!(matches!(
             f.route(1, leader, &md(true), "x"),
@@ -94,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_forwarded_call_is_refused_naming_the_leader() {
-        let f = Forwarder::new("leader");
+        let f = Forwarder::new("leader", Security::default());
         let leader = Some((2, Some("127.0.0.1:7".to_string())));
         let Err(s) = f.route(1, leader, &md(true), "not the leader") else {
             panic!("a call forwarded once is never forwarded again");
@@ -113,7 +119,7 @@ mod tests {
 
     #[test]
     fn no_leader_means_retry_later() {
-        let f = Forwarder::new("registry leader");
+        let f = Forwarder::new("registry leader", Security::default());
         let Err(s) = f.route(1, None, &md(false), "not the leader") else {
             panic!("nobody to forward to");
         };

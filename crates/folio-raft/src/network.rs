@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use folio_auth::{NodeIdentity, Principal};
 use folio_core::GroupId;
-use folio_proto::channels::ChannelCache;
+use folio_proto::channels::Channel;
+use folio_proto::channels::{ChannelCache, Security};
 use folio_proto::raft::v1::raft_service_client::RaftServiceClient;
 use folio_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
 use folio_proto::raft::v1::RaftMessage;
@@ -23,7 +25,6 @@ use openraft::raft::{
 use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use std::marker::PhantomData;
@@ -57,10 +58,11 @@ impl<C> Clone for Network<C> {
 }
 
 impl<C: GroupTypes> Network<C> {
-    pub fn new(group: GroupId) -> Self {
+    /// `security`: TLS with this node's certificate, when it has one.
+    pub fn new(group: GroupId, security: Security) -> Self {
         Network {
             group,
-            channels: Arc::new(ChannelCache::new(CONNECT_TIMEOUT, None)),
+            channels: Arc::new(ChannelCache::secured(CONNECT_TIMEOUT, None, security)),
             _types: PhantomData,
         }
     }
@@ -181,6 +183,26 @@ impl<C: GroupTypes> RaftNetwork<C> for PeerClient<C> {
     }
 }
 
+/// Which nodes may send this node Raft messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peers {
+    /// Members of this write-tier group (`spiffe://folio/group/<g>/node/<n>`).
+    Group(u64),
+    /// Registry nodes (`spiffe://folio/registry/node/<n>`).
+    Registry,
+}
+
+impl Peers {
+    /// The node id `id` has as a peer of this group, if it is one.
+    fn node(&self, id: &NodeIdentity) -> Option<u64> {
+        match (self, id) {
+            (Peers::Group(g), NodeIdentity::Member { group, node }) if g == group => Some(*node),
+            (Peers::Registry, NodeIdentity::Registry { node }) => Some(*node),
+            _ => None,
+        }
+    }
+}
+
 /// The server side of peer traffic: hands requests to the local Raft.
 pub struct PeerService<C: GroupTypes> {
     raft: openraft::Raft<C>,
@@ -188,23 +210,86 @@ pub struct PeerService<C: GroupTypes> {
     node: u64,
     /// Told of every AppendEntries accepted from a leader, for readiness.
     health: Health,
+    peers: Peers,
+    /// Whether a message must come with a peer's certificate (TLS is on).
+    certs_required: bool,
 }
 
 impl<C: GroupTypes> PeerService<C> {
+    /// `peers`: whose certificates this node accepts messages from, when `certs_required`.
     pub fn new(
         raft: openraft::Raft<C>,
         group: GroupId,
         node: u64,
         health: Health,
+        peers: Peers,
+        certs_required: bool,
     ) -> RaftServiceServer<Self> {
         RaftServiceServer::new(PeerService {
             raft,
             group,
             node,
             health,
+            peers,
+            certs_required,
         })
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+    }
+
+    /// The node id of the peer that sent `r`, as its certificate says, and whether it is in this
+    /// node's membership (voter or learner; a node whose membership is still empty, new and
+    /// waiting to be added, counts every peer of its group in). `None` when certificates are not
+    /// required and none was presented.
+    fn sender(&self, r: &Request<RaftMessage>) -> Result<Option<(u64, bool)>, Status> {
+        let id = match r.extensions().get::<Principal>() {
+            Some(Principal::Node(id)) => *id,
+            _ if !self.certs_required => return Ok(None),
+            _ => {
+                return Err(Status::unauthenticated(
+                    "Raft peer calls need a Folio node certificate",
+                ))
+            }
+        };
+        let Some(node) = self.peers.node(&id) else {
+            return Err(Status::permission_denied(format!(
+                "{id} is not a peer of this group"
+            )));
+        };
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let mut members = m.membership().nodes().map(|(id, _)| *id).peekable();
+        let member = members.peek().is_none() || members.any(|n| n == node);
+        Ok(Some((node, member)))
+    }
+
+    /// Refuses a message whose vote names another node than the certificate that sent it (a
+    /// member speaks only for itself), and one from a node outside this node's membership,
+    /// unless `leading` and its vote is at least this node's: a leader this node has not yet
+    /// learned of (the entry that added it is among those it sends). A removed node's vote
+    /// requests are refused, so it cannot disturb the group by campaigning.
+    fn admit(
+        &self,
+        sender: Option<(u64, bool)>,
+        vote: &openraft::Vote<u64>,
+        leading: bool,
+    ) -> Result<(), Status> {
+        let Some((n, member)) = sender else {
+            return Ok(());
+        };
+        if vote.leader_id().voted_for() != Some(n) {
+            return Err(Status::permission_denied(format!(
+                "node {n} sent a message on behalf of node {:?}",
+                vote.leader_id().voted_for()
+            )));
+        }
+        let current = self.raft.metrics().borrow().vote;
+        let new_leader = leading && *vote >= current;
+        if !member && !new_leader {
+            return Err(Status::permission_denied(format!(
+                "node {n} is not a member of this group"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks that the message is for this group and this node; returns the decoded request and
@@ -244,7 +329,9 @@ impl<C: GroupTypes> RaftService for PeerService<C> {
         &self,
         r: Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let sender = self.sender(&r)?;
         let (req, _): (AppendEntriesRequest<C>, _) = self.open(r)?;
+        self.admit(sender, &req.vote, true)?;
         let (vote, commit) = (req.vote, req.leader_commit.map(|l| l.index));
         let res = self.raft.append_entries(req).await;
         // Accepted (or in conflict, which still means the sender leads this node's term):
@@ -260,7 +347,9 @@ impl<C: GroupTypes> RaftService for PeerService<C> {
     }
 
     async fn vote(&self, r: Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, Status> {
+        let sender = self.sender(&r)?;
         let (req, _): (VoteRequest<u64>, _) = self.open(r)?;
+        self.admit(sender, &req.vote, false)?;
         let res = self.raft.vote(req).await;
         self.reply(&res)
     }
@@ -269,7 +358,9 @@ impl<C: GroupTypes> RaftService for PeerService<C> {
         &self,
         r: Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let sender = self.sender(&r)?;
         let (mut req, data): (InstallSnapshotRequest<C>, _) = self.open(r)?;
+        self.admit(sender, &req.vote, true)?;
         req.data = data.to_vec();
         let res = self.raft.install_snapshot(req).await;
         self.reply(&res)

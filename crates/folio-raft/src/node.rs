@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
+use folio_auth::{AuthConfig, Authenticator, NodeIdentity, TlsConfig, TlsMaterial, Verifier};
+use folio_proto::channels::Security;
+
 use crate::health::Health;
 use crate::network::Network;
 use crate::{bootstrap_once, BootstrapError, GroupTypes};
@@ -69,6 +72,16 @@ pub trait NodeConfig: DeserializeOwned {
     /// The checks particular to this kind of node; [`NodeConfig::validate`] runs them after the
     /// shared ones.
     fn validate_own(&self) -> Result<(), ConfigError>;
+    /// `insecure = true`: the node may listen beyond loopback without TLS or client tokens.
+    fn insecure(&self) -> bool;
+    /// The `[tls]` section, if any.
+    fn tls(&self) -> Option<&TlsConfig>;
+    /// The `[auth]` section, if any.
+    fn auth(&self) -> Option<&AuthConfig>;
+    /// Every address the node listens on (gRPC, metrics), for the safe-default check.
+    fn listen_addrs(&self) -> Vec<SocketAddr>;
+    /// Who this node is, as its certificate must say.
+    fn identity(&self) -> NodeIdentity;
 
     /// Every check a config must pass before the node starts.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -83,6 +96,26 @@ pub trait NodeConfig: DeserializeOwned {
             return Err(ConfigError::Invalid(
                 "initial_members ids must be distinct and at least 1".into(),
             ));
+        }
+        if self.auth().is_some() && self.tls().is_none() {
+            return Err(ConfigError::Invalid(
+                "[auth] needs [tls]: tokens sent in plaintext can be copied off the wire, and \
+                 nodes call each other with their TLS certificates, not tokens"
+                    .into(),
+            ));
+        }
+        let open: Vec<String> = self
+            .listen_addrs()
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        if !self.insecure() && !open.is_empty() && (self.tls().is_none() || self.auth().is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without TLS ([tls]) and client tokens ([auth]): \
+                 configure both, or set insecure = true to serve anyone who can reach the port",
+                open.join(", ")
+            )));
         }
         self.validate_own()
     }
@@ -170,6 +203,75 @@ pub fn load_config_with<T: NodeConfig>(
     Ok(cfg)
 }
 
+/// How a node protects itself and proves who it is, loaded from its config.
+#[derive(Clone)]
+pub struct NodeSecurity {
+    /// The node's certificate, key and CA, when TLS is on.
+    pub tls: Option<TlsMaterial>,
+    /// The layer every gRPC call passes first.
+    pub auth: Authenticator,
+    /// How this node calls others (peers, the registry, the leader): TLS with its certificate.
+    pub client: Security,
+    /// One line for logs and admin Status.
+    pub mode: String,
+}
+
+impl NodeSecurity {
+    /// Reads the `[tls]` and `[auth]` files a config names and checks them: the certificate must
+    /// name this node.
+    pub fn load(cfg: &impl NodeConfig) -> Result<NodeSecurity, ConfigError> {
+        let tls = match cfg.tls() {
+            Some(t) => {
+                let m = t.load().map_err(ConfigError::Invalid)?;
+                m.check_identity(cfg.identity())
+                    .map_err(ConfigError::Invalid)?;
+                Some(m)
+            }
+            None => None,
+        };
+        let verifier = match cfg.auth() {
+            Some(a) => Some(Verifier::load(a).map_err(ConfigError::Invalid)?),
+            None => None,
+        };
+        let mode = match (&tls, &verifier) {
+            (Some(_), Some(v)) => format!(
+                "secure: TLS with peer certificates, client tokens (keys {})",
+                v.key_ids().join(", ")
+            ),
+            (Some(_), None) => "TLS with peer certificates; NO client tokens: anyone who \
+                                reaches the port may call"
+                .to_string(),
+            (None, Some(_)) => "client tokens, but NO TLS: traffic and tokens travel in \
+                                plaintext, peers are not authenticated"
+                .to_string(),
+            (None, None) => "INSECURE: no TLS, no client tokens".to_string(),
+        };
+        Ok(NodeSecurity {
+            client: match &tls {
+                Some(m) => Security::tls(m.client()),
+                None => Security::default(),
+            },
+            auth: Authenticator::new(verifier, tls.is_some()),
+            tls,
+            mode,
+        })
+    }
+
+    /// Says in the log how this node is protected: a warning unless fully.
+    pub fn log(&self) {
+        if self.tls.is_none() || !self.tokens_required() {
+            tracing::warn!(security = %self.mode, "serving without full protection");
+        } else {
+            tracing::info!(security = %self.mode, "serving with TLS and client tokens");
+        }
+    }
+
+    /// Whether client calls need tokens.
+    pub fn tokens_required(&self) -> bool {
+        self.auth.tokens_required()
+    }
+}
+
 /// Starting a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -182,6 +284,10 @@ pub enum StartError {
     Raft(String),
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("serve metrics on {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -216,6 +322,7 @@ pub async fn bind(cfg: &impl NodeConfig, listen_addr: SocketAddr) -> Result<Boun
 /// group if this node is the one to do it (see [`bootstrap_once`]).
 pub async fn start_raft<C, LS, SM>(
     cfg: &impl NodeConfig,
+    security: &NodeSecurity,
     group: GroupId,
     raft_config: openraft::Config,
     advertise: &str,
@@ -230,7 +337,7 @@ where
     let raft = openraft::Raft::new(
         cfg.node_id(),
         Arc::new(raft_config),
-        Network::new(group),
+        Network::new(group, security.client.clone()),
         log,
         sm,
     )
@@ -241,15 +348,58 @@ where
     Ok(raft)
 }
 
+/// A node's gRPC server with every service added, ready to serve.
+pub type GrpcRouter =
+    tonic::transport::server::Router<tower_layer::Stack<Authenticator, tower_layer::Identity>>;
+
 /// The gRPC server settings every Folio node uses: small replies are sent at once (no Nagle),
-/// every call has a deadline, connections are bounded in concurrent calls and kept alive.
-pub fn grpc_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+/// every call has a deadline, connections are bounded in concurrent calls and kept alive; TLS
+/// when the node has it, and every call authenticated first ([`Authenticator`]).
+pub fn grpc_server(
+    security: &NodeSecurity,
+) -> Result<
+    tonic::transport::Server<tower_layer::Stack<Authenticator, tower_layer::Identity>>,
+    StartError,
+> {
+    let mut b = tonic::transport::Server::builder();
+    if let Some(m) = &security.tls {
+        b = b
+            .tls_config(m.server())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
+    Ok(b.tcp_nodelay(true)
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
+        .layer(security.auth.clone()))
+}
+
+/// Reflection (both `v1` and `v1alpha`, which grpcurl before 1.9 and many tools still speak) for
+/// `descriptors`.
+pub fn reflection(
+    descriptors: &'static [u8],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    StartError,
+> {
+    let fail = |e: tonic_reflection::server::Error| StartError::Raft(format!("reflection: {e}"));
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptors)
+        .build_v1()
+        .map_err(fail)?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptors)
+        .build_v1alpha()
+        .map_err(fail)?;
+    Ok((v1, v1alpha))
 }
 
 /// A gRPC server running in the background until [`Serving::stop`].
@@ -260,7 +410,7 @@ pub struct Serving {
 
 impl Serving {
     /// Serves `router` on `listener`.
-    pub fn start(router: tonic::transport::server::Router, listener: TcpListener) -> Serving {
+    pub fn start(router: GrpcRouter, listener: TcpListener) -> Serving {
         let (stop, stopped) = oneshot::channel::<()>();
         // tonic applies `tcp_nodelay` only to listeners it binds itself: set it on every accepted
         // connection, or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
@@ -296,14 +446,88 @@ impl Serving {
     }
 }
 
+/// Most TLS handshakes the HTTP endpoint runs at once; further connections wait in the kernel's
+/// accept queue.
+const HTTP_HANDSHAKES_MAX: usize = 64;
+
+/// Accepted TLS connections for axum: a task accepts TCP connections and runs each handshake in
+/// its own task (bounded in number and time), so one slow client cannot stall the others.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    fn new(listener: TcpListener, cfg: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
+        let addr = listener.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(HTTP_HANDSHAKES_MAX);
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_HANDSHAKES_MAX));
+        tokio::spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "metrics accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let hs = tokio::time::timeout(
+                        folio_auth::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(tcp),
+                    );
+                    match hs.await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics TLS handshake"),
+                        Err(_) => tracing::debug!(%peer, "metrics TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, addr })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accepting task ended (it does not): never hand out another connection.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
 /// Serves HTTP on `addr` until the process ends: `/metrics`, every metric in the process-wide
 /// default registry in the Prometheus text format (`register` is called first, so that metrics
 /// registered lazily appear before their first observation); `/livez` and `/readyz`, 200 or 503
-/// with the reason (see [`crate::health`]). Returns the bound address.
+/// with the reason (see [`crate::health`]). HTTPS with the node's certificate when it has one;
+/// `/metrics` needs a token with the `metrics` (or `admin`) scope when tokens are required, while
+/// the probes stay open (they say only "live" or "ready"). Returns the bound address.
 pub async fn serve_metrics(
     addr: SocketAddr,
     register: fn(),
     health: Health,
+    security: &NodeSecurity,
 ) -> Result<SocketAddr, StartError> {
     register();
     crate::health::register();
@@ -318,8 +542,27 @@ pub async fn serve_metrics(
         ),
     };
     let (live, ready) = (health.clone(), health);
+    let auth = security.auth.clone();
     let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(|| async { render() }))
+        .route(
+            "/metrics",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let checked = auth.check_http(&headers, &folio_auth::Need::Metrics);
+                async move {
+                    match checked {
+                        Ok(()) => (axum::http::StatusCode::OK, render()),
+                        Err(s) => {
+                            let code = if s.code() == tonic::Code::PermissionDenied {
+                                axum::http::StatusCode::FORBIDDEN
+                            } else {
+                                axum::http::StatusCode::UNAUTHORIZED
+                            };
+                            (code, format!("{}\n", s.message()))
+                        }
+                    }
+                }
+            }),
+        )
         .route(
             "/livez",
             axum::routing::get(move || {
@@ -334,11 +577,24 @@ pub async fn serve_metrics(
                 async move { answer(s.ready, "ready") }
             }),
         );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
+    match &security.tls {
+        Some(m) => {
+            let cfg = m.http_server().map_err(StartError::Tls)?;
+            let listener = TlsListener::new(listener, cfg).map_err(failed)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
         }
-    });
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        }
+    }
     Ok(bound)
 }
 

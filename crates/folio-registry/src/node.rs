@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use folio_raft::network::PeerService;
-use folio_raft::node::{self as raft_node, ConfigError, Member, NodeConfig, Serving};
+use folio_raft::network::{PeerService, Peers};
+use folio_raft::node::{self as raft_node, ConfigError, Member, NodeConfig, NodeSecurity, Serving};
 use serde::{Deserialize, Serialize};
 
 use crate::service::{Liveness, RegistrySvc};
@@ -55,6 +55,16 @@ pub struct RegistryConfig {
     pub election_timeout_min_ms: u64,
     #[serde(default = "defaults::election_timeout_max_ms")]
     pub election_timeout_max_ms: u64,
+    /// Serve without TLS or client tokens on an address beyond loopback. Off, such a node
+    /// refuses to start; on, it says so in its log and in Status.
+    #[serde(default)]
+    pub insecure: bool,
+    /// TLS on every listener; peers and groups authenticated by their certificates.
+    #[serde(default)]
+    pub tls: Option<folio_auth::TlsConfig>,
+    /// Client calls need a bearer token signed by one of these keys.
+    #[serde(default)]
+    pub auth: Option<folio_auth::AuthConfig>,
 }
 
 mod defaults {
@@ -90,6 +100,9 @@ impl RegistryConfig {
             raft_heartbeat_ms: defaults::raft_heartbeat_ms(),
             election_timeout_min_ms: defaults::election_timeout_min_ms(),
             election_timeout_max_ms: defaults::election_timeout_max_ms(),
+            insecure: false,
+            tls: None,
+            auth: None,
         }
     }
 
@@ -118,6 +131,28 @@ impl NodeConfig for RegistryConfig {
 
     fn initial_members(&self) -> &[Member] {
         &self.initial_members
+    }
+
+    fn insecure(&self) -> bool {
+        self.insecure
+    }
+
+    fn tls(&self) -> Option<&folio_auth::TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    fn auth(&self) -> Option<&folio_auth::AuthConfig> {
+        self.auth.as_ref()
+    }
+
+    fn listen_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen_addr)
+            .chain(self.metrics_addr)
+            .collect()
+    }
+
+    fn identity(&self) -> folio_auth::NodeIdentity {
+        folio_auth::NodeIdentity::Registry { node: self.node_id }
     }
 
     fn validate_own(&self) -> Result<(), ConfigError> {
@@ -155,15 +190,23 @@ pub struct RegistryNode {
 impl RegistryNode {
     pub async fn start(cfg: RegistryConfig) -> anyhow::Result<RegistryNode> {
         cfg.validate()?;
+        let security = NodeSecurity::load(&cfg)?;
         crate::metrics::register();
         let bound = raft_node::bind(&cfg, cfg.listen_addr).await?;
         let (addr, advertise) = (bound.addr, bound.advertise.clone());
         let (log, sm) = state::open(&cfg.data_dir)
             .with_context(|| format!("open registry store in {}", cfg.data_dir.display()))?;
         let shared = sm.shared();
-        let raft: RegRaft =
-            raft_node::start_raft(&cfg, REGISTRY_GROUP, cfg.openraft()?, &advertise, log, sm)
-                .await?;
+        let raft: RegRaft = raft_node::start_raft(
+            &cfg,
+            &security,
+            REGISTRY_GROUP,
+            cfg.openraft()?,
+            &advertise,
+            log,
+            sm,
+        )
+        .await?;
 
         let live = Liveness {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
@@ -173,21 +216,36 @@ impl RegistryNode {
             folio_raft::health::spawn(raft.clone(), READY_LAG_ENTRIES, cfg.metrics_addr.is_some());
         let (reporter, health_svc) = tonic_health::server::health_reporter();
         raft_node::follow_health(health.clone(), reporter, GRPC_SERVICES);
-        let router = raft_node::grpc_server()
-            .add_service(RegistrySvc::server(cfg.node_id, raft.clone(), shared, live))
+        let (reflection, reflection_alpha) =
+            raft_node::reflection(folio_proto::FILE_DESCRIPTOR_SET)?;
+        let router = raft_node::grpc_server(&security)?
+            .add_service(RegistrySvc::server(
+                cfg.node_id,
+                raft.clone(),
+                shared,
+                live,
+                &security,
+            ))
             .add_service(PeerService::new(
                 raft.clone(),
                 REGISTRY_GROUP,
                 cfg.node_id,
                 health.clone(),
+                Peers::Registry,
+                security.tls.is_some(),
             ))
-            .add_service(health_svc);
+            .add_service(health_svc)
+            .add_service(reflection)
+            .add_service(reflection_alpha);
         let serving = Serving::start(router, bound.listener);
         let metrics_addr = match cfg.metrics_addr {
-            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register, health).await?),
+            Some(a) => Some(
+                raft_node::serve_metrics(a, crate::metrics::register, health, &security).await?,
+            ),
             None => None,
         };
         tracing::info!(node = cfg.node_id, %addr, %advertise, "registry node started");
+        security.log();
         Ok(RegistryNode {
             addr,
             advertise,

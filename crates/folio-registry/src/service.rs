@@ -7,17 +7,19 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use folio_auth::{Here, Need, NodeIdentity, Principal, VolumeOp, VolumeRef};
 use folio_client::{Client, RetryPolicy};
 use folio_core::VolumeId;
+use folio_proto::channels::{Channel, Security};
 use folio_proto::forward::{Forwarder, Route};
 use folio_proto::forwarded;
 use folio_proto::registry::v1 as pb;
 use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use folio_proto::registry::v1::registry_service_server::{RegistryService, RegistryServiceServer};
+use folio_raft::node::NodeSecurity;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Extensions, Request, Response, Status};
 
 use crate::metrics;
 use crate::state::{GroupRecord, SharedState};
@@ -50,6 +52,13 @@ pub struct RegistrySvc {
     forward: Forwarder,
     /// Retry policy for creating volumes on groups.
     group_policy: RetryPolicy,
+    /// How this node calls groups and its leader.
+    client: Security,
+    /// Whether every call must carry a principal, and groups their certificates.
+    required: bool,
+    certs_required: bool,
+    /// The node's security, in one line, for Status.
+    mode: String,
 }
 
 fn members_pb(m: &[(u64, String)]) -> Vec<pb::GroupMember> {
@@ -71,6 +80,7 @@ impl RegistrySvc {
         raft: RegRaft,
         state: SharedState,
         live: Liveness,
+        security: &NodeSecurity,
     ) -> RegistryServiceServer<RegistrySvc> {
         RegistryServiceServer::new(RegistrySvc {
             id,
@@ -78,12 +88,74 @@ impl RegistrySvc {
             state,
             live,
             heard: Mutex::default(),
-            forward: Forwarder::new("registry leader"),
+            forward: Forwarder::new("registry leader", security.client.clone()),
             group_policy: RetryPolicy {
                 total_timeout: Duration::from_secs(10),
                 ..RetryPolicy::default()
             },
+            client: security.client.clone(),
+            required: security.tokens_required() || security.tls.is_some(),
+            certs_required: security.tls.is_some(),
+            mode: security.mode.clone(),
         })
+    }
+
+    /// Checks that the caller may do what a call needs.
+    fn authorize(&self, ext: &Extensions, needs: &[Need<'_>]) -> Result<(), Status> {
+        let p = Principal::of(ext.get::<Principal>(), self.required)?;
+        needs.iter().try_for_each(|n| p.check(n, Here::Registry))
+    }
+
+    /// The region a placed volume lives in, for region scopes.
+    fn region_of(&self, volume: &[u8; 16]) -> Option<String> {
+        self.location(volume).map(|l| l.region)
+    }
+
+    /// Checks a call on one placed (or not yet placed) volume.
+    fn authorize_volume(
+        &self,
+        ext: &Extensions,
+        volume: &[u8; 16],
+        op: VolumeOp,
+    ) -> Result<(), Status> {
+        let id = hex(volume);
+        let region = self.region_of(volume);
+        self.authorize(
+            ext,
+            &[op.on(VolumeRef {
+                id: &id,
+                region: region.as_deref(),
+            })],
+        )
+    }
+
+    /// A heartbeat must come from a member of the group it speaks for, by its certificate,
+    /// whenever nodes have certificates: otherwise anyone could rewrite a group's member
+    /// addresses and send its clients elsewhere.
+    /// A heartbeat comes from a member of the group it reports, or is one a registry node
+    /// checked that way and forwarded to its leader.
+    fn authorize_heartbeat(&self, req: &Request<pb::HeartbeatRequest>) -> Result<(), Status> {
+        if !self.certs_required {
+            return Ok(());
+        }
+        let m = req.get_ref();
+        let forwarded = req.metadata().contains_key(folio_proto::meta::FORWARDED);
+        match req.extensions().get::<NodeIdentity>() {
+            Some(NodeIdentity::Member { group, node })
+                if *group == m.group_id && m.members.iter().any(|x| x.node_id == *node) =>
+            {
+                Ok(())
+            }
+            Some(NodeIdentity::Registry { .. }) if forwarded => Ok(()),
+            Some(id) => Err(Status::permission_denied(format!(
+                "a heartbeat for group {} must come from one of its members; the certificate \
+                 names {id}",
+                m.group_id
+            ))),
+            None => Err(Status::unauthenticated(
+                "heartbeats need the sending member's Folio node certificate",
+            )),
+        }
     }
 
     fn leader(&self) -> Option<(u64, Option<String>)> {
@@ -210,7 +282,8 @@ impl RegistrySvc {
         }
         addrs.extend(loc.members.iter().map(|m| m.addr.clone()));
         addrs.dedup();
-        Client::new(addrs, self.group_policy.clone()).map_err(|e| Status::internal(e.to_string()))
+        Client::secured(addrs, self.group_policy.clone(), self.client.clone())
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     /// Creates the volume on its group.
@@ -288,6 +361,12 @@ fn validate_heartbeat(m: &pb::HeartbeatRequest) -> Result<(), Status> {
     Ok(())
 }
 
+fn hex(volume: &[u8; 16]) -> String {
+    VolumeId::from_slice(volume)
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
 fn volume_bytes(b: &[u8]) -> Result<[u8; 16], Status> {
     b.try_into().map_err(|_| {
         Status::invalid_argument(format!("volume_id must be 16 bytes, not {}", b.len()))
@@ -301,6 +380,10 @@ impl RegistryService for RegistrySvc {
         req: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
         valid_region(&req.get_ref().region).map_err(Status::invalid_argument)?;
+        if !req.get_ref().volume_id.is_empty() {
+            volume_bytes(&req.get_ref().volume_id)?;
+        }
+        self.authorize(req.extensions(), &[Need::Create(&req.get_ref().region)])?;
         if let Route::Forward(ch) = self.route(req.metadata())? {
             return client(ch).create_volume(forwarded(req.into_inner())).await;
         }
@@ -392,6 +475,7 @@ impl RegistryService for RegistrySvc {
         req: Request<pb::ResolveVolumeRequest>,
     ) -> Result<Response<pb::VolumeLocation>, Status> {
         let volume = volume_bytes(&req.get_ref().volume_id)?;
+        self.authorize_volume(req.extensions(), &volume, VolumeOp::Read)?;
         // Placements never move, so any replica that has one may answer. A miss is only
         // trusted from the leader after a read-index check: a follower may be behind.
         if let Some(loc) = self.location(&volume) {
@@ -433,6 +517,7 @@ impl RegistryService for RegistrySvc {
         req: Request<pb::DeleteVolumeRequest>,
     ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
         let vb = volume_bytes(&req.get_ref().volume_id)?;
+        self.authorize_volume(req.extensions(), &vb, VolumeOp::Write)?;
         if let Route::Forward(ch) = self.route(req.metadata())? {
             return client(ch).delete_volume(forwarded(req.into_inner())).await;
         }
@@ -476,6 +561,10 @@ impl RegistryService for RegistrySvc {
         let source = volume_bytes(&req.get_ref().source_volume_id)?;
         if !req.get_ref().volume_id.is_empty() {
             volume_bytes(&req.get_ref().volume_id)?;
+        }
+        self.authorize_volume(req.extensions(), &source, VolumeOp::Read)?;
+        if let Some(region) = self.region_of(&source) {
+            self.authorize(req.extensions(), &[Need::Create(&region)])?;
         }
         if let Route::Forward(ch) = self.route(req.metadata())? {
             return client(ch).fork_volume(forwarded(req.into_inner())).await;
@@ -566,6 +655,7 @@ impl RegistryService for RegistrySvc {
         &self,
         req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        self.authorize(req.extensions(), &[Need::Admin])?;
         if let Route::Forward(ch) = self.route(req.metadata())? {
             return client(ch).list_groups(forwarded(req.into_inner())).await;
         }
@@ -601,6 +691,7 @@ impl RegistryService for RegistrySvc {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         validate_heartbeat(req.get_ref())?;
+        self.authorize_heartbeat(&req)?;
         if let Route::Forward(ch) = self.route(req.metadata())? {
             return client(ch).heartbeat(forwarded(req.into_inner())).await;
         }
@@ -649,8 +740,9 @@ impl RegistryService for RegistrySvc {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authorize(req.extensions(), &[Need::Admin])?;
         let m = self.raft.metrics().borrow().clone();
         let (leader_id, leader_addr) = match self.leader() {
             Some((id, a)) => (id, a.unwrap_or_default()),
@@ -675,6 +767,7 @@ impl RegistryService for RegistrySvc {
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             groups: s.groups.len() as u64,
             volumes: (s.volumes.len() - s.retired.len()) as u64,
+            security: self.mode.clone(),
         }))
     }
 }

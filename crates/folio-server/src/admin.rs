@@ -14,7 +14,7 @@ use folio_state::StateReader;
 use openraft::{BasicNode, ChangeMembers};
 use tonic::{Request, Response, Status};
 
-use crate::edge::{status, Edge, OnLeader, Validate};
+use crate::edge::{status, Edge, OnLeader, Validate, Wants};
 use crate::lifecycle::SharedReport;
 
 /// How long AddMember waits for a new node to catch up before giving up on promoting it.
@@ -193,6 +193,10 @@ impl Validate for pb::AddMemberRequest {
         }
         Ok(self)
     }
+
+    fn wants(_: &Self) -> Wants {
+        Wants::Admin
+    }
 }
 
 impl Validate for pb::StorageRequest {
@@ -200,6 +204,10 @@ impl Validate for pb::StorageRequest {
 
     fn validate(self) -> Result<(), Status> {
         Ok(())
+    }
+
+    fn wants(_: &()) -> Wants {
+        Wants::Admin
     }
 }
 
@@ -210,14 +218,19 @@ impl Validate for pb::RemoveMemberRequest {
     fn validate(self) -> Result<u64, Status> {
         Ok(self.node_id)
     }
+
+    fn wants(_: &u64) -> Wants {
+        Wants::Admin
+    }
 }
 
 #[tonic::async_trait]
 impl AdminService for AdminSvc {
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.edge.authorize(req.extensions(), Wants::Admin)?;
         let (members, _) = self.members();
         let m = self.edge.raft.metrics().borrow().clone();
         let (leader_id, leader_addr) = match self.edge.leader() {
@@ -238,6 +251,7 @@ impl AdminService for AdminSvc {
             volumes: self.reader.volume_count(),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            security: self.edge.access.mode.clone(),
         }))
     }
 

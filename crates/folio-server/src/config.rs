@@ -59,6 +59,16 @@ pub struct Config {
     pub raft: RaftConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Serve without TLS or client tokens on an address beyond loopback. Off, such a node
+    /// refuses to start; on, it says so in its log and in admin Status.
+    #[serde(default)]
+    pub insecure: bool,
+    /// TLS on every listener, and peers authenticated by their certificates.
+    #[serde(default)]
+    pub tls: Option<folio_auth::TlsConfig>,
+    /// Client calls need a bearer token signed by one of these keys.
+    #[serde(default)]
+    pub auth: Option<folio_auth::AuthConfig>,
 }
 
 /// Where flushed segments go.
@@ -350,6 +360,31 @@ impl NodeConfig for Config {
 
     fn initial_members(&self) -> &[Member] {
         &self.initial_members
+    }
+
+    fn insecure(&self) -> bool {
+        self.insecure
+    }
+
+    fn tls(&self) -> Option<&folio_auth::TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    fn auth(&self) -> Option<&folio_auth::AuthConfig> {
+        self.auth.as_ref()
+    }
+
+    fn listen_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen_addr)
+            .chain(self.metrics_addr)
+            .collect()
+    }
+
+    fn identity(&self) -> folio_auth::NodeIdentity {
+        folio_auth::NodeIdentity::Member {
+            group: self.group_id,
+            node: self.node_id,
+        }
     }
 
     fn validate_own(&self) -> Result<(), ConfigError> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use folio_objstore::ObjectStore;
-use folio_raft::network::PeerService;
-use folio_raft::node::{self as raft_node, NodeConfig, Serving};
+use folio_raft::network::{PeerService, Peers};
+use folio_raft::node::{self as raft_node, NodeConfig, NodeSecurity, Serving};
 use folio_state::{open_store, Raft};
 use tokio::task::JoinSet;
 
@@ -79,6 +79,7 @@ impl Node {
         store: Arc<dyn ObjectStore>,
     ) -> anyhow::Result<Node> {
         cfg.validate()?;
+        let security = NodeSecurity::load(&cfg)?;
         let bound = raft_node::bind(&cfg, cfg.listen_addr).await?;
         let (addr, advertise) = (bound.addr, bound.advertise.clone());
         let group = cfg.group();
@@ -89,7 +90,8 @@ impl Node {
         let reader = sm.reader();
         let state_reader = reader.clone();
         let raft: Raft =
-            raft_node::start_raft(&cfg, group, cfg.openraft()?, &advertise, log, sm).await?;
+            raft_node::start_raft(&cfg, &security, group, cfg.openraft()?, &advertise, log, sm)
+                .await?;
         let hedge_after = Duration::from_millis(cfg.read.hedge_after_ms);
         // The history index's caches get a quarter of the page cache's budget on top of it.
         let history = Arc::new(History::new(
@@ -105,7 +107,7 @@ impl Node {
         let demand = Arc::new(FlushDemand::default());
         let registry = match &cfg.registry {
             Some(r) => Some(Arc::new(
-                crate::registry::RegistryLink::new(r, cfg.region.clone())
+                crate::registry::RegistryLink::new(r, cfg.region.clone(), security.client.clone())
                     .context("registry link")?,
             )),
             None => None,
@@ -115,6 +117,12 @@ impl Node {
             group,
             raft.clone(),
             registry.clone(),
+            crate::edge::Access {
+                region: cfg.region.clone(),
+                required: security.tokens_required() || security.tls.is_some(),
+                client: security.client.clone(),
+                mode: security.mode.clone(),
+            },
         ));
         let writes = WritePath::new(batcher, history.clone(), cfg.flush.clone(), demand.clone());
         let pages = PageReader::new(
@@ -178,12 +186,10 @@ impl Node {
 
         let (reporter, health_svc) = tonic_health::server::health_reporter();
         raft_node::follow_health(health.clone(), reporter, GRPC_SERVICES);
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(folio_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("build reflection service")?;
+        let (reflection, reflection_alpha) =
+            raft_node::reflection(folio_proto::FILE_DESCRIPTOR_SET)?;
 
-        let router = raft_node::grpc_server()
+        let router = raft_node::grpc_server(&security)?
             .add_service(volumes)
             .add_service(admin)
             .add_service(PeerService::new(
@@ -191,16 +197,22 @@ impl Node {
                 group,
                 cfg.node_id,
                 health.clone(),
+                Peers::Group(group.0),
+                security.tls.is_some(),
             ))
             .add_service(health_svc)
-            .add_service(reflection);
+            .add_service(reflection)
+            .add_service(reflection_alpha);
         let serving = Serving::start(router, bound.listener);
 
         let metrics_addr = match cfg.metrics_addr {
-            Some(a) => Some(raft_node::serve_metrics(a, crate::metrics::register, health).await?),
+            Some(a) => Some(
+                raft_node::serve_metrics(a, crate::metrics::register, health, &security).await?,
+            ),
             None => None,
         };
         tracing::info!(node = cfg.node_id, group = group.0, %addr, %advertise, "node started");
+        security.log();
         Ok(Node {
             addr,
             advertise,

@@ -48,7 +48,13 @@ impl moka::Expiry<VolumeId, Option<Arc<pb::VolumeLocation>>> for Ttl {
 }
 
 impl RegistryLink {
-    pub fn new(cfg: &crate::config::RegistryLink, region: String) -> anyhow::Result<Self> {
+    /// `security`: how this node reaches the registry (TLS with its certificate, which the
+    /// registry checks against the group a heartbeat speaks for).
+    pub fn new(
+        cfg: &crate::config::RegistryLink,
+        region: String,
+        security: folio_client::Security,
+    ) -> anyhow::Result<Self> {
         // Heartbeats and lookups must not queue up behind a slow registry: a short budget, and
         // the next heartbeat tries again.
         let policy = RetryPolicy {
@@ -57,7 +63,7 @@ impl RegistryLink {
             ..RetryPolicy::default()
         };
         Ok(RegistryLink {
-            registry: Registry::new(cfg.addrs.clone(), policy)?,
+            registry: Registry::secured(cfg.addrs.clone(), policy, security)?,
             region,
             homes: moka::future::Cache::builder()
                 .max_capacity(RESOLVE_CACHE_MAX)

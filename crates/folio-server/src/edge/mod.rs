@@ -11,12 +11,14 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Instant;
 
+use folio_auth::{Here, Need, Principal, VolumeOp, VolumeRef};
 use folio_core::{GroupId, VolumeId};
+use folio_proto::channels::Channel;
+use folio_proto::channels::Security;
 use folio_proto::forward::Forwarder;
 use folio_state::Raft;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Extensions, Request, Response, Status};
 use tracing::Instrument;
 
 pub use folio_proto::forward::Route;
@@ -33,6 +35,48 @@ pub struct Edge {
     forward: Forwarder,
     /// The volume registry, when the group is linked to one.
     registry: Option<Arc<RegistryLink>>,
+    pub access: Access,
+}
+
+/// What the edge checks callers against.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// The group's region: the region of every volume it serves, for region scopes.
+    pub region: String,
+    /// Whether every call must carry a principal (the node authenticates callers).
+    pub required: bool,
+    /// How this node calls the leader when it forwards.
+    pub client: Security,
+    /// The node's security, in one line, for admin Status.
+    pub mode: String,
+}
+
+impl Access {
+    /// No authentication: tests and tools that start services by hand.
+    pub fn open(region: impl Into<String>) -> Access {
+        Access {
+            region: region.into(),
+            required: false,
+            client: Security::default(),
+            mode: "INSECURE: no TLS, no client tokens".into(),
+        }
+    }
+}
+
+/// What a call needs, by the volumes it names.
+#[derive(Clone, Copy, Debug)]
+pub enum Wants {
+    Read(VolumeId),
+    Write(VolumeId),
+    /// Create this volume in the group's region.
+    Create,
+    /// Read the source and create the fork in the group's region.
+    Fork {
+        source: VolumeId,
+    },
+    /// List the group's volumes.
+    List,
+    Admin,
 }
 
 /// What the edge does around a call that runs on the leader.
@@ -61,17 +105,57 @@ pub trait Validate: Sized {
     fn volume(_args: &Self::Args) -> Option<VolumeId> {
         None
     }
+
+    /// What the caller needs the right to.
+    fn wants(args: &Self::Args) -> Wants;
 }
 
 impl Edge {
-    pub fn new(id: u64, group: GroupId, raft: Raft, registry: Option<Arc<RegistryLink>>) -> Edge {
+    pub fn new(
+        id: u64,
+        group: GroupId,
+        raft: Raft,
+        registry: Option<Arc<RegistryLink>>,
+        access: Access,
+    ) -> Edge {
         Edge {
             id,
             group,
             raft,
-            forward: Forwarder::new(status::LEADER),
+            forward: Forwarder::new(status::LEADER, access.client.clone()),
             registry,
+            access,
         }
+    }
+
+    /// Checks that the caller (the principal the authentication layer left in `ext`) may do what
+    /// a call wants; returns the principal.
+    pub fn authorize(&self, ext: &Extensions, wants: Wants) -> Result<Principal, Status> {
+        let p = Principal::of(ext.get::<Principal>(), self.access.required)?;
+        let here = Here::Group(self.group.0);
+        let region = self.access.region.as_str();
+        let on = |v: VolumeId, op: VolumeOp| {
+            let id = v.to_string();
+            p.check(
+                &op.on(VolumeRef {
+                    id: &id,
+                    region: Some(region),
+                }),
+                here,
+            )
+        };
+        match wants {
+            Wants::Read(v) => on(v, VolumeOp::Read)?,
+            Wants::Write(v) => on(v, VolumeOp::Write)?,
+            Wants::Create => p.check(&Need::Create(region), here)?,
+            Wants::Fork { source } => {
+                on(source, VolumeOp::Read)?;
+                p.check(&Need::Create(region), here)?;
+            }
+            Wants::List => p.check(&Need::List(region), here)?,
+            Wants::Admin => p.check(&Need::Admin, here)?,
+        }
+        Ok(p)
     }
 
     /// A call that runs on the leader. Its request is validated here, whichever node this is;
@@ -102,7 +186,11 @@ impl Edge {
             target.run(args, forward, local).await
         };
         match kind {
-            OnLeader::Admin => run(msg.validate()?).await.map(Response::new),
+            OnLeader::Admin => {
+                let args = msg.validate()?;
+                self.authorize(&ext, Req::wants(&args))?;
+                run(args).await.map(Response::new)
+            }
             OnLeader::Write(method) | OnLeader::Read(method) => {
                 let req = Request::from_parts(md, ext, msg);
                 self.call(method, req, async |_, args| run(args).await)
@@ -133,12 +221,13 @@ impl Edge {
         );
         let mut volume = None;
         let res = async {
-            let (md, _, msg) = req.into_parts();
+            let (md, ext, msg) = req.into_parts();
             let args = msg.validate()?;
             volume = Req::volume(&args);
             if let Some(v) = &volume {
                 tracing::Span::current().record("volume", tracing::field::display(v));
             }
+            self.authorize(&ext, Req::wants(&args))?;
             body(md, args).await
         }
         .instrument(span)

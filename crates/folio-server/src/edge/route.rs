@@ -1,10 +1,10 @@
 //! Leader routing at the edge: who leads, where a call runs (here, forwarded once to the leader,
 //! or refused), and the read-index check that makes a leader's answer linearizable.
 
+use folio_proto::channels::Channel;
 use folio_proto::forward::Route;
 use folio_proto::forwarded;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{status, Edge};

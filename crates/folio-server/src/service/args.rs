@@ -8,7 +8,7 @@ use folio_proto::volume::v1 as pb;
 use folio_state::state::Retention;
 use tonic::Status;
 
-use crate::edge::Validate;
+use crate::edge::{Validate, Wants};
 
 /// Page indexes in one ReadPages call.
 pub const MAX_READ_PAGES: usize = folio_core::limits::MAX_PAGES_PER_REQUEST;
@@ -23,6 +23,10 @@ impl Validate for pb::CommitRequest {
     fn volume(args: &CommitArgs) -> Option<VolumeId> {
         Some(args.volume)
     }
+
+    fn wants(args: &CommitArgs) -> Wants {
+        Wants::Write(args.volume)
+    }
 }
 
 impl Validate for pb::WritePagesRequest {
@@ -34,6 +38,10 @@ impl Validate for pb::WritePagesRequest {
 
     fn volume(args: &WritePagesArgs) -> Option<VolumeId> {
         Some(args.volume)
+    }
+
+    fn wants(args: &WritePagesArgs) -> Wants {
+        Wants::Write(args.volume)
     }
 }
 
@@ -49,6 +57,10 @@ impl Validate for pb::CreateVolumeRequest {
     fn volume(v: &VolumeId) -> Option<VolumeId> {
         Some(*v)
     }
+
+    fn wants(_: &VolumeId) -> Wants {
+        Wants::Create
+    }
 }
 
 impl Validate for pb::DeleteVolumeRequest {
@@ -60,6 +72,10 @@ impl Validate for pb::DeleteVolumeRequest {
 
     fn volume(v: &VolumeId) -> Option<VolumeId> {
         Some(*v)
+    }
+
+    fn wants(v: &VolumeId) -> Wants {
+        Wants::Write(*v)
     }
 }
 
@@ -86,6 +102,10 @@ impl Validate for pb::SetRetentionRequest {
     fn volume((v, _): &Self::Args) -> Option<VolumeId> {
         Some(*v)
     }
+
+    fn wants((v, _): &Self::Args) -> Wants {
+        Wants::Write(*v)
+    }
 }
 
 /// The new volume, the source and the fork point. The new id is filled in by the receiving node
@@ -108,6 +128,10 @@ impl Validate for pb::ForkVolumeRequest {
     fn volume((_, source, _): &Self::Args) -> Option<VolumeId> {
         Some(*source)
     }
+
+    fn wants((_, source, _): &Self::Args) -> Wants {
+        Wants::Fork { source: *source }
+    }
 }
 
 impl Validate for pb::GetSnapshotRequest {
@@ -119,6 +143,10 @@ impl Validate for pb::GetSnapshotRequest {
 
     fn volume(v: &VolumeId) -> Option<VolumeId> {
         Some(*v)
+    }
+
+    fn wants(v: &VolumeId) -> Wants {
+        Wants::Read(*v)
     }
 }
 
@@ -132,6 +160,10 @@ impl Validate for pb::PullChangesRequest {
 
     fn volume(args: &(VolumeId, u64)) -> Option<VolumeId> {
         Some(args.0)
+    }
+
+    fn wants(args: &(VolumeId, u64)) -> Wants {
+        Wants::Read(args.0)
     }
 }
 
@@ -150,6 +182,10 @@ impl Validate for pb::ListCommitsRequest {
     fn volume(args: &(VolumeId, Lsn, usize)) -> Option<VolumeId> {
         Some(args.0)
     }
+
+    fn wants(args: &(VolumeId, Lsn, usize)) -> Wants {
+        Wants::Read(args.0)
+    }
 }
 
 /// The volume to list after, if any, and how many volumes at most.
@@ -164,6 +200,10 @@ impl Validate for pb::ListVolumesRequest {
             })?),
         };
         Ok((after, list_limit(self.limit, MAX_LIST_VOLUMES)))
+    }
+
+    fn wants(_: &(Option<VolumeId>, usize)) -> Wants {
+        Wants::List
     }
 }
 
@@ -194,6 +234,10 @@ impl Validate for pb::ReadPagesRequest {
     fn volume(args: &ReadPages) -> Option<VolumeId> {
         Some(args.volume)
     }
+
+    fn wants(args: &ReadPages) -> Wants {
+        Wants::Read(args.volume)
+    }
 }
 
 /// The volume, and the LSN after which to stream its commits.
@@ -206,6 +250,10 @@ impl Validate for pb::WatchVolumeRequest {
 
     fn volume(args: &(VolumeId, Lsn)) -> Option<VolumeId> {
         Some(args.0)
+    }
+
+    fn wants(args: &(VolumeId, Lsn)) -> Wants {
+        Wants::Read(args.0)
     }
 }
 

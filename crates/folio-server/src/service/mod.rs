@@ -15,10 +15,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use folio_core::limits::MAX_CLIENT_MESSAGE_BYTES;
 use folio_core::VolumeId;
+use folio_proto::channels::Channel;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
 use folio_proto::volume::v1::volume_service_server::{VolumeService, VolumeServiceServer};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub use args::MAX_READ_PAGES;
@@ -216,8 +216,15 @@ impl VolumeService for VolumeSvc {
         &self,
         req: Request<pb::WatchVolumeRequest>,
     ) -> Result<Response<Self::WatchVolumeStream>, Status> {
-        let (volume, since) = req.into_inner().validate()?;
-        let watch = self.watches.watch(&self.edge, &self.reads, volume, since);
+        let (_, ext, msg) = req.into_parts();
+        let args = msg.validate()?;
+        let principal = self
+            .edge
+            .authorize(&ext, pb::WatchVolumeRequest::wants(&args))?;
+        let (volume, since) = args;
+        let watch = self
+            .watches
+            .watch(&self.edge, &self.reads, volume, since, principal.expires());
         Ok(Response::new(watch.await?))
     }
 }

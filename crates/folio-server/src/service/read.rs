@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use folio_core::{Lsn, VolumeId};
+use folio_proto::channels::Channel;
 use folio_proto::forwarded;
 use folio_proto::volume::v1 as pb;
 use folio_state::state::VolumeHead;
 use folio_state::StateReader;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::args::ReadPages;

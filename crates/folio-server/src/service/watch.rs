@@ -45,13 +45,15 @@ impl Watches {
 
     /// Streams the commits of `volume` after `since`. Any replica streams its applied history in
     /// order. One that does not know the volume yet is not the place to ask: the leader answers
-    /// NOT_FOUND for sure.
+    /// NOT_FOUND for sure. A stream opened with a token ends with UNAUTHENTICATED when the token
+    /// `expires` (unix seconds).
     pub async fn watch(
         &self,
         edge: &Edge,
         reads: &ReadPath,
         volume: VolumeId,
         since: Lsn,
+        expires: Option<u64>,
     ) -> Result<WatchStream, Status> {
         let reader = reads.reader.clone();
         let history = reads.history.clone();
@@ -90,8 +92,12 @@ impl Watches {
         metrics::WATCHERS.inc();
         let slot = WatchSlot(permit);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(async move {
-            let _slot = slot;
+        let expiry = expires.map(|e| {
+            let left = e.saturating_sub(folio_auth::layer::now_s());
+            tokio::time::Instant::now() + std::time::Duration::from_secs(left)
+        });
+        let ended = tx.clone();
+        let stream = async move {
             let mut changes = reader.watch_group();
             let mut next = since.next();
             loop {
@@ -122,6 +128,25 @@ impl Watches {
                         r = changes.changed() => if r.is_err() { return },
                         _ = tx.closed() => return,
                     }
+                }
+            }
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            let expired = async {
+                match expiry {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stream => {}
+                _ = expired => {
+                    let _ = ended
+                        .send(Err(Status::unauthenticated(
+                            "token expired: the watch ends; watch again with a fresh token",
+                        )))
+                        .await;
                 }
             }
         });
