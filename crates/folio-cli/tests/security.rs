@@ -1,0 +1,320 @@
+//! Security end to end, against a 3-node group whose members have `[tls]` certificates from one
+//! CA and `[auth]` verification keys: a plaintext client is refused, forged Raft messages (no
+//! client certificate, another group's certificate, a member speaking for another member) are
+//! refused and the group keeps its leader and term, and every kind of bad token is told apart
+//! from a good one without the scope.
+
+mod secure;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use folio_auth::scope::parse_scopes;
+use folio_auth::token::{generate_key, Signer};
+use folio_auth::NodeIdentity;
+use folio_core::PAGE_SIZE;
+use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
+use folio_proto::admin::v1::StatusRequest;
+use folio_proto::raft::v1::raft_service_client::RaftServiceClient;
+use folio_proto::raft::v1::RaftMessage;
+use folio_proto::volume::v1 as pb;
+use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
+use secure::{bearer, hex, issue, msg, now, Secured, GROUP};
+use tonic::transport::Endpoint;
+use tonic::Code;
+
+/// A Vote in the name of `candidate` with a term far above the group's: were it accepted, the
+/// receiver would step down and the group's term would jump.
+fn forged_vote(target: u64, candidate: u64, term: u64) -> RaftMessage {
+    let vote =
+        openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(term + 1000, candidate), None);
+    RaftMessage {
+        group_id: GROUP,
+        target_node_id: target,
+        payload: Bytes::from(folio_raft::codec::encode(&vote)),
+        data: Bytes::new(),
+    }
+}
+
+#[tokio::test]
+async fn plaintext_clients_and_forged_raft_messages_are_refused() -> anyhow::Result<()> {
+    let s = Secured::start(3)?;
+    let admin = s.token("admin");
+    let (leader, term) = s.agreed(&admin).await?;
+    let follower = (1..=3).find(|id| *id != leader).expect("three nodes");
+
+    // A plaintext client gets no answer from a TLS listener.
+    let plain = async {
+        let ch = Endpoint::from_shared(format!("http://{}", s.cluster.node(leader).addr))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        AdminServiceClient::new(ch)
+            .status(bearer(StatusRequest {}, Some(&admin)))
+            .await?;
+        anyhow::Ok(())
+    };
+    assert!(plain.await.is_err(), "a plaintext call was answered");
+
+    // No client certificate: refused before the message is even decoded.
+    let mut raft = RaftServiceClient::new(s.channel(follower, None).await?);
+    let st = raft
+        .vote(forged_vote(follower, leader, term))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+    // A token does not make a peer either.
+    let st = raft
+        .append_entries(bearer(forged_vote(follower, leader, term), Some(&admin)))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+
+    // A certificate from the same CA, but for a node of another group.
+    let stranger =
+        s.ca.issue(
+            Some(NodeIdentity::Member {
+                group: GROUP + 1,
+                node: leader,
+            }),
+            &["127.0.0.1".into()],
+        )
+        .map_err(msg)?;
+    let mut raft = RaftServiceClient::new(s.channel(follower, Some(&stranger)).await?);
+    let st = raft
+        .vote(forged_vote(follower, leader, term))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+
+    // A member's own certificate, campaigning in another member's name.
+    let third = (1..=3)
+        .find(|id| *id != leader && *id != follower)
+        .expect("three nodes");
+    let member =
+        s.ca.issue(
+            Some(NodeIdentity::Member {
+                group: GROUP,
+                node: third,
+            }),
+            &["127.0.0.1".into()],
+        )
+        .map_err(msg)?;
+    let mut raft = RaftServiceClient::new(s.channel(follower, Some(&member)).await?);
+    let st = raft
+        .vote(forged_vote(follower, leader, term))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+
+    // The group never saw any of it: same leader, same term, on every node.
+    assert_eq!(s.agreed(&admin).await?, (leader, term));
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_are_checked_on_every_call() -> anyhow::Result<()> {
+    let s = Secured::start(3)?;
+    let admin = s.token("admin");
+    let (leader, _) = s.agreed(&admin).await?;
+    let mut api = VolumeServiceClient::new(s.channel(leader, None).await?);
+    let created = api
+        .create_volume(bearer(
+            pb::CreateVolumeRequest {
+                volume_id: Bytes::new(),
+            },
+            Some(&admin),
+        ))
+        .await?
+        .into_inner();
+    let v = created.volume_id.clone();
+    let vhex = hex(&v);
+    let other = "0123456789abcdef0123456789abcdef";
+    assert_ne!(vhex, other);
+
+    let read = |token: Option<String>| {
+        let mut api = api.clone();
+        let v = v.clone();
+        async move {
+            api.get_snapshot(bearer(
+                pb::GetSnapshotRequest { volume_id: v },
+                token.as_deref(),
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|st| {
+                assert!(!st.message().is_empty(), "{st:?} says why");
+                st.code()
+            })
+        }
+    };
+    let write = |token: Option<String>, expected: u64| {
+        let mut api = api.clone();
+        let v = v.clone();
+        async move {
+            api.commit(bearer(
+                pb::CommitRequest {
+                    volume_id: v,
+                    expected_lsn: expected,
+                    idempotency_key: Bytes::from(format!("k{expected}")),
+                    durability: 0,
+                    pages: vec![pb::PageWrite {
+                        page_idx: 0,
+                        data: Bytes::from(vec![expected as u8; PAGE_SIZE]),
+                    }],
+                    refs: vec![],
+                },
+                token.as_deref(),
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|st| st.code())
+        }
+    };
+
+    // Not a credential: UNAUTHENTICATED.
+    assert_eq!(read(None).await, Err(Code::Unauthenticated));
+    assert_eq!(
+        read(Some("not-a-token".into())).await,
+        Err(Code::Unauthenticated)
+    );
+    let (forger, _) = generate_key().map_err(msg)?;
+    let forged = Signer::from_pem("k1", &forger).map_err(msg)?;
+    assert_eq!(
+        read(Some(issue(&forged, "admin", now(), 600))).await,
+        Err(Code::Unauthenticated),
+        "a token with k1's id, signed by another key"
+    );
+    assert_eq!(
+        read(Some(issue(&s.k1, "admin", now() - 3600, 600))).await,
+        Err(Code::Unauthenticated),
+        "expired an hour ago"
+    );
+    let (retired, _) = generate_key().map_err(msg)?;
+    let retired = Signer::from_pem("k0", &retired).map_err(msg)?;
+    assert_eq!(
+        read(Some(issue(&retired, "admin", now(), 600))).await,
+        Err(Code::Unauthenticated),
+        "signed with a key the nodes no longer list"
+    );
+    let scopes = parse_scopes("admin").expect("scope");
+    assert_eq!(
+        read(Some(s.k1.issue_for(
+            None,
+            "someone-else",
+            &scopes,
+            now(),
+            600
+        )))
+        .await,
+        Err(Code::Unauthenticated),
+        "for another audience"
+    );
+
+    // A valid token without the scope: PERMISSION_DENIED.
+    assert_eq!(
+        read(Some(s.token(&format!("read:volume/{other}")))).await,
+        Err(Code::PermissionDenied)
+    );
+    let read_only = s.token(&format!("read:volume/{vhex}"));
+    assert_eq!(read(Some(read_only.clone())).await, Ok(()));
+    assert_eq!(write(Some(read_only), 0).await, Err(Code::PermissionDenied));
+    assert_eq!(
+        write(Some(s.token("read:* create:*")), 0).await,
+        Err(Code::PermissionDenied)
+    );
+
+    // Scopes that cover the call, by id, by prefix and by every volume; and the second key.
+    assert_eq!(
+        write(Some(s.token(&format!("write:volume/{vhex}"))), 0).await,
+        Ok(())
+    );
+    assert_eq!(
+        write(Some(s.token(&format!("write:volume/{}*", &vhex[..6]))), 1).await,
+        Ok(())
+    );
+    assert_eq!(read(Some(issue(&s.k2, "read:*", now(), 600))).await, Ok(()));
+
+    // A follower forwards the caller's token to the leader, which checks it again.
+    let follower = (1..=3).find(|id| *id != leader).expect("three nodes");
+    let mut via = VolumeServiceClient::new(s.channel(follower, None).await?);
+    let denied = via
+        .commit(bearer(
+            pb::CommitRequest {
+                volume_id: v.clone(),
+                expected_lsn: 2,
+                idempotency_key: Bytes::from_static(b"via"),
+                durability: 0,
+                pages: vec![],
+                refs: vec![],
+            },
+            Some(&s.token(&format!("read:volume/{vhex}"))),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    Ok(())
+}
+
+/// grpcurl from `FOLIO_GRPCURL`, else where `scripts/setup.sh` puts it, else PATH.
+fn grpcurl() -> std::path::PathBuf {
+    if let Some(g) = std::env::var_os("FOLIO_GRPCURL") {
+        return g.into();
+    }
+    let tools = std::env::var_os("FOLIO_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/folio/bin"))
+        });
+    match tools.map(|t| t.join("grpcurl")) {
+        Some(g) if g.exists() => g,
+        _ => "grpcurl".into(),
+    }
+}
+
+#[tokio::test]
+async fn grpcurl_lists_and_calls_over_tls_with_a_token() -> anyhow::Result<()> {
+    let s = Secured::start(1)?;
+    let admin = s.token("admin");
+    s.agreed(&admin).await?;
+    let addr = s.cluster.node(1).addr.clone();
+    let grpcurl = |args: &[&str]| -> anyhow::Result<std::process::Output> {
+        Ok(std::process::Command::new(grpcurl())
+            .args(["-max-time", "10"])
+            .args(args)
+            .output()?)
+    };
+    let ca = s.ca_path.to_string_lossy().into_owned();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // Reflection needs no token; grpcurl 1.8 asks for it only as grpc.reflection.v1alpha.
+    let list = grpcurl(&["-cacert", &ca, &addr, "list"])?;
+    assert!(list.status.success(), "{}", text(&list));
+    assert!(
+        text(&list).contains("folio.volume.v1.VolumeService"),
+        "{}",
+        text(&list)
+    );
+
+    let create = "folio.volume.v1.VolumeService/CreateVolume";
+    let bare = grpcurl(&["-cacert", &ca, "-d", "{}", &addr, create])?;
+    assert!(!bare.status.success(), "{}", text(&bare));
+    assert!(text(&bare).contains("Unauthenticated"), "{}", text(&bare));
+
+    let header = format!("authorization: Bearer {admin}");
+    let made = grpcurl(&["-cacert", &ca, "-H", &header, "-d", "{}", &addr, create])?;
+    assert!(made.status.success(), "{}", text(&made));
+    assert!(text(&made).contains("volumeId"), "{}", text(&made));
+
+    // Plaintext gets nothing from a TLS listener.
+    let plain = grpcurl(&["-plaintext", &addr, "list"])?;
+    assert!(!plain.status.success(), "{}", text(&plain));
+    Ok(())
+}
