@@ -1,7 +1,7 @@
-//! A certificate authority in memory, for `folio dev --secure`, for tests, and for operators who
-//! want a quick start (`folio cert ...`): it issues node certificates that carry a Folio node
-//! identity and the names and addresses peers dial. Production deployments bring their own CA
-//! (cert-manager, Vault, an internal PKI); the node only needs the PEM files.
+//! A certificate authority in memory, for `folio dev --secure` and for tests: it issues node
+//! certificates that carry a Folio node identity and the names and addresses peers dial.
+//! Production deployments bring their own CA (cert-manager, Vault, an internal PKI, or the
+//! README's openssl commands); the node only needs the PEM files.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,

@@ -148,7 +148,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                     json!({"node_id": s.node_id, "state": s.state, "term": s.term,
                            "leader_id": s.leader_id, "leader_addr": s.leader_addr,
                            "applied_index": s.applied_index, "groups": s.groups,
-                           "volumes": s.volumes,
+                           "volumes": s.volumes, "security": s.security,
                            "members": s.members.iter().map(|m| json!({"node_id": m.node_id, "addr": m.addr})).collect::<Vec<_>>()})
                 );
             } else {
@@ -157,6 +157,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                     s.node_id, s.state, s.term, s.leader_id, s.leader_addr, s.applied_index,
                     s.groups, s.volumes
                 );
+                println!("security: {}", s.security);
             }
             Ok(())
         }
@@ -308,7 +309,7 @@ async fn status(addr: &str, as_json: bool) -> anyhow::Result<()> {
                 Ok(s) => json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter, "reachable": true,
                     "state": s.state, "term": s.term, "leader_id": s.leader_id,
                     "last_log_index": s.last_log_index, "applied_index": s.applied_index,
-                    "buffered_bytes": s.buffered_bytes}),
+                    "buffered_bytes": s.buffered_bytes, "security": s.security}),
                 Err(e) => json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter, "reachable": false,
                     "error": e.to_string()}),
             })
@@ -327,6 +328,7 @@ async fn status(addr: &str, as_json: bool) -> anyhow::Result<()> {
         "group {}  leader: {}  term: {}  volumes: {}",
         first.group_id, leader, first.term, first.volumes
     );
+    println!("security (node {}): {}", first.node_id, first.security);
     println!(
         "{:>6}  {:<22} {:<8} {:<10} {:>6} {:>10} {:>10}",
         "node", "addr", "role", "state", "term", "last log", "applied"

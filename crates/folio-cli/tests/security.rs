@@ -318,3 +318,54 @@ async fn grpcurl_lists_and_calls_over_tls_with_a_token() -> anyhow::Result<()> {
     assert!(!plain.status.success(), "{}", text(&plain));
     Ok(())
 }
+
+/// `/metrics` is HTTPS with the node's certificate and needs the `metrics` (or `admin`) scope;
+/// the probes stay open so that an orchestrator needs no token; plain HTTP gets nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_need_a_scoped_token_and_the_probes_stay_open() -> anyhow::Result<()> {
+    let s = Secured::start(1)?;
+    let admin = s.token("admin");
+    s.agreed(&admin).await?;
+    let metrics = s.cluster.node(1).metrics_addr.clone();
+    let ca = s.ca_path.to_string_lossy().into_owned();
+    // (HTTP status, body); status 0 when curl could not get an HTTP answer at all.
+    let get = |scheme: &str, path: &str, token: Option<&str>| -> anyhow::Result<(u16, String)> {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "-s",
+            "--max-time",
+            "10",
+            "--cacert",
+            &ca,
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("authorization: Bearer {t}")]);
+        }
+        let out = c.arg(format!("{scheme}://{metrics}{path}")).output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    };
+
+    let (code, body) = get("https", "/metrics", None)?;
+    assert_eq!(code, 401, "no token: {body}");
+    let (code, body) = get("https", "/metrics", Some("not-a-token"))?;
+    assert_eq!(code, 401, "garbage token: {body}");
+    let (code, body) = get("https", "/metrics", Some(&s.token("read:*")))?;
+    assert_eq!(code, 403, "a token without the metrics scope: {body}");
+    for scope in ["metrics", "admin"] {
+        let (code, body) = get("https", "/metrics", Some(&s.token(scope)))?;
+        assert_eq!(code, 200, "{scope}: {body}");
+        assert!(
+            body.contains("folio_"),
+            "{scope}: no folio metrics in {body}"
+        );
+    }
+    let (code, body) = get("https", "/livez", None)?;
+    assert_eq!((code, body.trim()), (200, "live"));
+    let (code, _) = get("http", "/metrics", Some(&admin))?;
+    assert_ne!(code, 200, "plain HTTP must not be served");
+    Ok(())
+}

@@ -138,24 +138,11 @@ impl RegistrySvc {
         if !self.certs_required {
             return Ok(());
         }
-        let m = req.get_ref();
-        let forwarded = req.metadata().contains_key(folio_proto::meta::FORWARDED);
-        match req.extensions().get::<NodeIdentity>() {
-            Some(NodeIdentity::Member { group, node })
-                if *group == m.group_id && m.members.iter().any(|x| x.node_id == *node) =>
-            {
-                Ok(())
-            }
-            Some(NodeIdentity::Registry { .. }) if forwarded => Ok(()),
-            Some(id) => Err(Status::permission_denied(format!(
-                "a heartbeat for group {} must come from one of its members; the certificate \
-                 names {id}",
-                m.group_id
-            ))),
-            None => Err(Status::unauthenticated(
-                "heartbeats need the sending member's Folio node certificate",
-            )),
-        }
+        heartbeat_sender(
+            req.get_ref(),
+            req.extensions().get::<NodeIdentity>(),
+            req.metadata().contains_key(folio_proto::meta::FORWARDED),
+        )
     }
 
     fn leader(&self) -> Option<(u64, Option<String>)> {
@@ -769,5 +756,79 @@ impl RegistryService for RegistrySvc {
             volumes: (s.volumes.len() - s.retired.len()) as u64,
             security: self.mode.clone(),
         }))
+    }
+}
+
+/// Whether a heartbeat may be accepted from the peer certificate `id` when certificates are
+/// required: from a member of the group it reports, naming itself among the members it lists, or
+/// from a registry node forwarding one (its own check ran where the heartbeat arrived).
+fn heartbeat_sender(
+    m: &pb::HeartbeatRequest,
+    id: Option<&NodeIdentity>,
+    forwarded: bool,
+) -> Result<(), Status> {
+    match id {
+        Some(NodeIdentity::Member { group, node })
+            if *group == m.group_id && m.members.iter().any(|x| x.node_id == *node) =>
+        {
+            Ok(())
+        }
+        Some(NodeIdentity::Registry { .. }) if forwarded => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!(
+            "a heartbeat for group {} must come from one of its members; the certificate \
+             names {id}",
+            m.group_id
+        ))),
+        None => Err(Status::unauthenticated(
+            "heartbeats need the sending member's Folio node certificate",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(group: u64, members: &[u64]) -> pb::HeartbeatRequest {
+        pb::HeartbeatRequest {
+            group_id: group,
+            region: "r".into(),
+            members: members
+                .iter()
+                .map(|&n| pb::GroupMember {
+                    node_id: n,
+                    addr: format!("10.0.0.{n}:7070"),
+                })
+                .collect(),
+            leader_addr: "10.0.0.1:7070".into(),
+        }
+    }
+
+    fn code(r: Result<(), Status>) -> Option<tonic::Code> {
+        r.err().map(|s| s.code())
+    }
+
+    #[test]
+    fn heartbeats_come_only_from_the_groups_own_members() {
+        let m = |group, node| NodeIdentity::Member { group, node };
+        let b = beat(7, &[1, 2, 3]);
+        assert_eq!(code(heartbeat_sender(&b, Some(&m(7, 2)), false)), None);
+        // No certificate at all.
+        let no_cert = heartbeat_sender(&b, None, false);
+        assert_eq!(code(no_cert), Some(tonic::Code::Unauthenticated));
+        // A node of another group cannot rewrite group 7's addresses.
+        let other_group = heartbeat_sender(&b, Some(&m(8, 2)), false);
+        assert_eq!(code(other_group), Some(tonic::Code::PermissionDenied));
+        // A group-7 certificate for a node the heartbeat does not list as a member.
+        let not_listed = heartbeat_sender(&b, Some(&m(7, 4)), false);
+        assert_eq!(code(not_listed), Some(tonic::Code::PermissionDenied));
+        // A registry node may forward one to its leader, but may not originate one.
+        let r = NodeIdentity::Registry { node: 1 };
+        assert_eq!(code(heartbeat_sender(&b, Some(&r), true)), None);
+        let unforwarded = heartbeat_sender(&b, Some(&r), false);
+        assert_eq!(code(unforwarded), Some(tonic::Code::PermissionDenied));
+        // The forwarded marker does not help a member of another group.
+        let marked = heartbeat_sender(&b, Some(&m(8, 1)), true);
+        assert_eq!(code(marked), Some(tonic::Code::PermissionDenied));
     }
 }
