@@ -17,7 +17,9 @@ use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+};
 
 /// Median and 99th percentile, in microseconds, of `rounds` batches of `batch` calls of `f`.
 fn time(rounds: usize, batch: usize, mut f: impl FnMut()) -> (f64, f64) {
@@ -34,32 +36,27 @@ fn time(rounds: usize, batch: usize, mut f: impl FnMut()) -> (f64, f64) {
     (per[rounds / 2], per[rounds * 99 / 100])
 }
 
+/// Moves whatever `from` has to send into `to`, which processes it.
+fn pump(from: &mut Connection, to: &mut Connection, buf: &mut Vec<u8>) {
+    buf.clear();
+    while from.wants_write() {
+        from.write_tls(buf).expect("a TLS record is written");
+    }
+    let mut rd = &buf[..];
+    while !rd.is_empty() {
+        to.read_tls(&mut rd).expect("a TLS record is read");
+        to.process_new_packets().expect("the peer is accepted");
+    }
+}
+
 fn handshake(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) {
     let name = ServerName::try_from("127.0.0.1").expect("an IP address is a server name");
-    let mut c = ClientConnection::new(client.clone(), name).expect("client connection");
-    let mut s = ServerConnection::new(server.clone()).expect("server connection");
+    let mut c = Connection::from(ClientConnection::new(client.clone(), name).expect("client"));
+    let mut s = Connection::from(ServerConnection::new(server.clone()).expect("server"));
     let mut buf = Vec::with_capacity(16 << 10);
     while c.is_handshaking() || s.is_handshaking() {
-        buf.clear();
-        while c.wants_write() {
-            c.write_tls(&mut buf).expect("client writes");
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            s.read_tls(&mut rd).expect("server reads");
-            s.process_new_packets()
-                .expect("the server accepts the client");
-        }
-        buf.clear();
-        while s.wants_write() {
-            s.write_tls(&mut buf).expect("server writes");
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).expect("client reads");
-            c.process_new_packets()
-                .expect("the client accepts the server");
-        }
+        pump(&mut c, &mut s, &mut buf);
+        pump(&mut s, &mut c, &mut buf);
     }
 }
 

@@ -207,7 +207,7 @@ impl Authenticator {
                     let grant = v
                         .verify(bearer(h)?, now_s())
                         .map_err(|e| Status::unauthenticated(e.to_string()))?;
-                    return Ok(Some(Principal::Token(Arc::new(grant))));
+                    return Ok(Some(Principal::Token(grant)));
                 }
                 match node() {
                     Some(id) => Ok(Some(Principal::Node(id))),
@@ -231,7 +231,7 @@ impl Authenticator {
         let grant = v
             .verify(bearer(h)?, now_s())
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        Principal::Token(Arc::new(grant)).check(need, Here::Registry)
+        Principal::Token(grant).check(need, Here::Registry)
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
@@ -139,7 +140,7 @@ pub struct Verifier {
     audience: String,
     /// SHA-256 of a token → what it grants. Only successes; the expiry is checked on every hit,
     /// and the cache belongs to this key set, so removing a key (a new verifier) revokes.
-    verified: moka::sync::Cache<[u8; 32], Grant>,
+    verified: moka::sync::Cache<[u8; 32], Arc<Grant>>,
 }
 
 fn b64(part: &str, what: &str) -> Result<Vec<u8>, TokenError> {
@@ -191,7 +192,7 @@ impl Verifier {
     /// Checks `token` at time `now` (unix seconds): form, key, signature, audience and validity
     /// window, then the scopes. A token seen before is found by its digest, and then only its
     /// expiry is checked again.
-    pub fn verify(&self, token: &str, now: u64) -> Result<Grant, TokenError> {
+    pub fn verify(&self, token: &str, now: u64) -> Result<Arc<Grant>, TokenError> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(TokenError::Malformed(format!(
                 "longer than {TOKEN_BYTES_MAX} bytes"
@@ -205,7 +206,7 @@ impl Verifier {
             }
             return Ok(g);
         }
-        let g = self.check(token, now)?;
+        let g = Arc::new(self.check(token, now)?);
         self.verified.insert(digest, g.clone());
         Ok(g)
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use folio_auth::scope::parse_scopes;
 use folio_auth::token::{generate_key, Signer};
-use folio_auth::NodeIdentity;
 use folio_core::PAGE_SIZE;
 use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
 use folio_proto::admin::v1::StatusRequest;
@@ -19,7 +18,7 @@ use folio_proto::raft::v1::raft_service_client::RaftServiceClient;
 use folio_proto::raft::v1::RaftMessage;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
-use secure::{bearer, hex, issue, msg, now, Secured, GROUP};
+use secure::{bearer, hex, issue, member_cert, msg, now, Secured, GROUP};
 use tonic::transport::Endpoint;
 use tonic::Code;
 
@@ -72,15 +71,7 @@ async fn plaintext_clients_and_forged_raft_messages_are_refused() -> anyhow::Res
     assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
 
     // A certificate from the same CA, but for a node of another group.
-    let stranger =
-        s.ca.issue(
-            Some(NodeIdentity::Member {
-                group: GROUP + 1,
-                node: leader,
-            }),
-            &["127.0.0.1".into()],
-        )
-        .map_err(msg)?;
+    let stranger = member_cert(&s.ca, GROUP + 1, leader)?;
     let mut raft = RaftServiceClient::new(s.channel(follower, Some(&stranger)).await?);
     let st = raft
         .vote(forged_vote(follower, leader, term))
@@ -92,15 +83,7 @@ async fn plaintext_clients_and_forged_raft_messages_are_refused() -> anyhow::Res
     let third = (1..=3)
         .find(|id| *id != leader && *id != follower)
         .expect("three nodes");
-    let member =
-        s.ca.issue(
-            Some(NodeIdentity::Member {
-                group: GROUP,
-                node: third,
-            }),
-            &["127.0.0.1".into()],
-        )
-        .map_err(msg)?;
+    let member = member_cert(&s.ca, GROUP, third)?;
     let mut raft = RaftServiceClient::new(s.channel(follower, Some(&member)).await?);
     let st = raft
         .vote(forged_vote(follower, leader, term))

@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use folio_auth::dev::{Ca, Issued};
+pub use folio_auth::layer::now_s as now;
 use folio_auth::scope::parse_scopes;
 use folio_auth::token::{generate_key, Signer, DEFAULT_AUDIENCE};
 use folio_auth::{ClientTls, NodeIdentity};
@@ -20,13 +21,6 @@ use tonic::Request;
 const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 pub const GROUP: u64 = 7;
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs()
-}
 
 pub fn msg(e: String) -> anyhow::Error {
     anyhow::Error::msg(e)
@@ -89,15 +83,7 @@ impl Secured {
             signers.push(Signer::from_pem(kid, &private).map_err(msg)?);
         }
         for id in 1..=n {
-            let node = ca
-                .issue(
-                    Some(NodeIdentity::Member {
-                        group: GROUP,
-                        node: id,
-                    }),
-                    &["127.0.0.1".into()],
-                )
-                .map_err(msg)?;
+            let node = member_cert(&ca, GROUP, id)?;
             let cert = write(dir.path(), &format!("node-{id}.pem"), &node.cert_pem)?;
             let key = write(dir.path(), &format!("node-{id}.key"), &node.key_pem)?;
             opts.node_sections.insert(
@@ -177,6 +163,15 @@ impl Secured {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A certificate from `ca` for node `node` of group `group`, answering to 127.0.0.1.
+pub fn member_cert(ca: &Ca, group: u64, node: u64) -> anyhow::Result<Issued> {
+    ca.issue(
+        Some(NodeIdentity::Member { group, node }),
+        &["127.0.0.1".into()],
+    )
+    .map_err(msg)
 }
 
 pub fn issue(signer: &Signer, scopes: &str, now: u64, ttl_s: u64) -> String {
