@@ -125,6 +125,12 @@ impl TlsMaterial {
             .timeout(HANDSHAKE_TIMEOUT)
     }
 
+    /// The peer listener's TLS (`peer_listen_addr`): as [`TlsMaterial::server`], but a client
+    /// certificate signed by the CA is required for the handshake itself.
+    pub fn peer_server(&self) -> ServerTlsConfig {
+        self.server().client_auth_optional(false)
+    }
+
     /// TLS for this node's own calls (peers, the registry, the leader): the CA verifies the
     /// server, and this node's certificate is its client certificate.
     pub fn client(&self) -> ClientTlsConfig {

@@ -27,6 +27,9 @@ pub enum AdminCmd {
         /// The new node's advertised address.
         #[arg(long)]
         node_addr: String,
+        /// The new node's peer listener as peers dial it, when it has one (`peer_listen_addr`).
+        #[arg(long)]
+        peer_addr: Option<String>,
     },
     /// Remove a node from the group.
     RemoveNode {
@@ -131,9 +134,12 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             addr,
             node_id,
             node_addr,
+            peer_addr,
         } => {
             let c = Client::secured([addr], RetryPolicy::default(), security())?;
-            let r = c.add_member(node_id, &node_addr).await?;
+            let r = c
+                .add_member_with_peer(node_id, &node_addr, peer_addr.as_deref())
+                .await?;
             println!("node {node_id} added; members: {}", members(&r.members));
             Ok(())
         }
@@ -280,8 +286,13 @@ async fn storage(addr: &str, as_json: bool) -> anyhow::Result<()> {
 fn members(m: &[folio_proto::admin::v1::Member]) -> String {
     m.iter()
         .map(|m| {
+            let peers = if m.peer_addr.is_empty() {
+                String::new()
+            } else {
+                format!(" (peers: {})", m.peer_addr)
+            };
             format!(
-                "{}@{}{}",
+                "{}@{}{peers}{}",
                 m.node_id,
                 m.addr,
                 if m.voter { "" } else { " (learner)" }

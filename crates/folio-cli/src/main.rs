@@ -392,11 +392,14 @@ async fn dev(
         group_id: 1,
         listen_addr: listen,
         advertise_addr: Some(listen.to_string()),
+        peer_listen_addr: None,
+        advertise_peer_addr: None,
         data_dir: data_dir.clone(),
         metrics_addr: Some(addrs.metrics),
         initial_members: vec![Member {
             id: 1,
             addr: listen.to_string(),
+            peer_addr: None,
         }],
         region,
         registry: Some(RegistryLink {

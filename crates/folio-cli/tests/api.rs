@@ -245,6 +245,73 @@ async fn members_are_added_and_removed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A group whose members have their own peer listeners: Raft goes there (the client port serves
+/// none, the peer port serves nothing else), a member added with its peer address catches up
+/// through it, and the group fails over.
+#[tokio::test]
+async fn peer_listeners_carry_raft_and_members_join_with_them() -> anyhow::Result<()> {
+    use folio_proto::raft::v1::raft_service_client::RaftServiceClient;
+    use folio_proto::raft::v1::RaftMessage;
+    let opts = folio_testkit::Options {
+        peer_listeners: true,
+        ..Default::default()
+    };
+    let mut c = Cluster::start_opts(BIN, 3, opts)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let client = c.client();
+    let v = client.create_volume(None).await?;
+    client
+        .commit(v, Lsn(0), vec![(0, page(1))], "first")
+        .await?;
+
+    let nothing = RaftMessage {
+        group_id: 7,
+        target_node_id: leader,
+        payload: Bytes::new(),
+        data: Bytes::new(),
+    };
+    let mut raft = RaftServiceClient::connect(format!("http://{}", c.node(leader).addr)).await?;
+    let st = raft.vote(nothing).await.unwrap_err();
+    assert_eq!(st.code(), Code::Unimplemented, "{st:?}");
+    let peer = c.node(leader).peer_addr.clone().expect("peer listener");
+    let st = folio_client::Client::node_status(&peer, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(format!("{st}").contains("nimplemented"), "{st}");
+
+    let addr4 = c.spawn_extra(4)?;
+    let peer4 = c.node(4).peer_addr.clone().expect("peer listener");
+    let res = client.add_member_with_peer(4, &addr4, Some(&peer4)).await?;
+    assert!(
+        res.members
+            .iter()
+            .any(|m| m.node_id == 4 && m.voter && m.peer_addr == peer4),
+        "node 4 is a voter with its peer address: {:?}",
+        res.members
+    );
+    // The same node with another peer address is another member: refused.
+    assert!(matches!(
+        client
+            .add_member_with_peer(4, &addr4, Some("127.0.0.1:1"))
+            .await,
+        Err(Error::AlreadyExists(_))
+    ));
+    client
+        .commit(v, Lsn(1), vec![(0, page(2))], "with-4")
+        .await?;
+    let s = folio_client::Client::node_status(&c.node(leader).addr, Duration::from_secs(2)).await?;
+    c.wait_applied(4, s.applied_index, Duration::from_secs(20))
+        .await?;
+
+    c.kill(leader);
+    let next = c.wait_leader(Duration::from_secs(20)).await?;
+    assert_ne!(next, leader);
+    client
+        .commit(v, Lsn(2), vec![(0, page(3))], "after")
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_status() -> anyhow::Result<()> {
     let c = Cluster::start(BIN, 1)?;

@@ -96,6 +96,118 @@ async fn plaintext_clients_and_forged_raft_messages_are_refused() -> anyhow::Res
     Ok(())
 }
 
+/// With `peer_listen_addr`, Raft traffic has its own listener: the group forms and fails over
+/// through it; it requires a client certificate at the handshake and serves nothing else; the
+/// client listener serves no Raft.
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_traffic_has_its_own_listener() -> anyhow::Result<()> {
+    let mut s = Secured::start_with(3, true)?;
+    let admin = s.token("admin");
+    let (leader, term) = s.agreed(&admin).await?;
+    let follower = (1..=3).find(|id| *id != leader).expect("three nodes");
+    let member = member_cert(&s.ca, GROUP, leader)?;
+    let peer_addr = |s: &Secured, id: u64| {
+        s.cluster
+            .node(id)
+            .peer_addr
+            .clone()
+            .expect("the cluster has peer listeners")
+    };
+
+    // Each node's status lists every member with its peer address.
+    let st = AdminServiceClient::new(s.channel(follower, None).await?)
+        .status(bearer(StatusRequest {}, Some(&admin)))
+        .await?
+        .into_inner();
+    for m in &st.members {
+        assert_eq!(m.peer_addr, peer_addr(&s, m.node_id), "{:?}", st.members);
+    }
+
+    // The client listener serves no Raft, even to a member's certificate.
+    let mut raft = RaftServiceClient::new(s.channel(follower, Some(&member)).await?);
+    let st = raft
+        .vote(forged_vote(follower, leader, term))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::Unimplemented, "{st:?}");
+
+    // The peer listener serves nothing but Raft, and checks the sender as the shared one did.
+    let to_peer = s
+        .channel_to(&peer_addr(&s, follower), Some(&member))
+        .await?;
+    let st = AdminServiceClient::new(to_peer.clone())
+        .status(bearer(StatusRequest {}, Some(&admin)))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::Unimplemented, "{st:?}");
+    let stranger = member_cert(&s.ca, GROUP + 1, leader)?;
+    let mut raft = RaftServiceClient::new(
+        s.channel_to(&peer_addr(&s, follower), Some(&stranger))
+            .await?,
+    );
+    let st = raft
+        .vote(forged_vote(follower, leader, term))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+
+    // Without a client certificate the handshake itself fails: no call is answered.
+    let bare = async {
+        let ch = s.channel_to(&peer_addr(&s, follower), None).await?;
+        RaftServiceClient::new(ch)
+            .vote(forged_vote(follower, leader, term))
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(20), bare).await?;
+    assert!(
+        refused.is_err(),
+        "a peer without a certificate got an answer"
+    );
+    assert_eq!(s.agreed(&admin).await?, (leader, term));
+
+    // Writes replicate through the peer listeners, and the group fails over through them.
+    let mut api = VolumeServiceClient::new(s.channel(leader, None).await?);
+    let created = api
+        .create_volume(bearer(
+            pb::CreateVolumeRequest {
+                volume_id: Bytes::new(),
+            },
+            Some(&admin),
+        ))
+        .await?
+        .into_inner();
+    s.cluster.kill(leader);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let new_leader = loop {
+        let ch = s.channel(follower, None).await?;
+        let st = AdminServiceClient::new(ch)
+            .status(bearer(StatusRequest {}, Some(&admin)))
+            .await?
+            .into_inner();
+        if st.leader_id != 0 && st.leader_id != leader {
+            break st.leader_id;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no new leader within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut api = VolumeServiceClient::new(s.channel(new_leader, None).await?);
+    let snap = api
+        .get_snapshot(bearer(
+            pb::GetSnapshotRequest {
+                volume_id: created.volume_id.clone(),
+            },
+            Some(&admin),
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(snap.volume_id, created.volume_id);
+    Ok(())
+}
+
 #[tokio::test]
 async fn tokens_are_checked_on_every_call() -> anyhow::Result<()> {
     let s = Secured::start(3)?;

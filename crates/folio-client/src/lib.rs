@@ -849,11 +849,23 @@ impl Client {
 
     /// Adds a node to the group as a voter (runs on the leader).
     pub async fn add_member(&self, node_id: u64, addr: &str) -> Result<admin::MembershipResponse> {
+        self.add_member_with_peer(node_id, addr, None).await
+    }
+
+    /// [`Client::add_member`] for a node with its own peer listener: peers send it Raft traffic
+    /// at `peer_addr` (its `peer_listen_addr`, as they dial it).
+    pub async fn add_member_with_peer(
+        &self,
+        node_id: u64,
+        addr: &str,
+        peer_addr: Option<&str>,
+    ) -> Result<admin::MembershipResponse> {
         let r = self
             .retrying(|ch| {
                 let req = admin::AddMemberRequest {
                     node_id,
                     addr: addr.to_string(),
+                    peer_addr: peer_addr.unwrap_or_default().to_string(),
                 };
                 async move {
                     AdminServiceClient::new(ch)

@@ -147,7 +147,7 @@ pub fn spawn<C: GroupTypes>(raft: openraft::Raft<C>, lag_max: u64, gauges: bool)
     health
 }
 
-type Metrics = openraft::RaftMetrics<u64, openraft::BasicNode>;
+type Metrics = openraft::RaftMetrics<u64, crate::RaftNode>;
 
 /// The least time between two checks, however often openraft publishes metrics.
 const RECHECK_MIN: Duration = Duration::from_millis(20);

@@ -17,6 +17,53 @@ pub mod node;
 
 pub use log_store::LogStore;
 
+/// A member as the group's membership records it: `addr`, where clients and forwarded calls
+/// reach it, and `peer_addr`, where its own peer listener takes Raft traffic (`peer_listen_addr`),
+/// when it has one; without, peers dial `addr`.
+///
+/// Stored in every membership entry and snapshot. Without `peer_addr` it encodes exactly as
+/// openraft's `BasicNode` did (a one-field array), so logs written before it decode unchanged and
+/// builds before it read what this one writes for members without a peer listener; a member with
+/// one is written as a two-field array (the codec's appended-field rule).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RaftNode {
+    pub addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_addr: Option<String>,
+}
+
+impl RaftNode {
+    /// A member that takes peer traffic on its client address.
+    pub fn new(addr: impl Into<String>) -> RaftNode {
+        RaftNode {
+            addr: addr.into(),
+            peer_addr: None,
+        }
+    }
+
+    /// A member with its own peer listener at `peer_addr`, when given.
+    pub fn with_peer(addr: impl Into<String>, peer_addr: Option<String>) -> RaftNode {
+        RaftNode {
+            addr: addr.into(),
+            peer_addr: peer_addr.filter(|p| !p.is_empty()),
+        }
+    }
+
+    /// Where peers send Raft messages to this member.
+    pub fn peer(&self) -> &str {
+        self.peer_addr.as_deref().unwrap_or(&self.addr)
+    }
+}
+
+impl std::fmt::Display for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.peer_addr {
+            Some(p) => write!(f, "{} (peers: {p})", self.addr),
+            None => f.write_str(&self.addr),
+        }
+    }
+}
+
 /// What every Raft group Folio runs has in common, whatever its state machine: u64 node ids,
 /// nodes known by address, openraft's own entry type (MessagePack-encoded in the log and on the
 /// wire). The write tier's and the registry's type configurations both satisfy it, and share
@@ -24,7 +71,7 @@ pub use log_store::LogStore;
 pub trait GroupTypes:
     openraft::RaftTypeConfig<
     NodeId = u64,
-    Node = openraft::BasicNode,
+    Node = RaftNode,
     Entry = openraft::Entry<Self>,
     AsyncRuntime = openraft::TokioRuntime,
 >
@@ -34,7 +81,7 @@ pub trait GroupTypes:
 impl<T> GroupTypes for T where
     T: openraft::RaftTypeConfig<
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = RaftNode,
         Entry = openraft::Entry<T>,
         AsyncRuntime = openraft::TokioRuntime,
     >
@@ -58,7 +105,7 @@ pub fn leader_of<C: GroupTypes>(raft: &openraft::Raft<C>) -> Option<(u64, Option
 /// The leader named by openraft's "forward to the leader" error: its id, and its address when
 /// known, in the same shape as [`leader_of`].
 pub fn forward_target(
-    f: openraft::error::ForwardToLeader<u64, openraft::BasicNode>,
+    f: openraft::error::ForwardToLeader<u64, RaftNode>,
 ) -> Option<(u64, Option<String>)> {
     let addr = f.leader_node.map(|n| n.addr);
     f.leader_id.map(|l| (l, addr))
@@ -69,14 +116,14 @@ pub fn forward_target(
 #[error("bootstrap: {0}")]
 pub struct BootstrapError(String);
 
-/// Initializes the group with `initial` (node id, address) as its members, once: only on the
-/// member with the lowest id, and only if this node's store has never been initialized. `me`'s
-/// own entry is announced as `advertise`. Returns whether this call initialized the group.
+/// Initializes the group with `initial` as its members, once: only on the member with the lowest
+/// id, and only if this node's store has never been initialized. `me`'s own entry is announced
+/// as `advertise`. Returns whether this call initialized the group.
 pub async fn bootstrap_once<C: GroupTypes>(
     raft: &openraft::Raft<C>,
     me: u64,
-    advertise: &str,
-    initial: &[(u64, String)],
+    advertise: &RaftNode,
+    initial: &[(u64, RaftNode)],
 ) -> Result<bool, BootstrapError> {
     let lowest = initial.iter().map(|(id, _)| *id).min();
     if lowest != Some(me) {
@@ -89,11 +136,11 @@ pub async fn bootstrap_once<C: GroupTypes>(
     if initialized {
         return Ok(false);
     }
-    let members: std::collections::BTreeMap<u64, openraft::BasicNode> = initial
+    let members: std::collections::BTreeMap<u64, RaftNode> = initial
         .iter()
-        .map(|(id, addr)| {
-            let a = if *id == me { advertise } else { addr.as_str() };
-            (*id, openraft::BasicNode::new(a))
+        .map(|(id, node)| {
+            let n = if *id == me { advertise } else { node };
+            (*id, n.clone())
         })
         .collect();
     tracing::info!(node = me, ?members, "bootstrapping the group");
@@ -101,4 +148,32 @@ pub async fn bootstrap_once<C: GroupTypes>(
         .await
         .map_err(|e| BootstrapError(e.to_string()))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RaftNode;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn a_node_without_a_peer_listener_is_a_basic_node() {
+        let basic = openraft::BasicNode::new("10.0.0.1:7070");
+        let node = RaftNode::new("10.0.0.1:7070");
+        assert_eq!(encode(&node), encode(&basic));
+        assert_eq!(decode::<RaftNode>(&encode(&basic)).unwrap(), node);
+        assert_eq!(node.peer(), "10.0.0.1:7070");
+    }
+
+    #[test]
+    fn a_peer_address_is_an_appended_field() {
+        let node = RaftNode::with_peer("10.0.0.1:7070", Some("10.0.0.1:7080".into()));
+        assert_eq!(decode::<RaftNode>(&encode(&node)).unwrap(), node);
+        assert_eq!(node.peer(), "10.0.0.1:7080");
+        assert_eq!(node.to_string(), "10.0.0.1:7070 (peers: 10.0.0.1:7080)");
+        // An empty peer address is none.
+        assert_eq!(
+            RaftNode::with_peer("a:1", Some(String::new())),
+            RaftNode::new("a:1")
+        );
+    }
 }

@@ -22,7 +22,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, BasicNode};
+use openraft::AnyError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Code, Request, Status};
@@ -31,7 +31,7 @@ use std::marker::PhantomData;
 
 use crate::codec::{decode, encode};
 use crate::health::Health;
-use crate::GroupTypes;
+use crate::{GroupTypes, RaftNode};
 
 /// Largest Raft peer message, either way. Large enough for `max_payload_entries` full batches.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -71,8 +71,8 @@ impl<C: GroupTypes> Network<C> {
 impl<C: GroupTypes> RaftNetworkFactory<C> for Network<C> {
     type Network = PeerClient<C>;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient<C> {
-        let client = self.channels.get(&node.addr).map(|c| {
+    async fn new_client(&mut self, target: u64, node: &RaftNode) -> PeerClient<C> {
+        let client = self.channels.get(node.peer()).map(|c| {
             RaftServiceClient::new(c)
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -94,7 +94,7 @@ pub struct PeerClient<C> {
     _types: PhantomData<fn() -> C>,
 }
 
-type RpcErr<E> = RPCError<u64, BasicNode, RaftError<u64, E>>;
+type RpcErr<E> = RPCError<u64, RaftNode, RaftError<u64, E>>;
 
 #[derive(Clone, Copy)]
 enum Kind {

@@ -14,7 +14,6 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
@@ -24,7 +23,7 @@ use folio_proto::channels::Security;
 
 use crate::health::Health;
 use crate::network::Network;
-use crate::{bootstrap_once, BootstrapError, GroupTypes};
+use crate::{bootstrap_once, BootstrapError, GroupTypes, RaftNode};
 
 /// Longest a single gRPC call may run on a node.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,10 +36,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One member of a group's first membership.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Member {
     pub id: u64,
-    /// Address other members and clients use to reach this node (`host:port`).
+    /// Address clients (and peers, unless `peer_addr` is given) use to reach this node
+    /// (`host:port`).
     pub addr: String,
+    /// Where this member takes Raft traffic, when it has its own peer listener
+    /// (`peer_listen_addr`).
+    #[serde(default)]
+    pub peer_addr: Option<String>,
 }
 
 /// A node's configuration file could not be used.
@@ -78,8 +83,13 @@ pub trait NodeConfig: DeserializeOwned {
     fn tls(&self) -> Option<&TlsConfig>;
     /// The `[auth]` section, if any.
     fn auth(&self) -> Option<&AuthConfig>;
-    /// Every address the node listens on (gRPC, metrics), for the safe-default check.
+    /// Every address the node listens on (gRPC, peers, metrics), for the safe-default check.
     fn listen_addrs(&self) -> Vec<SocketAddr>;
+    /// The gRPC listener that takes only Raft peer traffic (`peer_listen_addr`), if any; else
+    /// peers call the client listener.
+    fn peer_listen_addr(&self) -> Option<SocketAddr>;
+    /// The address given as `advertise_peer_addr`, if any.
+    fn advertise_peer_addr(&self) -> Option<&str>;
     /// Who this node is, as its certificate must say.
     fn identity(&self) -> NodeIdentity;
 
@@ -96,6 +106,34 @@ pub trait NodeConfig: DeserializeOwned {
             return Err(ConfigError::Invalid(
                 "initial_members ids must be distinct and at least 1".into(),
             ));
+        }
+        if let Some(p) = self.peer_listen_addr() {
+            if let Some(m) = members.iter().find(|m| m.peer_addr.is_none()) {
+                return Err(ConfigError::Invalid(format!(
+                    "peer_listen_addr is set, so every initial_members entry needs peer_addr \
+                     (where that member takes Raft traffic); node {} has none",
+                    m.id
+                )));
+            }
+            if p.port() != 0 && self.listen_addrs().iter().filter(|a| **a == p).count() > 1 {
+                return Err(ConfigError::Invalid(format!(
+                    "peer_listen_addr {p} must differ from the other listen addresses"
+                )));
+            }
+        } else {
+            let me = members.iter().find(|m| m.id == self.node_id());
+            if let Some(p) = me.and_then(|m| m.peer_addr.as_deref()) {
+                return Err(ConfigError::Invalid(format!(
+                    "initial_members gives this node (node {}) the peer address {p}, but it \
+                     has no peer_listen_addr to serve it",
+                    self.node_id()
+                )));
+            }
+            if self.advertise_peer_addr().is_some() {
+                return Err(ConfigError::Invalid(
+                    "advertise_peer_addr needs peer_listen_addr".into(),
+                ));
+            }
         }
         if self.auth().is_some() && self.tls().is_none() {
             return Err(ConfigError::Invalid(
@@ -133,12 +171,30 @@ pub trait NodeConfig: DeserializeOwned {
             .unwrap_or_else(|| bound.to_string())
     }
 
+    /// The address this node announces for peer traffic, when it has a peer listener bound to
+    /// `bound`: `advertise_peer_addr`, else its `initial_members` entry's `peer_addr`, else the
+    /// host of `advertise` with the peer listener's port.
+    fn advertise_peer(&self, bound: SocketAddr, advertise: &str) -> String {
+        if let Some(a) = self.advertise_peer_addr() {
+            return a.to_string();
+        }
+        let mine = self
+            .initial_members()
+            .iter()
+            .find(|m| m.id == self.node_id())
+            .and_then(|m| m.peer_addr.clone());
+        mine.unwrap_or_else(|| match advertise.rsplit_once(':') {
+            Some((host, _)) => format!("{host}:{}", bound.port()),
+            None => bound.to_string(),
+        })
+    }
+
     /// The members this node bootstraps the group with, if it is the lowest of them and its store
-    /// is new. `advertise` is this node's announced address.
-    fn bootstrap_members(&self, _advertise: &str) -> Vec<(u64, String)> {
+    /// is new. `me` is how this node announces itself.
+    fn bootstrap_members(&self, _me: &RaftNode) -> Vec<(u64, RaftNode)> {
         self.initial_members()
             .iter()
-            .map(|m| (m.id, m.addr.clone()))
+            .map(|m| (m.id, RaftNode::with_peer(&m.addr, m.peer_addr.clone())))
             .collect()
     }
 }
@@ -301,20 +357,54 @@ pub struct Bound {
     /// The address the listener is bound to (its real port when 0 was asked for).
     pub addr: SocketAddr,
     pub advertise: String,
+    /// The peer listener, when the node has one.
+    pub peer: Option<BoundPeer>,
 }
 
-/// Binds the node's gRPC listener on `listen_addr`.
+/// A bound peer listener (`peer_listen_addr`) and the address the node announces for it.
+pub struct BoundPeer {
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+    pub advertise: String,
+}
+
+impl Bound {
+    /// This node as its membership entry records it.
+    pub fn me(&self) -> RaftNode {
+        RaftNode::with_peer(
+            &self.advertise,
+            self.peer.as_ref().map(|p| p.advertise.clone()),
+        )
+    }
+}
+
+async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// Binds the node's gRPC listener on `listen_addr`, and its peer listener when it has one.
 pub async fn bind(cfg: &impl NodeConfig, listen_addr: SocketAddr) -> Result<Bound, StartError> {
-    let listen = |source| StartError::Listen {
-        addr: listen_addr,
-        source,
+    let (listener, addr) = listen(listen_addr).await?;
+    let advertise = cfg.advertise(addr);
+    let peer = match cfg.peer_listen_addr() {
+        Some(p) => {
+            let (listener, addr) = listen(p).await?;
+            Some(BoundPeer {
+                advertise: cfg.advertise_peer(addr, &advertise),
+                listener,
+                addr,
+            })
+        }
+        None => None,
     };
-    let listener = TcpListener::bind(listen_addr).await.map_err(listen)?;
-    let addr = listener.local_addr().map_err(listen)?;
     Ok(Bound {
         listener,
-        advertise: cfg.advertise(addr),
         addr,
+        advertise,
+        peer,
     })
 }
 
@@ -325,7 +415,7 @@ pub async fn start_raft<C, LS, SM>(
     security: &NodeSecurity,
     group: GroupId,
     raft_config: openraft::Config,
-    advertise: &str,
+    me: &RaftNode,
     log: LS,
     sm: SM,
 ) -> Result<openraft::Raft<C>, StartError>
@@ -343,9 +433,30 @@ where
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let members = cfg.bootstrap_members(advertise);
-    bootstrap_once(&raft, cfg.node_id(), advertise, &members).await?;
+    let members = cfg.bootstrap_members(me);
+    bootstrap_once(&raft, cfg.node_id(), me, &members).await?;
+    warn_if_peers_dial_elsewhere(&raft, cfg.node_id(), me);
     Ok(raft)
+}
+
+/// Logs a warning when this node's membership entry (from an earlier start, or from add-node)
+/// tells peers to dial another address than the one it serves Raft on now: until the entry is
+/// changed (remove-node, then add-node with the new addresses), peers cannot reach it.
+fn warn_if_peers_dial_elsewhere<C: GroupTypes>(raft: &openraft::Raft<C>, id: u64, me: &RaftNode) {
+    let m = raft.metrics().borrow().membership_config.clone();
+    if let Some(recorded) = m.membership().get_node(&id) {
+        if recorded.peer() != me.peer() {
+            tracing::warn!(
+                node = id,
+                recorded = %recorded,
+                serving = %me,
+                "peers dial this node at {}, but it takes Raft traffic at {}: remove it from the \
+                 group and add it again with the new addresses (admin add-node --peer-addr)",
+                recorded.peer(),
+                me.peer()
+            );
+        }
+    }
 }
 
 /// A node's gRPC server with every service added, ready to serve.
@@ -355,16 +466,32 @@ pub type GrpcRouter =
 /// The gRPC server settings every Folio node uses: small replies are sent at once (no Nagle),
 /// every call has a deadline, connections are bounded in concurrent calls and kept alive; TLS
 /// when the node has it, and every call authenticated first ([`Authenticator`]).
-pub fn grpc_server(
+pub fn grpc_server(security: &NodeSecurity) -> Result<GrpcServer, StartError> {
+    server_with(security, security.tls.as_ref().map(TlsMaterial::server))
+}
+
+/// The peer listener's gRPC server (`peer_listen_addr`), for the Raft service alone: as
+/// [`grpc_server`], but with TLS a client certificate signed by the CA is required for the
+/// handshake itself, and a Raft call still needs a member's certificate (the same layer).
+pub fn peer_grpc_server(security: &NodeSecurity) -> Result<GrpcServer, StartError> {
+    server_with(
+        security,
+        security.tls.as_ref().map(TlsMaterial::peer_server),
+    )
+}
+
+/// A gRPC server builder with Folio's settings and authentication layer.
+pub type GrpcServer =
+    tonic::transport::Server<tower_layer::Stack<Authenticator, tower_layer::Identity>>;
+
+fn server_with(
     security: &NodeSecurity,
-) -> Result<
-    tonic::transport::Server<tower_layer::Stack<Authenticator, tower_layer::Identity>>,
-    StartError,
-> {
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<GrpcServer, StartError> {
     let mut b = tonic::transport::Server::builder();
-    if let Some(m) = &security.tls {
+    if let Some(t) = tls {
         b = b
-            .tls_config(m.server())
+            .tls_config(t)
             .map_err(|e| StartError::Tls(e.to_string()))?;
     }
     Ok(b.tcp_nodelay(true)
@@ -402,16 +529,29 @@ pub fn reflection(
     Ok((v1, v1alpha))
 }
 
-/// A gRPC server running in the background until [`Serving::stop`].
+/// A node's gRPC servers (the client listener, and the peer listener when it has one) running in
+/// the background until [`Serving::stop`].
 pub struct Serving {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    tasks: tokio::task::JoinSet<Result<(), tonic::transport::Error>>,
 }
 
 impl Serving {
     /// Serves `router` on `listener`.
     pub fn start(router: GrpcRouter, listener: TcpListener) -> Serving {
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let mut s = Serving {
+            stop: Some(stop),
+            tasks: tokio::task::JoinSet::new(),
+        };
+        s.add(router, listener);
+        s
+    }
+
+    /// Serves `router` on `listener` as well, until the same stop.
+    pub fn add(&mut self, router: GrpcRouter, listener: TcpListener) {
+        let Some(stop) = &self.stop else { return };
+        let mut stopped = stop.subscribe();
         // tonic applies `tcp_nodelay` only to listeners it binds itself: set it on every accepted
         // connection, or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
         let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -420,28 +560,29 @@ impl Serving {
             }
             conn
         });
-        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
-        }));
-        Serving {
-            stop: Some(stop),
-            task,
-        }
+        self.tasks
+            .spawn(router.serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
     }
 
     /// Stops accepting calls and waits up to [`SHUTDOWN_GRACE`] for those in progress.
     pub async fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
     }
 
-    /// Runs until the server stops by itself (it does not, unless it fails).
+    /// Runs until a server stops by itself (they do not, unless one fails).
     pub async fn wait(&mut self) -> Result<(), std::io::Error> {
-        match (&mut self.task).await {
-            Ok(r) => r.map_err(std::io::Error::other),
-            Err(e) => Err(std::io::Error::other(format!("gRPC server task: {e}"))),
+        match self.tasks.join_next().await {
+            Some(Ok(r)) => r.map_err(std::io::Error::other),
+            Some(Err(e)) => Err(std::io::Error::other(format!("gRPC server task: {e}"))),
+            None => Ok(()),
         }
     }
 }

@@ -65,7 +65,7 @@ openraft::declare_raft_types!(
         D = RegCommand,
         R = RegResponse,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = folio_raft::RaftNode,
         Entry = openraft::Entry<RegTypes>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use folio_raft::network::{PeerService, Peers};
 use folio_raft::node::{self as raft_node, ConfigError, Member, NodeConfig, NodeSecurity, Serving};
+use folio_raft::RaftNode;
 use serde::{Deserialize, Serialize};
 
 use crate::service::{Liveness, RegistrySvc};
@@ -29,12 +30,19 @@ const READY_LAG_ENTRIES: u64 = 100;
 pub struct RegistryConfig {
     /// This node's id in the registry group; at least 1.
     pub node_id: u64,
-    /// Where the gRPC server listens (registry API and Raft peer traffic).
+    /// Where the gRPC server listens: registry API, and Raft peer traffic unless
+    /// `peer_listen_addr` is given.
     pub listen_addr: SocketAddr,
     /// Address announced to peers and clients; defaults to this node's `initial_members` entry,
     /// else `listen_addr`.
     #[serde(default)]
     pub advertise_addr: Option<String>,
+    /// A listener for Raft peer traffic alone (see the group config's).
+    #[serde(default)]
+    pub peer_listen_addr: Option<SocketAddr>,
+    /// Address announced to peers for Raft traffic (see the group config's).
+    #[serde(default)]
+    pub advertise_peer_addr: Option<String>,
     /// Directory for the registry's RocksDB.
     pub data_dir: PathBuf,
     /// Where `/metrics` is served (Prometheus text); none to disable.
@@ -92,6 +100,8 @@ impl RegistryConfig {
             node_id: 1,
             listen_addr,
             advertise_addr: None,
+            peer_listen_addr: None,
+            advertise_peer_addr: None,
             data_dir,
             metrics_addr: None,
             initial_members: Vec::new(),
@@ -147,8 +157,17 @@ impl NodeConfig for RegistryConfig {
 
     fn listen_addrs(&self) -> Vec<SocketAddr> {
         std::iter::once(self.listen_addr)
+            .chain(self.peer_listen_addr)
             .chain(self.metrics_addr)
             .collect()
+    }
+
+    fn peer_listen_addr(&self) -> Option<SocketAddr> {
+        self.peer_listen_addr
+    }
+
+    fn advertise_peer_addr(&self) -> Option<&str> {
+        self.advertise_peer_addr.as_deref()
     }
 
     fn identity(&self) -> folio_auth::NodeIdentity {
@@ -166,13 +185,13 @@ impl NodeConfig for RegistryConfig {
 
     /// With no initial members the registry is a single node of this node (what `folio dev`
     /// runs).
-    fn bootstrap_members(&self, advertise: &str) -> Vec<(u64, String)> {
+    fn bootstrap_members(&self, me: &RaftNode) -> Vec<(u64, RaftNode)> {
         if self.initial_members.is_empty() {
-            return vec![(self.node_id, advertise.to_string())];
+            return vec![(self.node_id, me.clone())];
         }
         self.initial_members
             .iter()
-            .map(|m| (m.id, m.addr.clone()))
+            .map(|m| (m.id, RaftNode::with_peer(&m.addr, m.peer_addr.clone())))
             .collect()
     }
 }
@@ -180,6 +199,8 @@ impl NodeConfig for RegistryConfig {
 /// A running registry node.
 pub struct RegistryNode {
     pub addr: SocketAddr,
+    /// Where the peer listener is bound, when the node has one.
+    pub peer_addr: Option<SocketAddr>,
     pub advertise: String,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
@@ -193,7 +214,7 @@ impl RegistryNode {
         let security = NodeSecurity::load(&cfg)?;
         crate::metrics::register();
         let bound = raft_node::bind(&cfg, cfg.listen_addr).await?;
-        let (addr, advertise) = (bound.addr, bound.advertise.clone());
+        let (addr, advertise, me) = (bound.addr, bound.advertise.clone(), bound.me());
         let (log, sm) = state::open(&cfg.data_dir)
             .with_context(|| format!("open registry store in {}", cfg.data_dir.display()))?;
         let shared = sm.shared();
@@ -202,7 +223,7 @@ impl RegistryNode {
             &security,
             REGISTRY_GROUP,
             cfg.openraft()?,
-            &advertise,
+            &me,
             log,
             sm,
         )
@@ -218,6 +239,21 @@ impl RegistryNode {
         raft_node::follow_health(health.clone(), reporter, GRPC_SERVICES);
         let (reflection, reflection_alpha) =
             raft_node::reflection(folio_proto::FILE_DESCRIPTOR_SET)?;
+        let peers = PeerService::new(
+            raft.clone(),
+            REGISTRY_GROUP,
+            cfg.node_id,
+            health.clone(),
+            Peers::Registry,
+            security.tls.is_some(),
+        );
+        let (peers_here, peer_router) = match &bound.peer {
+            Some(_) => (
+                None,
+                Some(raft_node::peer_grpc_server(&security)?.add_service(peers)),
+            ),
+            None => (Some(peers), None),
+        };
         let router = raft_node::grpc_server(&security)?
             .add_service(RegistrySvc::server(
                 cfg.node_id,
@@ -226,28 +262,26 @@ impl RegistryNode {
                 live,
                 &security,
             ))
-            .add_service(PeerService::new(
-                raft.clone(),
-                REGISTRY_GROUP,
-                cfg.node_id,
-                health.clone(),
-                Peers::Registry,
-                security.tls.is_some(),
-            ))
+            .add_optional_service(peers_here)
             .add_service(health_svc)
             .add_service(reflection)
             .add_service(reflection_alpha);
-        let serving = Serving::start(router, bound.listener);
+        let mut serving = Serving::start(router, bound.listener);
+        let peer_addr = bound.peer.as_ref().map(|p| p.addr);
+        if let (Some(r), Some(p)) = (peer_router, bound.peer) {
+            serving.add(r, p.listener);
+        }
         let metrics_addr = match cfg.metrics_addr {
             Some(a) => Some(
                 raft_node::serve_metrics(a, crate::metrics::register, health, &security).await?,
             ),
             None => None,
         };
-        tracing::info!(node = cfg.node_id, %addr, %advertise, "registry node started");
+        tracing::info!(node = cfg.node_id, %addr, %me, ?peer_addr, "registry node started");
         security.log();
         Ok(RegistryNode {
             addr,
+            peer_addr,
             advertise,
             metrics_addr,
             raft,

@@ -10,11 +10,11 @@ use std::sync::{Arc, RwLock};
 
 use folio_raft::codec::{decode, encode};
 use folio_raft::keys::{cf, CF_LOG, CF_RAFT_META};
-use folio_raft::LogStore;
+use folio_raft::{LogStore, RaftNode};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -53,14 +53,14 @@ pub struct RegistryState {
     /// Live volumes placed on each group (derived from `volumes` and `retired`).
     pub volume_counts: BTreeMap<u64, u64>,
     pub applied: Option<LogId<u64>>,
-    pub membership: StoredMembership<u64, BasicNode>,
+    pub membership: StoredMembership<u64, RaftNode>,
 }
 
 /// The snapshot body: the replicated part of [`RegistryState`].
 #[derive(Serialize, Deserialize)]
 struct Body {
     applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
+    membership: StoredMembership<u64, RaftNode>,
     groups: Vec<(u64, GroupRecord)>,
     volumes: Vec<([u8; 16], u64)>,
     #[serde(default)]
@@ -274,7 +274,7 @@ impl RegistryStore {
 /// A snapshot as stored: its metadata and body.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<u64, BasicNode>,
+    meta: SnapshotMeta<u64, RaftNode>,
     body: Vec<u8>,
 }
 
@@ -289,7 +289,7 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), SErr> {
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, RaftNode>), SErr> {
         let s = self.state.read().expect("registry state lock");
         Ok((s.applied, s.membership.clone()))
     }
@@ -338,7 +338,7 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
+        meta: &SnapshotMeta<u64, RaftNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let _guard = self.snapshot_lock.lock().await;

@@ -10,8 +10,9 @@ use folio_core::PAGE_SIZE;
 use folio_proto::admin::v1 as pb;
 use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
 use folio_proto::admin::v1::admin_service_server::{AdminService, AdminServiceServer};
+use folio_raft::RaftNode;
 use folio_state::StateReader;
-use openraft::{BasicNode, ChangeMembers};
+use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
 use crate::edge::{status, Edge, OnLeader, Validate, Wants};
@@ -96,6 +97,7 @@ impl AdminSvc {
                 node_id: *id,
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
+                peer_addr: n.peer_addr.clone().unwrap_or_default(),
             })
             .collect();
         (members, voters)
@@ -112,9 +114,14 @@ impl AdminSvc {
     async fn add_here(&self, msg: pb::AddMemberRequest) -> Result<pb::MembershipResponse, Status> {
         let (members, _) = self.members();
         if let Some(existing) = members.iter().find(|m| m.node_id == msg.node_id) {
-            if existing.addr != msg.addr {
+            if existing.addr != msg.addr || existing.peer_addr != msg.peer_addr {
+                let peers = if existing.peer_addr.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (peers: {})", existing.peer_addr)
+                };
                 return Err(Status::already_exists(format!(
-                    "node {} is already a member at {}",
+                    "node {} is already a member at {}{peers}",
                     msg.node_id, existing.addr
                 )));
             }
@@ -122,9 +129,10 @@ impl AdminSvc {
                 return Ok(self.reply(0));
             }
         }
-        tracing::info!(node = self.edge.id, new = msg.node_id, addr = %msg.addr, "adding member");
+        let node = RaftNode::with_peer(&msg.addr, Some(msg.peer_addr.clone()));
+        tracing::info!(node = self.edge.id, new = msg.node_id, member = %node, "adding member");
         let raft = &self.edge.raft;
-        let learner = raft.add_learner(msg.node_id, BasicNode::new(&msg.addr), true);
+        let learner = raft.add_learner(msg.node_id, node, true);
         match tokio::time::timeout(ADD_MEMBER_CATCH_UP_TIMEOUT, learner).await {
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
@@ -183,12 +191,17 @@ impl Validate for pb::AddMemberRequest {
         if self.node_id == 0 {
             return Err(Status::invalid_argument("node_id must be at least 1"));
         }
-        if self.addr.is_empty()
-            || self.addr.parse::<std::net::SocketAddr>().is_err() && !self.addr.contains(':')
-        {
+        let host_port = |a: &str| !a.is_empty() && a.len() <= 255 && a.rsplit_once(':').is_some();
+        if !host_port(&self.addr) {
             return Err(Status::invalid_argument(format!(
                 "addr must be host:port, got {:?}",
                 self.addr
+            )));
+        }
+        if !self.peer_addr.is_empty() && !host_port(&self.peer_addr) {
+            return Err(Status::invalid_argument(format!(
+                "peer_addr must be host:port (or empty), got {:?}",
+                self.peer_addr
             )));
         }
         Ok(self)

@@ -15,12 +15,22 @@ pub struct Config {
     /// The group's id; below 2^48. Members of one group share it.
     #[serde(default = "defaults::group_id")]
     pub group_id: u64,
-    /// Where the gRPC server listens (client API, admin and Raft peer traffic share it).
+    /// Where the gRPC server listens: client API and admin, and Raft peer traffic unless
+    /// `peer_listen_addr` is given.
     pub listen_addr: SocketAddr,
     /// Address announced to peers and clients; defaults to this node's `initial_members` entry,
     /// else `listen_addr`.
     #[serde(default)]
     pub advertise_addr: Option<String>,
+    /// A listener for Raft peer traffic alone, so that it can be firewalled apart from clients
+    /// (with TLS it requires a client certificate). Every `initial_members` entry then names its
+    /// `peer_addr`.
+    #[serde(default)]
+    pub peer_listen_addr: Option<SocketAddr>,
+    /// Address announced to peers for Raft traffic; defaults to this node's `initial_members`
+    /// entry's `peer_addr`, else the advertised host with `peer_listen_addr`'s port.
+    #[serde(default)]
+    pub advertise_peer_addr: Option<String>,
     /// Directory for RocksDB and snapshots.
     pub data_dir: PathBuf,
     /// Where `/metrics` is served (Prometheus text); none to disable.
@@ -376,8 +386,17 @@ impl NodeConfig for Config {
 
     fn listen_addrs(&self) -> Vec<SocketAddr> {
         std::iter::once(self.listen_addr)
+            .chain(self.peer_listen_addr)
             .chain(self.metrics_addr)
             .collect()
+    }
+
+    fn peer_listen_addr(&self) -> Option<SocketAddr> {
+        self.peer_listen_addr
+    }
+
+    fn advertise_peer_addr(&self) -> Option<&str> {
+        self.advertise_peer_addr.as_deref()
     }
 
     fn identity(&self) -> folio_auth::NodeIdentity {
@@ -545,5 +564,58 @@ path = "/tmp/folio-objects"
         assert!(!cfg.flush.early_seal);
         assert_eq!(cfg.flush.interval_ms, FlushConfig::default().interval_ms);
         cfg.validate().unwrap();
+    }
+
+    /// A member config with a peer listener, before `[object_store]`.
+    fn with_peers(top: &str, members: &str) -> Result<Config, String> {
+        let text = format!(
+            "node_id = 1\nlisten_addr = \"0.0.0.0:7070\"\ndata_dir = \"/tmp/f\"\ninsecure = true\n\
+             {top}\n{members}\n[object_store]\nkind = \"local\"\npath = \"/tmp/o\"\n"
+        );
+        let cfg: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    fn members(peers: [Option<&str>; 2]) -> String {
+        peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let id = i + 1;
+                let peer = p.map_or(String::new(), |p| format!("peer_addr = \"{p}\"\n"));
+                format!("[[initial_members]]\nid = {id}\naddr = \"n{id}:7070\"\n{peer}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_listener_needs_every_members_peer_address() {
+        let top = "peer_listen_addr = \"0.0.0.0:7080\"";
+        let cfg = with_peers(top, &members([Some("n1:7080"), Some("n2:7080")])).unwrap();
+        assert_eq!(
+            cfg.advertise_peer("0.0.0.0:7080".parse().unwrap(), "n1:7070"),
+            "n1:7080"
+        );
+        let e = with_peers(top, &members([Some("n1:7080"), None])).unwrap_err();
+        assert!(e.contains("node 2 has none"), "{e}");
+        // Without an entry of its own, the node announces its advertised host, peer port.
+        let cfg = with_peers(top, "").unwrap();
+        assert_eq!(
+            cfg.advertise_peer("0.0.0.0:7080".parse().unwrap(), "db1.example:7070"),
+            "db1.example:7080"
+        );
+        let e = with_peers("peer_listen_addr = \"0.0.0.0:7070\"", "").unwrap_err();
+        assert!(e.contains("must differ"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_address_needs_a_peer_listener() {
+        let e = with_peers("", &members([Some("n1:7080"), Some("n2:7080")])).unwrap_err();
+        assert!(e.contains("no peer_listen_addr"), "{e}");
+        let e = with_peers("advertise_peer_addr = \"n1:7080\"", "").unwrap_err();
+        assert!(e.contains("needs peer_listen_addr"), "{e}");
+        // Another member's peer listener is that member's business.
+        with_peers("", &members([None, Some("n2:7080")])).unwrap();
     }
 }

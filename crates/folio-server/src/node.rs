@@ -36,7 +36,9 @@ const GRPC_SERVICES: &[&str] = &[
 pub struct Node {
     /// The address the gRPC server is bound to.
     pub addr: SocketAddr,
-    /// The address peers and clients use.
+    /// Where the peer listener is bound, when the node has one.
+    pub peer_addr: Option<SocketAddr>,
+    /// The address clients (and peers, without a peer listener) use.
     pub advertise: String,
     pub metrics_addr: Option<SocketAddr>,
     pub raft: Raft,
@@ -81,7 +83,7 @@ impl Node {
         cfg.validate()?;
         let security = NodeSecurity::load(&cfg)?;
         let bound = raft_node::bind(&cfg, cfg.listen_addr).await?;
-        let (addr, advertise) = (bound.addr, bound.advertise.clone());
+        let (addr, advertise, me) = (bound.addr, bound.advertise.clone(), bound.me());
         let group = cfg.group();
         let fresh = !cfg.data_dir.join("db").exists();
         crate::identity::claim(&cfg, store.as_ref(), fresh).await?;
@@ -90,8 +92,7 @@ impl Node {
         let reader = sm.reader();
         let state_reader = reader.clone();
         let raft: Raft =
-            raft_node::start_raft(&cfg, &security, group, cfg.openraft()?, &advertise, log, sm)
-                .await?;
+            raft_node::start_raft(&cfg, &security, group, cfg.openraft()?, &me, log, sm).await?;
         let hedge_after = Duration::from_millis(cfg.read.hedge_after_ms);
         // The history index's caches get a quarter of the page cache's budget on top of it.
         let history = Arc::new(History::new(
@@ -189,21 +190,34 @@ impl Node {
         let (reflection, reflection_alpha) =
             raft_node::reflection(folio_proto::FILE_DESCRIPTOR_SET)?;
 
+        let peers = PeerService::new(
+            raft.clone(),
+            group,
+            cfg.node_id,
+            health.clone(),
+            Peers::Group(group.0),
+            security.tls.is_some(),
+        );
+        // With a peer listener, Raft traffic goes there alone, so the client port serves none.
+        let (peers_here, peer_router) = match &bound.peer {
+            Some(_) => (
+                None,
+                Some(raft_node::peer_grpc_server(&security)?.add_service(peers)),
+            ),
+            None => (Some(peers), None),
+        };
         let router = raft_node::grpc_server(&security)?
             .add_service(volumes)
             .add_service(admin)
-            .add_service(PeerService::new(
-                raft.clone(),
-                group,
-                cfg.node_id,
-                health.clone(),
-                Peers::Group(group.0),
-                security.tls.is_some(),
-            ))
+            .add_optional_service(peers_here)
             .add_service(health_svc)
             .add_service(reflection)
             .add_service(reflection_alpha);
-        let serving = Serving::start(router, bound.listener);
+        let mut serving = Serving::start(router, bound.listener);
+        let peer_addr = bound.peer.as_ref().map(|p| p.addr);
+        if let (Some(r), Some(p)) = (peer_router, bound.peer) {
+            serving.add(r, p.listener);
+        }
 
         let metrics_addr = match cfg.metrics_addr {
             Some(a) => Some(
@@ -211,10 +225,11 @@ impl Node {
             ),
             None => None,
         };
-        tracing::info!(node = cfg.node_id, group = group.0, %addr, %advertise, "node started");
+        tracing::info!(node = cfg.node_id, group = group.0, %addr, %me, ?peer_addr, "node started");
         security.log();
         Ok(Node {
             addr,
+            peer_addr,
             advertise,
             metrics_addr,
             raft,

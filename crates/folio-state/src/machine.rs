@@ -31,7 +31,7 @@ pub(crate) type SErr = StorageError<u64>;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SmMeta {
     pub(crate) applied: Option<LogId<u64>>,
-    pub(crate) membership: StoredMembership<u64, openraft::BasicNode>,
+    pub(crate) membership: StoredMembership<u64, folio_raft::RaftNode>,
     pub(crate) group: GroupState,
 }
 
@@ -123,7 +123,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<
         (
             Option<LogId<u64>>,
-            StoredMembership<u64, openraft::BasicNode>,
+            StoredMembership<u64, folio_raft::RaftNode>,
         ),
         SErr,
     > {
@@ -161,7 +161,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        meta: &SnapshotMeta<u64, folio_raft::RaftNode>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), SErr> {
         self.install(meta, snapshot).await

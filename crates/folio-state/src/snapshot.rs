@@ -28,9 +28,10 @@ use std::sync::Arc;
 
 use folio_raft::codec::{decode, encode};
 use folio_raft::keys::cf;
+use folio_raft::RaftNode;
 use openraft::storage::Snapshot;
 use openraft::{
-    AnyError, BasicNode, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+    AnyError, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
@@ -61,7 +62,7 @@ const IO_BUF_BYTES: usize = 1 << 20;
 // A record's column family position is a u8 below the end marker.
 const _: () = assert!(SM_CFS.len() < END as usize);
 
-pub type Meta = SnapshotMeta<u64, BasicNode>;
+pub type Meta = SnapshotMeta<u64, RaftNode>;
 
 /// Builds snapshots; serialised with installs by a shared lock.
 pub struct Builder {
@@ -110,7 +111,7 @@ pub fn build(db: &DB, dir: &Path) -> Result<Meta, SnapshotError> {
         Some(b) => decode(&b).map_err(|e| malformed(e.to_string()))?,
         None => None,
     };
-    let last_membership: StoredMembership<u64, BasicNode> = match get(META_MEMBERSHIP)? {
+    let last_membership: StoredMembership<u64, RaftNode> = match get(META_MEMBERSHIP)? {
         Some(b) => decode(&b).map_err(|e| malformed(e.to_string()))?,
         None => StoredMembership::default(),
     };
@@ -640,7 +641,7 @@ impl StateMachine {
     /// async runtime.
     pub(crate) async fn install(
         &mut self,
-        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        meta: &SnapshotMeta<u64, folio_raft::RaftNode>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), SErr> {
         let _guard = self.snapshot_lock.lock().await;
@@ -766,7 +767,7 @@ mod tests {
             }
         }
         let members = Membership::new(vec![BTreeSet::from([1, 2, 3])], None);
-        let membership: StoredMembership<u64, BasicNode> =
+        let membership: StoredMembership<u64, RaftNode> =
             StoredMembership::new(Some(log_id(1)), members);
         let meta = cf(db, CF_SM_META);
         db.put_cf(meta, META_APPLIED, encode(&Some(log_id(applied))))

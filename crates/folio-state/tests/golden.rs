@@ -24,8 +24,9 @@ use folio_core::{
     VolumeId, WritePagesArgs, PAGE_SIZE,
 };
 use folio_raft::codec::{decode, encode, version, FORMAT_VERSION, LEGACY_VERSION};
+use folio_raft::RaftNode;
 use folio_state::{Command, Request, TypeConfig};
-use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
 
 const REGENERATE_ENV: &str = "FOLIO_REGENERATE_GOLDEN";
 
@@ -72,8 +73,8 @@ fn request(index: u64, commands: Vec<Command>) -> EntryPayload<TypeConfig> {
 /// The golden entries: one of each kind, every field set to a fixed value.
 fn cases() -> Vec<(&'static str, Entry<TypeConfig>)> {
     // A joint configuration moving from three voters to four, with node 5 as a learner.
-    let nodes: BTreeMap<u64, BasicNode> = (1..=5)
-        .map(|id| (id, BasicNode::new(format!("10.0.0.{id}:7000"))))
+    let nodes: BTreeMap<u64, RaftNode> = (1..=5)
+        .map(|id| (id, RaftNode::new(format!("10.0.0.{id}:7000"))))
         .collect();
     let membership = Membership::new(
         vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([1, 2, 3, 4])],
@@ -259,6 +260,34 @@ fn entries_written_before_the_version_tag_still_decode() {
 #[test]
 fn entries_written_in_format_1_still_decode() {
     check(1);
+}
+
+/// Members without a peer listener encode exactly as openraft's `BasicNode` did: this build
+/// writes the golden bytes again, so builds from before `RaftNode` read its membership entries.
+#[test]
+fn members_without_peer_listeners_encode_as_before() {
+    for (name, bytes) in read_golden(FORMAT_VERSION) {
+        let e: Entry<TypeConfig> = decode(&bytes).unwrap_or_else(|e| panic!("decode {name}: {e}"));
+        assert_eq!(encode(&e), bytes, "{name} encodes as it did");
+    }
+}
+
+/// A member's peer address is appended to its node record and survives the round trip.
+#[test]
+fn members_with_peer_listeners_round_trip() {
+    let nodes: BTreeMap<u64, RaftNode> = (1..=3)
+        .map(|id| {
+            let peer = (id != 2).then(|| format!("10.0.1.{id}:7080"));
+            (id, RaftNode::with_peer(format!("10.0.0.{id}:7000"), peer))
+        })
+        .collect();
+    let e = entry(
+        4,
+        12,
+        EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)),
+    );
+    let got: Entry<TypeConfig> = decode(&encode(&e)).expect("decodes");
+    assert_eq!(got, e);
 }
 
 #[test]

@@ -13,6 +13,8 @@ use folio_client::{Client, RetryPolicy};
 pub struct ProcNode {
     pub id: u64,
     pub addr: String,
+    /// The node's peer listener, with [`Options::peer_listeners`].
+    pub peer_addr: Option<String>,
     pub metrics_addr: String,
     pub data_dir: PathBuf,
     pub config: PathBuf,
@@ -57,7 +59,12 @@ pub struct Options {
     /// More sections for one node (by id), after `sections`: what differs between members,
     /// such as each one's `[tls]` certificate.
     pub node_sections: std::collections::BTreeMap<u64, String>,
+    /// Give every node its own peer listener (`peer_listen_addr`), named in `initial_members`.
+    pub peer_listeners: bool,
 }
+
+/// A member's addresses: for clients, and for peers when it has a peer listener.
+type MemberAddrs = (u64, String, Option<String>);
 
 impl Options {
     /// An S3 object store at `endpoint` (for example a [`moto::Moto`]), path-style.
@@ -90,13 +97,19 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A fresh address on 127.0.0.1 (see [`free_port`]).
+fn local_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_config(
     path: &Path,
     id: u64,
     addr: &str,
+    peer: Option<&str>,
     data: &Path,
-    members: &[(u64, String)],
+    members: &[MemberAddrs],
     opts: &Options,
     objects: &Path,
     metrics_addr: &str,
@@ -106,6 +119,9 @@ fn write_config(
         opts.group_id.unwrap_or(7),
         data.display()
     );
+    if let Some(p) = peer {
+        s.push_str(&format!("peer_listen_addr = \"{p}\"\n"));
+    }
     if let Some(r) = &opts.region {
         s.push_str(&format!("region = \"{r}\"\n"));
     }
@@ -113,10 +129,13 @@ fn write_config(
         let addrs: Vec<String> = opts.registry.iter().map(|a| format!("\"{a}\"")).collect();
         s.push_str(&format!("[registry]\naddrs = [{}]\n", addrs.join(", ")));
     }
-    for (mid, maddr) in members {
+    for (mid, maddr, mpeer) in members {
         s.push_str(&format!(
             "[[initial_members]]\nid = {mid}\naddr = \"{maddr}\"\n"
         ));
+        if let Some(p) = mpeer {
+            s.push_str(&format!("peer_addr = \"{p}\"\n"));
+        }
     }
     // Short timeouts keep failover in tests quick; the same code paths as production.
     s.push_str(
@@ -172,8 +191,9 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix("folio-cluster-")
             .tempdir()?;
-        let members: Vec<(u64, String)> = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        let peers = opts.peer_listeners;
+        let members: Vec<MemberAddrs> = (1..=n)
+            .map(|id| (id, local_addr(), peers.then(local_addr)))
             .collect();
         let mut c = Cluster {
             bin,
@@ -181,16 +201,18 @@ impl Cluster {
             dir,
             nodes: Vec::new(),
         };
-        for (id, addr) in &members {
-            c.add_node_process(*id, addr.clone(), &members)?;
+        for (id, addr, peer) in &members {
+            c.add_node_process(*id, addr.clone(), peer.clone(), &members)?;
         }
         Ok(c)
     }
 
-    /// Starts a node process that is not part of the initial group (to be added with AddMember).
+    /// Starts a node process that is not part of the initial group (to be added with AddMember),
+    /// with a peer listener when the cluster's nodes have them (see [`ProcNode::peer_addr`]).
     pub fn spawn_extra(&mut self, id: u64) -> anyhow::Result<String> {
-        let addr = format!("127.0.0.1:{}", free_port());
-        self.add_node_process(id, addr.clone(), &[])?;
+        let addr = local_addr();
+        let peer = self.opts.peer_listeners.then(local_addr);
+        self.add_node_process(id, addr.clone(), peer, &[])?;
         Ok(addr)
     }
 
@@ -198,7 +220,8 @@ impl Cluster {
         &mut self,
         id: u64,
         addr: String,
-        members: &[(u64, String)],
+        peer_addr: Option<String>,
+        members: &[MemberAddrs],
     ) -> anyhow::Result<()> {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let config = self.dir.path().join(format!("node-{id}.toml"));
@@ -208,6 +231,7 @@ impl Cluster {
             &config,
             id,
             &addr,
+            peer_addr.as_deref(),
             &data_dir,
             members,
             &self.opts,
@@ -217,6 +241,7 @@ impl Cluster {
         let mut node = ProcNode {
             id,
             addr,
+            peer_addr,
             metrics_addr,
             data_dir,
             config,

@@ -64,12 +64,19 @@ pub struct Secured {
 impl Secured {
     /// Starts `n` nodes (ids 1..=n) as one secured group.
     pub fn start(n: u64) -> anyhow::Result<Secured> {
+        Self::start_with(n, false)
+    }
+
+    /// Like [`Secured::start`]; with `peer_listeners`, every node takes Raft traffic on its own
+    /// peer listener.
+    pub fn start_with(n: u64, peer_listeners: bool) -> anyhow::Result<Secured> {
         let dir = tempfile::tempdir()?;
         let ca = Ca::new("folio test CA").map_err(msg)?;
         let ca_path = write(dir.path(), "ca.pem", &ca.cert_pem())?;
         let mut opts = Options {
             group_id: Some(GROUP),
             sections: "[auth]\n".into(),
+            peer_listeners,
             ..Default::default()
         };
         let mut signers = Vec::new();
@@ -117,6 +124,15 @@ impl Secured {
 
     /// A TLS channel to node `id` trusting the CA, presenting `identity` if given.
     pub async fn channel(&self, id: u64, identity: Option<&Issued>) -> anyhow::Result<Channel> {
+        self.channel_to(&self.cluster.node(id).addr, identity).await
+    }
+
+    /// A TLS channel to `addr` trusting the CA, presenting `identity` if given.
+    pub async fn channel_to(
+        &self,
+        addr: &str,
+        identity: Option<&Issued>,
+    ) -> anyhow::Result<Channel> {
         let tls = ClientTls {
             ca_pem: Some(self.ca.cert_pem().into_bytes()),
             identity: identity.map(|i| {
@@ -126,13 +142,11 @@ impl Secured {
                 )
             }),
         };
-        Ok(
-            Endpoint::from_shared(format!("https://{}", self.cluster.node(id).addr))?
-                .tls_config(tls.config())?
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await?,
-        )
+        Ok(Endpoint::from_shared(format!("https://{addr}"))?
+            .tls_config(tls.config())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?)
     }
 
     /// The group's (leader id, term), once every node names the same leader in the same term.

@@ -6,9 +6,9 @@
 use folio_client::registry::pb::VolumeLocation;
 use folio_core::{GroupId, Lsn, VolumeId};
 use folio_proto::meta;
+use folio_raft::RaftNode;
 use folio_state::{CommandResult, Rejection};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::BasicNode;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -24,7 +24,7 @@ pub fn not_leader(leader: Option<(u64, Option<String>)>, why: &str) -> Status {
 }
 
 /// openraft's "this node is not the leader" as a status naming the leader it knows.
-fn forward_to_leader(f: ForwardToLeader<u64, BasicNode>, why: &str) -> Status {
+fn forward_to_leader(f: ForwardToLeader<u64, RaftNode>, why: &str) -> Status {
     not_leader(folio_raft::forward_target(f), why)
 }
 
@@ -73,7 +73,7 @@ pub fn unexpected(r: CommandResult) -> Status {
 }
 
 /// A failed read-index check.
-pub fn read_index(e: RaftError<u64, CheckIsLeaderError<u64, BasicNode>>) -> Status {
+pub fn read_index(e: RaftError<u64, CheckIsLeaderError<u64, RaftNode>>) -> Status {
     match e {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
             forward_to_leader(f, "leadership changed during the read")
@@ -83,7 +83,7 @@ pub fn read_index(e: RaftError<u64, CheckIsLeaderError<u64, BasicNode>>) -> Stat
 }
 
 /// A membership change openraft did not make.
-pub fn membership(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
+pub fn membership(e: RaftError<u64, ClientWriteError<u64, RaftNode>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             forward_to_leader(f, "leadership changed")
