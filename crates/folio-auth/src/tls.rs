@@ -195,6 +195,83 @@ impl ClientTls {
     }
 }
 
+/// Accepts any server certificate. Only for probes: they send nothing secret and learn only
+/// whether a node is live or ready, as Kubernetes' HTTPS probes do without verifying.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A rustls client for a node's HTTPS endpoint (`folio probe`): it trusts the CA in `ca_pem`,
+/// or, without one, any certificate (see [`AnyServer`]).
+pub fn http_client(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    install_crypto();
+    let builder = rustls::ClientConfig::builder();
+    let mut cfg = match ca_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs("ca", pem)? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("ca: not a usable CA certificate: {e}"))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+                .with_no_client_auth()
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 impl From<&TlsMaterial> for ClientTls {
     fn from(m: &TlsMaterial) -> ClientTls {
         ClientTls {

@@ -101,6 +101,10 @@ enum Cmd {
         addr: String,
         #[arg(long)]
         live: bool,
+        /// Speak HTTPS (a node with `[tls]`). With --ca the node's certificate is verified
+        /// against that CA; without, it is not (the probe sends nothing secret).
+        #[arg(long)]
+        https: bool,
     },
 }
 
@@ -293,7 +297,14 @@ async fn main() -> std::process::ExitCode {
             Ok(()) => admin::run(cmd).await,
             Err(e) => Err(e),
         },
-        Cmd::Probe { addr, live } => probe::run(&addr, live),
+        Cmd::Probe { addr, live, https } => {
+            let scheme = match cli.conn.ca() {
+                Some(ca) => probe::Scheme::Https { ca: Some(ca) },
+                None if https => probe::Scheme::Https { ca: None },
+                None => probe::Scheme::Http,
+            };
+            probe::run(&addr, live, scheme)
+        }
         Cmd::Volume { cmd } => match cli.conn.install() {
             Ok(()) => volume::run(cmd).await,
             Err(e) => Err(e),

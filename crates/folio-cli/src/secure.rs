@@ -36,6 +36,11 @@ pub struct ConnArgs {
 static SECURITY: OnceLock<Security> = OnceLock::new();
 
 impl ConnArgs {
+    /// The CA given with --ca (or FOLIO_CA).
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
     /// Reads the CA and sets what [`security`] answers for the rest of the process.
     pub fn install(&self) -> anyhow::Result<()> {
         let tls = match (&self.ca, self.tls) {

@@ -462,5 +462,41 @@ async fn metrics_need_a_scoped_token_and_the_probes_stay_open() -> anyhow::Resul
     assert_eq!((code, body.trim()), (200, "live"));
     let (code, _) = get("http", "/metrics", Some(&admin))?;
     assert_ne!(code, 200, "plain HTTP must not be served");
+
+    // `folio probe`, as a container health check runs it: HTTPS with or without the CA; plain
+    // HTTP is told what to do; a CA that did not sign the node's certificate is refused.
+    let probe = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+            .args(["probe", "--addr", &metrics])
+            .args(args)
+            .output()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), said))
+    };
+    for args in [&["--https"][..], &["--ca", &ca], &["--https", "--live"]] {
+        let (ok, said) = probe(args)?;
+        assert!(ok, "probe {args:?}: {said}");
+        assert!(said.contains("ready") || said.contains("live"), "{said}");
+    }
+    let (ok, said) = probe(&[])?;
+    assert!(
+        !ok && said.contains("--https"),
+        "plain probe of a TLS node: {said}"
+    );
+    let other = secure::write(
+        s.ca_path
+            .parent()
+            .expect("the CA file is in the test's directory"),
+        "other-ca.pem",
+        &folio_auth::dev::Ca::new("another CA")
+            .map_err(msg)?
+            .cert_pem(),
+    )?;
+    let (ok, said) = probe(&["--ca", &other.to_string_lossy()])?;
+    assert!(!ok, "a CA that did not sign the node's certificate: {said}");
     Ok(())
 }
