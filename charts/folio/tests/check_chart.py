@@ -49,10 +49,57 @@ CASES = {
     "no-registry": {"registry": {"enabled": False}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "dashboard": {"dashboard": {"enabled": True}},
+    "tls-cert-manager-and-tokens": {
+        "tls": {
+            "enabled": True,
+            "certManager": {
+                "enabled": True,
+                "issuerRef": {"name": "folio-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+                "duration": "720h",
+                "renewBefore": "240h",
+            },
+        },
+        "auth": {"enabled": True, "keysSecret": "folio-keys", "keyIds": ["k1", "k2"], "audience": "folio"},
+        "groups": [
+            {"name": "g1", "groupId": 5, "region": "eu", "replicas": 3},
+            {"name": "g2", "groupId": 6, "region": "us", "replicas": 1},
+        ],
+        "serviceMonitor": {"enabled": True, "tokenSecret": {"name": "prom-token", "key": "token"}},
+        "test": {"region": "eu", "tokenSecret": "folio-test-token"},
+    },
+    "shared-peer-port-and-network-policy": {"peerListener": False, "networkPolicy": {"enabled": True}},
+    "network-policy": {"networkPolicy": {"enabled": True}},
+    "tls-own-secrets-no-tokens": {
+        "tls": {"enabled": True},
+        "registry": {"enabled": True, "replicas": 1},
+    },
 }
 
+# Values the chart refuses to render, and what it says.
+REFUSED = {
+    "tokens-without-tls": (
+        {"auth": {"enabled": True, "keysSecret": "k"}},
+        "auth.enabled needs tls.enabled",
+    ),
+    "tokens-without-keys": (
+        {"tls": {"enabled": True}, "auth": {"enabled": True}},
+        "auth.enabled needs auth.keysSecret",
+    ),
+    "cert-manager-without-issuer": (
+        {"tls": {"enabled": True, "certManager": {"enabled": True}}},
+        "tls.certManager.enabled needs tls.certManager.issuerRef.name",
+    ),
+    "helm-test-without-token": (
+        {"tls": {"enabled": True}, "auth": {"enabled": True, "keysSecret": "k"}},
+        "test.tokenSecret",
+    ),
+}
+
+TLS_DIR = "/run/secrets/folio/tls"
+KEYS_DIR = "/run/secrets/folio/keys"
+
 # Kinds the Kubernetes schemas do not know (CRDs): checked by the assertions only.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "Certificate"}
 
 
 def run(*args, **kw):
@@ -84,15 +131,140 @@ def by_kind(docs, kind):
 
 
 def effective(values):
-    """The chart's defaults with the case's values over them (top-level keys replace)."""
+    """The chart's defaults with the case's values over them (maps merge, the rest replaces)."""
     with open(os.path.join(CHART, "values.yaml")) as f:
         v = yaml.safe_load(f)
-    for k, x in values.items():
-        if isinstance(x, dict) and isinstance(v.get(k), dict):
-            v[k] = {**v[k], **x}
+
+    def merge(base, over):
+        out = dict(base)
+        for k, x in over.items():
+            out[k] = merge(base[k], x) if isinstance(x, dict) and isinstance(base.get(k), dict) else x
+        return out
+
+    return merge(v, values)
+
+
+def pod_args(container, pod, config_path):
+    """The container's arguments as Kubernetes expands them for `pod`, reading `config_path`."""
+    args = [a.replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", NAMESPACE) for a in container["args"]]
+    return [config_path if a == "/etc/folio/folio.toml" else a for a in args]
+
+
+def check_security(v, sts_name, replicas, pod_spec, toml):
+    """TLS and tokens as the values ask: each pod its own certificate, probes over HTTPS, the
+    config's [tls] and [auth] pointing at what is mounted."""
+    c = pod_spec["containers"][0]
+    tls, auth = v["tls"]["enabled"], v["auth"]["enabled"]
+    insecure = "false" if tls and auth else str(v["insecure"]).lower()
+    assert f"insecure = {insecure}\n" in toml, toml
+    scheme = "HTTPS" if tls else "HTTP"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["scheme"] == scheme, (probe, c[probe])
+    volumes = {x["name"]: x for x in pod_spec["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert ("[tls]" in toml) == tls and ("--tls-cert" in c["args"]) == tls
+    if tls:
+        assert f'ca = "{TLS_DIR}/ca.crt"' in toml and "cert =" not in toml, toml
+        i = c["args"].index("--tls-cert")
+        assert c["args"][i : i + 4] == [
+            "--tls-cert", f"{TLS_DIR}/$(POD_NAME)/tls.crt", "--tls-key", f"{TLS_DIR}/$(POD_NAME)/tls.key",
+        ], c["args"]
+        assert mounts["tls"] == TLS_DIR
+        sources = volumes["tls"]["projected"]["sources"]
+        assert [x["secret"]["name"] for x in sources] == [f"{sts_name}-{i}-tls" for i in range(replicas)]
+        for i, x in enumerate(sources):
+            paths = {item["key"]: item["path"] for item in x["secret"]["items"]}
+            want = {"tls.crt": f"{sts_name}-{i}/tls.crt", "tls.key": f"{sts_name}-{i}/tls.key"}
+            if i == 0:
+                want["ca.crt"] = "ca.crt"
+            assert paths == want, paths
+    else:
+        assert "tls" not in volumes and "tls" not in mounts
+    assert ("[auth]" in toml) == auth
+    if auth:
+        assert toml.count("[[auth.keys]]") == len(v["auth"]["keyIds"])
+        for kid in v["auth"]["keyIds"]:
+            assert f'public_key = "{KEYS_DIR}/{kid}.pub"' in toml, toml
+        assert mounts["keys"] == KEYS_DIR
+        assert volumes["keys"]["secret"]["secretName"] == v["auth"]["keysSecret"]
+    else:
+        assert "keys" not in volumes
+
+
+def check_certificates(v, docs, full):
+    """With cert-manager, one Certificate per pod, naming the node it is for and the names it is
+    dialled by; none otherwise."""
+    certs = by_kind(docs, "Certificate")
+    want = {}
+    if v["tls"]["enabled"] and v["tls"]["certManager"]["enabled"]:
+        for g in v["groups"]:
+            for i in range(g["replicas"]):
+                want[f"{full}-{g['name']}-{i}"] = (f"{full}-{g['name']}", f"spiffe://folio/group/{g['groupId']}/node/{i + 1}")
+        if v["registry"]["enabled"]:
+            for i in range(v["registry"]["replicas"]):
+                want[f"{full}-registry-{i}"] = (f"{full}-registry", f"spiffe://folio/registry/node/{i + 1}")
+    assert set(certs) == set(want), (set(certs), set(want))
+    for pod, (sts, uri) in want.items():
+        spec = certs[pod]["spec"]
+        assert spec["secretName"] == f"{pod}-tls"
+        assert spec["uris"] == [uri], spec["uris"]
+        assert f"{pod}.{sts}.{NAMESPACE}.svc.cluster.local" in spec["dnsNames"]
+        assert "127.0.0.1" in spec["ipAddresses"]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert spec["issuerRef"] == v["tls"]["certManager"]["issuerRef"]
+        if sts.endswith("-registry"):
+            assert f"{full}-registry-client.{NAMESPACE}.svc.cluster.local" in spec["dnsNames"]
+
+
+def check_peer_port(v, sts_name, initial, c, svc, toml):
+    """With peerListener, Raft has its own port: in the config, on the container, on the Service;
+    every initial member names its peer address."""
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    svc_ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+    if v["peerListener"]:
+        assert 'peer_listen_addr = "0.0.0.0:7080"' in toml, toml
+        assert ports.get("peer") == 7080 and svc_ports.get("peer") == 7080, (ports, svc_ports)
+        for i in range(initial):
+            want = f'peer_addr = "{sts_name}-{i}.{sts_name}.{NAMESPACE}.svc.cluster.local:7080"'
+            assert want in toml, (want, toml)
+    else:
+        assert "peer_listen_addr" not in toml and "peer_addr" not in toml, toml
+        assert "peer" not in ports and "peer" not in svc_ports
+
+
+def check_network_policies(v, docs, full):
+    """One NetworkPolicy per StatefulSet when asked for: the peer port only from its own pods."""
+    policies = by_kind(docs, "NetworkPolicy")
+    if not v["networkPolicy"]["enabled"]:
+        assert not policies
+        return
+    want = {f"{full}-{g['name']}" for g in v["groups"]}
+    if v["registry"]["enabled"]:
+        want.add(f"{full}-registry")
+    assert set(policies) == want, set(policies)
+    sets = by_kind(docs, "StatefulSet")
+    for name, p in policies.items():
+        labels = sets[name]["spec"]["selector"]["matchLabels"]
+        assert p["spec"]["podSelector"]["matchLabels"] == labels
+        rules = p["spec"]["ingress"]
+        assert rules[0] == {"ports": [{"port": "grpc"}, {"port": "http"}]}, rules
+        if v["peerListener"]:
+            assert rules[1]["from"] == [{"podSelector": {"matchLabels": labels}}], rules
+            assert rules[1]["ports"] == [{"port": "peer"}], rules
         else:
-            v[k] = x
-    return v
+            assert len(rules) == 1, rules
+
+
+def check_said(v, said, pod):
+    """What --check-config printed names the pod's own certificate and the token keys."""
+    if v["tls"]["enabled"]:
+        assert f"TLS with cert {TLS_DIR}/{pod}/tls.crt, key {TLS_DIR}/{pod}/tls.key" in said, said
+    else:
+        assert "no TLS" in said, said
+    if v["auth"]["enabled"]:
+        assert f"client tokens (keys {', '.join(v['auth']['keyIds'])})" in said, said
+    else:
+        assert "no client tokens" in said, said
 
 
 def check_case(name, values, docs, folio, tmp):
@@ -144,6 +316,7 @@ def check_case(name, values, docs, folio, tmp):
             f'addr = "{sts_name}-{i}.{sts_name}.{NAMESPACE}.svc.cluster.local:7070"'
             for i in range(initial)
         ]
+        check_peer_port(v, sts_name, initial, c, svc, toml)
         assert toml.count("[[initial_members]]") == initial, toml
         for m in members:
             assert m in toml, (m, toml)
@@ -154,13 +327,14 @@ def check_case(name, values, docs, folio, tmp):
         path = os.path.join(tmp, f"{name}-{g['name']}.toml")
         with open(path, "w") as f:
             f.write(toml)
+        check_security(v, sts_name, g["replicas"], pod, toml)
         for i in range(g["replicas"]):
             pod_name = f"{sts_name}-{i}"
             advertise = f"{pod_name}.{sts_name}.{NAMESPACE}.svc.cluster.local:7070"
-            said = run(folio, "server", "--config", path, "--node-id-from-ordinal", pod_name,
-                       "--advertise-addr", advertise, "--check-config")
+            said = run(folio, *pod_args(c, pod_name, path), "--check-config")
             assert f"node {i + 1} of group {g['groupId']} in region {g['region']}" in said, said
             assert advertise in said, said
+            check_said(v, said, pod_name)
     if v["registry"]["enabled"]:
         reg = f"{full}-registry"
         toml = config["registry.toml"]
@@ -169,11 +343,24 @@ def check_case(name, values, docs, folio, tmp):
         path = os.path.join(tmp, f"{name}-registry.toml")
         with open(path, "w") as f:
             f.write(toml)
-        said = run(folio, "registry", "--config", path, "--node-id-from-ordinal", f"{reg}-0",
-                   "--check-config")
-        assert "registry node 1" in said, said
+        reg_pod = sets[reg]["spec"]["template"]["spec"]
+        check_security(v, reg, v["registry"]["replicas"], reg_pod, toml)
+        check_peer_port(v, reg, v["registry"]["replicas"], reg_pod["containers"][0], services[reg], toml)
+        for i in range(v["registry"]["replicas"]):
+            said = run(folio, *pod_args(reg_pod["containers"][0], f"{reg}-{i}", path), "--check-config")
+            assert f"registry node {i + 1}" in said, said
+            check_said(v, said, f"{reg}-{i}")
+    check_certificates(v, docs, full)
+    check_network_policies(v, docs, full)
     monitors = by_kind(docs, "ServiceMonitor")
     assert bool(monitors) == v["serviceMonitor"]["enabled"]
+    for m in monitors.values():
+        ep = m["spec"]["endpoints"][0]
+        assert ep.get("scheme", "http") == ("https" if v["tls"]["enabled"] else "http"), ep
+        if v["auth"]["enabled"]:
+            assert ep["authorization"]["credentials"] == v["serviceMonitor"]["tokenSecret"], ep
+        else:
+            assert "authorization" not in ep
     dash = by_kind(docs, "ConfigMap").get(f"{full}-dashboard")
     assert bool(dash) == v["dashboard"]["enabled"]
     if dash:
@@ -181,7 +368,12 @@ def check_case(name, values, docs, folio, tmp):
     tests = [d for d in docs if d["kind"] == "Pod"]
     if v["registry"]["enabled"] or v["registry"].get("external"):
         assert len(tests) == 1 and tests[0]["metadata"]["annotations"]["helm.sh/hook"] == "test"
-        assert tests[0]["spec"]["containers"][0]["args"][:2] == ["admin", "check"]
+        args = tests[0]["spec"]["containers"][0]["args"]
+        assert args[:2] == ["admin", "check"]
+        assert ("--ca" in args) == v["tls"]["enabled"] and ("--token-file" in args) == v["auth"]["enabled"]
+        if v["auth"]["enabled"]:
+            vols = {x["name"]: x for x in tests[0]["spec"]["volumes"]}
+            assert vols["token"]["secret"]["secretName"] == v["test"]["tokenSecret"]
     else:
         assert not tests
 
@@ -207,6 +399,21 @@ def main():
             json.dump({"groups": [{"name": "G_1", "groupId": 0, "region": "x", "replicas": 3}]}, f)
         r = subprocess.run([helm, "template", RELEASE, CHART, "-f", path], capture_output=True, text=True)
         assert r.returncode != 0 and "values don't meet the specifications" in r.stderr, r.stderr
+        for case, (values, said) in REFUSED.items():
+            path = os.path.join(tmp, f"{case}.values.json")
+            with open(path, "w") as f:
+                json.dump(values, f)
+            r = subprocess.run([helm, "template", RELEASE, CHART, "-f", path], capture_output=True, text=True)
+            assert r.returncode != 0 and said in r.stderr, (case, r.stderr)
+            print(f"chart refuses {case}: ok")
+        # A pod's certificate on the command line needs a [tls] section to go with it.
+        plain = os.path.join(tmp, "defaults-g1.toml")
+        r = subprocess.run(
+            [folio, "server", "--config", plain, "--node-id-from-ordinal", "rel-folio-g1-0",
+             "--tls-cert", "/x/tls.crt", "--tls-key", "/x/tls.key", "--check-config"],
+            capture_output=True, text=True,
+        )
+        assert r.returncode != 0 and "--tls-cert given, but" in r.stderr, r.stderr
     print("chart: ok")
 
 

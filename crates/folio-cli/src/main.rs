@@ -123,6 +123,12 @@ struct NodeOverrides {
     /// The address this node announces to peers and clients (`host:port`).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// This node's certificate (PEM), in place of the config's `[tls] cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM), in place of the config's `[tls] key`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl NodeOverrides {
@@ -130,6 +136,8 @@ impl NodeOverrides {
         folio_raft::node::Overrides {
             node_id_from_ordinal: self.node_id_from_ordinal.clone(),
             advertise_addr: self.advertise_addr.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }
@@ -189,6 +197,27 @@ fn init_tracing() {
         .init();
 }
 
+/// What `--check-config` says of a node's protection: the files it would read (not read here).
+fn protection(cfg: &impl folio_raft::node::NodeConfig) -> String {
+    let tls = match cfg.tls() {
+        Some(t) => format!(
+            "TLS with cert {}, key {}, CA {}",
+            t.cert.display(),
+            t.key.display(),
+            t.ca.display()
+        ),
+        None => "no TLS".to_string(),
+    };
+    let auth = match cfg.auth() {
+        Some(a) => {
+            let ids: Vec<&str> = a.keys.iter().map(|k| k.id.as_str()).collect();
+            format!("client tokens (keys {})", ids.join(", "))
+        }
+        None => "no client tokens".to_string(),
+    };
+    format!("{tls}; {auth}")
+}
+
 async fn run_node(cfg: Config, banner: bool) -> anyhow::Result<()> {
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let mut node = Node::start(cfg).await?;
@@ -240,13 +269,14 @@ async fn main() -> std::process::ExitCode {
             match load_config_with::<Config>(&config, &overrides.get()) {
                 Ok(cfg) if overrides.check_config => {
                     println!(
-                        "config ok: node {} of group {} in region {}, advertised as {}",
+                        "config ok: node {} of group {} in region {}, advertised as {}; {}",
                         cfg.node_id,
                         cfg.group_id,
                         cfg.region,
                         cfg.advertise_addr
                             .as_deref()
-                            .unwrap_or("(its initial_members entry)")
+                            .unwrap_or("(its initial_members entry)"),
+                        protection(&cfg)
                     );
                     Ok(())
                 }
@@ -262,11 +292,12 @@ async fn main() -> std::process::ExitCode {
             match load_config_with::<RegistryConfig>(&config, &overrides.get()) {
                 Ok(cfg) if overrides.check_config => {
                     println!(
-                        "config ok: registry node {}, advertised as {}",
+                        "config ok: registry node {}, advertised as {}; {}",
                         cfg.node_id,
                         cfg.advertise_addr
                             .as_deref()
-                            .unwrap_or("(its initial_members entry)")
+                            .unwrap_or("(its initial_members entry)"),
+                        protection(&cfg)
                     );
                     Ok(())
                 }

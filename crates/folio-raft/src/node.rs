@@ -212,6 +212,10 @@ pub struct Overrides {
     /// A name ending in `-N` (a StatefulSet pod's): the node id is N + 1.
     pub node_id_from_ordinal: Option<String>,
     pub advertise_addr: Option<String>,
+    /// In place of `[tls] cert` and `key`: each pod's own certificate where one config serves
+    /// every member.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -253,6 +257,22 @@ pub fn load_config_with<T: NodeConfig>(
     }
     if let Some(a) = &overrides.advertise_addr {
         table.insert("advertise_addr".into(), toml::Value::String(a.clone()));
+    }
+    for (key, file) in [("cert", &overrides.tls_cert), ("key", &overrides.tls_key)] {
+        let Some(file) = file else { continue };
+        let tls = table
+            .get_mut("tls")
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--tls-{key} given, but {} has no [tls] section (it names the CA)",
+                    path.display()
+                ))
+            })?;
+        let file = file
+            .to_str()
+            .ok_or_else(|| ConfigError::Invalid(format!("--tls-{key}: {file:?} is not UTF-8")))?;
+        tls.insert(key.into(), toml::Value::String(file.into()));
     }
     let cfg: T = table.try_into().map_err(parse)?;
     cfg.validate()?;
