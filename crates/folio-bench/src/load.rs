@@ -359,6 +359,7 @@ pub async fn prepare_flushed_volume(
     c: &Client,
     addr: &str,
     count: u32,
+    security: &folio_client::Security,
 ) -> anyhow::Result<(VolumeId, Lsn)> {
     let v = c.create_volume(None).await?;
     let mut lsn = Lsn(0);
@@ -386,7 +387,7 @@ pub async fn prepare_flushed_volume(
         lsn = c.commit_request(req).await?.lsn;
     }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while Client::node_status(addr, Duration::from_secs(2))
+    while Client::node_status_secured(addr, Duration::from_secs(2), security)
         .await?
         .buffered_bytes
         > 0

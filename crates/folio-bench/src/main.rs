@@ -210,7 +210,8 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Read { addr, count, json } => {
             anyhow::ensure!(count > 1, "count must be at least 2");
             let c = Arc::new(Client::new([addr.clone()], RetryPolicy::default())?);
-            let (v, lsn) = load::prepare_flushed_volume(&c, &addr, count).await?;
+            let (v, lsn) =
+                load::prepare_flushed_volume(&c, &addr, count, &Default::default()).await?;
             let idxs: Vec<u32> = (0..count).collect();
             // The first read of the segment also fetches its index: a warm-up read.
             for (what, warmup) in [

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use folio_client::{Client, RetryPolicy};
+use folio_client::{Client, ClientTls, RetryPolicy, Security, TokenSource};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 
@@ -60,6 +60,12 @@ pub struct SuiteArgs {
     /// acknowledge-after-flush baseline (skipped without it).
     #[arg(long, value_delimiter = ',', requires = "addr")]
     late_seal_addr: Vec<String>,
+    /// With `--addr`: speak TLS to the group, trusting this CA certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    ca: Option<PathBuf>,
+    /// With `--addr`: send the bearer token in this file with every call.
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    token_file: Option<PathBuf>,
     #[command(flatten)]
     s3: S3Args,
     /// Use this running etcd cluster (client URLs, comma-separated) for the etcd baseline.
@@ -83,6 +89,24 @@ pub struct SuiteArgs {
     read_pages: u32,
     #[command(flatten)]
     run: LocalRunArgs,
+}
+
+impl SuiteArgs {
+    /// TLS and a token for an external group, as `--ca` and `--token-file` say.
+    fn security(&self) -> anyhow::Result<Security> {
+        let tls = match &self.ca {
+            Some(ca) => Some(
+                ClientTls::with_ca_file(ca)
+                    .map_err(anyhow::Error::msg)?
+                    .config(),
+            ),
+            None => None,
+        };
+        Ok(Security {
+            tls,
+            token: self.token_file.clone().map(TokenSource::file),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -315,6 +339,8 @@ fn select(list: &str) -> anyhow::Result<Vec<Spec>> {
 struct Target {
     leader: String,
     client: Arc<Client>,
+    /// How the workloads reach it (TLS and a token, for an external group that needs them).
+    security: Security,
     probe: Probe,
     group: Option<LocalGroup>,
 }
@@ -326,6 +352,7 @@ impl Target {
         Ok(Target {
             leader: group.leader.clone(),
             client: Arc::new(Client::new(addrs, RetryPolicy::default())?),
+            security: Security::default(),
             probe: Probe {
                 pids: group.pids(),
                 metrics: group.metrics.clone(),
@@ -334,10 +361,14 @@ impl Target {
         })
     }
 
-    async fn external(addrs: &[String], metrics: &[String]) -> anyhow::Result<Target> {
+    async fn external(
+        addrs: &[String],
+        metrics: &[String],
+        security: &Security,
+    ) -> anyhow::Result<Target> {
         let mut leader = None;
         for a in addrs {
-            if let Ok(s) = Client::node_status(a, Duration::from_secs(2)).await {
+            if let Ok(s) = Client::node_status_secured(a, Duration::from_secs(2), security).await {
                 if s.leader_id != 0 && !s.leader_addr.is_empty() {
                     leader = Some(s.leader_addr);
                     break;
@@ -349,7 +380,12 @@ impl Target {
         all.extend(addrs.iter().filter(|a| **a != leader).cloned());
         Ok(Target {
             leader,
-            client: Arc::new(Client::new(all, RetryPolicy::default())?),
+            client: Arc::new(Client::secured(
+                all,
+                RetryPolicy::default(),
+                security.clone(),
+            )?),
+            security: security.clone(),
             probe: Probe {
                 pids: vec![],
                 metrics: metrics.to_vec(),
@@ -574,7 +610,8 @@ impl Suite {
                     LocalGroup::start(exe, &self.work, "folio", &self.store, true).await?,
                 )?
             } else {
-                Target::external(&self.args.addr, &self.args.metrics).await?
+                Target::external(&self.args.addr, &self.args.metrics, &self.args.security()?)
+                    .await?
             };
             self.main = Some(t);
         }
@@ -589,7 +626,9 @@ impl Suite {
                 let g = LocalGroup::start(exe, &self.work, "late-seal", &self.store, false).await?;
                 self.late = Some(Target::from_group(g)?);
             } else if !self.args.late_seal_addr.is_empty() {
-                self.late = Some(Target::external(&self.args.late_seal_addr, &[]).await?);
+                let security = self.args.security()?;
+                self.late =
+                    Some(Target::external(&self.args.late_seal_addr, &[], &security).await?);
             }
         }
         Ok(self.late.as_mut())
@@ -818,7 +857,8 @@ impl Suite {
         }
         let pages = self.args.read_pages;
         let t = self.main().await?;
-        let (volume, lsn) = load::prepare_flushed_volume(&t.client, &t.leader, pages).await?;
+        let (volume, lsn) =
+            load::prepare_flushed_volume(&t.client, &t.leader, pages, &t.security).await?;
         self.reads = Some(ReadState {
             volume,
             lsn,
