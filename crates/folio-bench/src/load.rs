@@ -428,14 +428,20 @@ pub fn fsync_samples(dir: &Path, count: usize, limit: Duration) -> anyhow::Resul
 
 /// Round trips of a trivial gRPC call (admin Status) to `addr`, up to `count` or for `limit`,
 /// after a warm-up, on one connection with TCP_NODELAY.
-pub async fn rpc_samples(addr: &str, count: usize, limit: Duration) -> anyhow::Result<Latencies> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connect to {addr}"))?;
+pub async fn rpc_samples(
+    addr: &str,
+    count: usize,
+    limit: Duration,
+    security: &folio_client::Security,
+) -> anyhow::Result<Latencies> {
+    let ch = folio_proto::channels::ChannelCache::secured(
+        Duration::from_secs(5),
+        Some(Duration::from_secs(5)),
+        security.clone(),
+    )
+    .get(addr)
+    .map_err(anyhow::Error::msg)
+    .with_context(|| format!("connect to {addr}"))?;
     let mut c = folio_proto::admin::v1::admin_service_client::AdminServiceClient::new(ch);
     for _ in 0..RPC_WARMUP {
         c.status(folio_proto::admin::v1::StatusRequest {}).await?;

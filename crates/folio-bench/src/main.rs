@@ -233,7 +233,8 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Lifecycle(args) => lifecycle::run(args).await,
         BenchCmd::Rpc { addr, count, json } => {
             anyhow::ensure!(count > 0, "count must be positive");
-            let samples = load::rpc_samples(&addr, count, SUBCOMMAND_TIME_LIMIT).await?;
+            let samples =
+                load::rpc_samples(&addr, count, SUBCOMMAND_TIME_LIMIT, &Default::default()).await?;
             summarize(&samples)?.print("grpc round trip (admin Status)", json);
             Ok(())
         }

@@ -688,7 +688,8 @@ impl Suite {
                 let t = self.main().await?;
                 let before = t.probe.snapshot().await?;
                 let started = Instant::now();
-                let samples = load::rpc_samples(&t.leader, budget.ops, budget.time).await?;
+                let samples =
+                    load::rpc_samples(&t.leader, budget.ops, budget.time, &t.security).await?;
                 let secs = started.elapsed().as_secs_f64();
                 let usage = before.usage_until(&t.probe.snapshot().await?);
                 WorkloadResult::new(
