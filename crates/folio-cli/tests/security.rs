@@ -167,16 +167,7 @@ async fn peer_traffic_has_its_own_listener() -> anyhow::Result<()> {
     assert_eq!(s.agreed(&admin).await?, (leader, term));
 
     // Writes replicate through the peer listeners, and the group fails over through them.
-    let mut api = VolumeServiceClient::new(s.channel(leader, None).await?);
-    let created = api
-        .create_volume(bearer(
-            pb::CreateVolumeRequest {
-                volume_id: Bytes::new(),
-            },
-            Some(&admin),
-        ))
-        .await?
-        .into_inner();
+    let volume = s.create_volume(leader, &admin).await?;
     s.cluster.kill(leader);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let new_leader = loop {
@@ -198,13 +189,13 @@ async fn peer_traffic_has_its_own_listener() -> anyhow::Result<()> {
     let snap = api
         .get_snapshot(bearer(
             pb::GetSnapshotRequest {
-                volume_id: created.volume_id.clone(),
+                volume_id: volume.clone(),
             },
             Some(&admin),
         ))
         .await?
         .into_inner();
-    assert_eq!(snap.volume_id, created.volume_id);
+    assert_eq!(snap.volume_id, volume);
     Ok(())
 }
 
@@ -213,17 +204,8 @@ async fn tokens_are_checked_on_every_call() -> anyhow::Result<()> {
     let s = Secured::start(3)?;
     let admin = s.token("admin");
     let (leader, _) = s.agreed(&admin).await?;
-    let mut api = VolumeServiceClient::new(s.channel(leader, None).await?);
-    let created = api
-        .create_volume(bearer(
-            pb::CreateVolumeRequest {
-                volume_id: Bytes::new(),
-            },
-            Some(&admin),
-        ))
-        .await?
-        .into_inner();
-    let v = created.volume_id.clone();
+    let v = s.create_volume(leader, &admin).await?;
+    let api = VolumeServiceClient::new(s.channel(leader, None).await?);
     let vhex = hex(&v);
     let other = "0123456789abcdef0123456789abcdef";
     assert_ne!(vhex, other);

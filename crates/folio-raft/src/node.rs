@@ -22,8 +22,9 @@ use folio_auth::{AuthConfig, Authenticator, NodeIdentity, TlsConfig, TlsMaterial
 use folio_proto::channels::Security;
 
 use crate::health::Health;
-use crate::network::Network;
+use crate::network::{Network, PeerService};
 use crate::{bootstrap_once, BootstrapError, GroupTypes, RaftNode};
+use folio_proto::raft::v1::raft_service_server::RaftServiceServer;
 
 /// Longest a single gRPC call may run on a node.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -522,6 +523,27 @@ fn server_with(
         .layer(security.auth.clone()))
 }
 
+/// Where the Raft service is served: on its own listener when the node has one (then the
+/// returned router carries it and the client listener gets none), else on the client listener
+/// (the service comes back to be added there).
+#[allow(clippy::type_complexity)]
+pub fn place_peer_service<C: GroupTypes>(
+    bound: &Bound,
+    security: &NodeSecurity,
+    peers: RaftServiceServer<PeerService<C>>,
+) -> Result<
+    (
+        Option<RaftServiceServer<PeerService<C>>>,
+        Option<GrpcRouter>,
+    ),
+    StartError,
+> {
+    Ok(match &bound.peer {
+        Some(_) => (None, Some(peer_grpc_server(security)?.add_service(peers))),
+        None => (Some(peers), None),
+    })
+}
+
 /// Reflection (both `v1` and `v1alpha`, which grpcurl before 1.9 and many tools still speak) for
 /// `descriptors`.
 pub fn reflection(
@@ -565,6 +587,16 @@ impl Serving {
             tasks: tokio::task::JoinSet::new(),
         };
         s.add(router, listener);
+        s
+    }
+
+    /// Serves `router` on the client listener of `bound`, and `peers` (from
+    /// [`place_peer_service`]) on its peer listener when it has one.
+    pub fn start_bound(router: GrpcRouter, peers: Option<GrpcRouter>, bound: Bound) -> Serving {
+        let mut s = Serving::start(router, bound.listener);
+        if let (Some(r), Some(p)) = (peers, bound.peer) {
+            s.add(r, p.listener);
+        }
         s
     }
 

@@ -247,13 +247,7 @@ impl RegistryNode {
             Peers::Registry,
             security.tls.is_some(),
         );
-        let (peers_here, peer_router) = match &bound.peer {
-            Some(_) => (
-                None,
-                Some(raft_node::peer_grpc_server(&security)?.add_service(peers)),
-            ),
-            None => (Some(peers), None),
-        };
+        let (peers_here, peer_router) = raft_node::place_peer_service(&bound, &security, peers)?;
         let router = raft_node::grpc_server(&security)?
             .add_service(RegistrySvc::server(
                 cfg.node_id,
@@ -266,11 +260,8 @@ impl RegistryNode {
             .add_service(health_svc)
             .add_service(reflection)
             .add_service(reflection_alpha);
-        let mut serving = Serving::start(router, bound.listener);
         let peer_addr = bound.peer.as_ref().map(|p| p.addr);
-        if let (Some(r), Some(p)) = (peer_router, bound.peer) {
-            serving.add(r, p.listener);
-        }
+        let serving = Serving::start_bound(router, peer_router, bound);
         let metrics_addr = match cfg.metrics_addr {
             Some(a) => Some(
                 raft_node::serve_metrics(a, crate::metrics::register, health, &security).await?,

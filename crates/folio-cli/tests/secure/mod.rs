@@ -14,6 +14,8 @@ use folio_auth::token::{generate_key, Signer, DEFAULT_AUDIENCE};
 use folio_auth::{ClientTls, NodeIdentity};
 use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
 use folio_proto::admin::v1::StatusRequest;
+use folio_proto::volume::v1 as pb;
+use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
 use folio_testkit::{Cluster, Options};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
@@ -147,6 +149,21 @@ impl Secured {
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await?)
+    }
+
+    /// Creates a volume through node `id` with `token`; returns its id.
+    pub async fn create_volume(&self, id: u64, token: &str) -> anyhow::Result<bytes::Bytes> {
+        let mut api = VolumeServiceClient::new(self.channel(id, None).await?);
+        let created = api
+            .create_volume(bearer(
+                pb::CreateVolumeRequest {
+                    volume_id: bytes::Bytes::new(),
+                },
+                Some(token),
+            ))
+            .await?
+            .into_inner();
+        Ok(created.volume_id)
     }
 
     /// The group's (leader id, term), once every node names the same leader in the same term.
