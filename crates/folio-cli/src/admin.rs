@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use folio_client::{Client, Registry, RetryPolicy};
+use folio_raft::RaftNode;
 
 use crate::secure::security;
 use serde_json::json;
@@ -286,15 +287,10 @@ async fn storage(addr: &str, as_json: bool) -> anyhow::Result<()> {
 fn members(m: &[folio_proto::admin::v1::Member]) -> String {
     m.iter()
         .map(|m| {
-            let peers = if m.peer_addr.is_empty() {
-                String::new()
-            } else {
-                format!(" (peers: {})", m.peer_addr)
-            };
             format!(
-                "{}@{}{peers}{}",
+                "{}@{}{}",
                 m.node_id,
-                m.addr,
+                RaftNode::with_peer(&m.addr, Some(m.peer_addr.clone())),
                 if m.voter { "" } else { " (learner)" }
             )
         })
@@ -317,11 +313,11 @@ async fn status(addr: &str, as_json: bool) -> anyhow::Result<()> {
         let nodes: Vec<_> = rows
             .iter()
             .map(|(m, s)| match s {
-                Ok(s) => json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter, "reachable": true,
+                Ok(s) => json!({"node_id": m.node_id, "addr": m.addr, "peer_addr": m.peer_addr, "voter": m.voter, "reachable": true,
                     "state": s.state, "term": s.term, "leader_id": s.leader_id,
                     "last_log_index": s.last_log_index, "applied_index": s.applied_index,
                     "buffered_bytes": s.buffered_bytes, "security": s.security}),
-                Err(e) => json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter, "reachable": false,
+                Err(e) => json!({"node_id": m.node_id, "addr": m.addr, "peer_addr": m.peer_addr, "voter": m.voter, "reachable": false,
                     "error": e.to_string()}),
             })
             .collect();

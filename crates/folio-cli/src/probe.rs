@@ -58,7 +58,9 @@ fn get(addr: &str, path: &str, scheme: &Scheme) -> anyhow::Result<(u16, String)>
         Scheme::Https { ca } => {
             let ca_pem = match ca {
                 Some(p) => {
-                    Some(std::fs::read(p).with_context(|| format!("read CA {}", p.display()))?)
+                    folio_auth::ClientTls::with_ca_file(p)
+                        .map_err(anyhow::Error::msg)?
+                        .ca_pem
                 }
                 None => None,
             };

@@ -11,16 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 /// helm from `FOLIO_HELM`, else where `scripts/setup.sh` puts it, else PATH.
 fn helm() -> PathBuf {
-    if let Some(h) = std::env::var_os("FOLIO_HELM") {
-        return h.into();
-    }
-    let tools = std::env::var_os("FOLIO_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/folio/bin")));
-    match tools.map(|t| t.join("helm")) {
-        Some(h) if h.exists() => h,
-        _ => "helm".into(),
-    }
+    folio_testkit::tool("helm", "FOLIO_HELM")
 }
 
 #[test]

@@ -19,7 +19,7 @@ use folio_proto::raft::v1::RaftMessage;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
 use secure::{bearer, hex, issue, member_cert, msg, now, Secured, GROUP};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 /// A Vote in the name of `candidate` with a term far above the group's: were it accepted, the
@@ -33,6 +33,15 @@ fn forged_vote(target: u64, candidate: u64, term: u64) -> RaftMessage {
         payload: Bytes::from(folio_raft::codec::encode(&vote)),
         data: Bytes::new(),
     }
+}
+
+/// The status a forged vote (see [`forged_vote`]) gets on `ch`, which must refuse it.
+async fn refused_vote(ch: Channel, target: u64, candidate: u64, term: u64) -> Code {
+    let st = RaftServiceClient::new(ch)
+        .vote(forged_vote(target, candidate, term))
+        .await
+        .expect_err("a forged vote was answered");
+    st.code()
 }
 
 #[tokio::test]
@@ -57,14 +66,11 @@ async fn plaintext_clients_and_forged_raft_messages_are_refused() -> anyhow::Res
     assert!(plain.await.is_err(), "a plaintext call was answered");
 
     // No client certificate: refused before the message is even decoded.
-    let mut raft = RaftServiceClient::new(s.channel(follower, None).await?);
-    let st = raft
-        .vote(forged_vote(follower, leader, term))
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+    let vote = |ch| refused_vote(ch, follower, leader, term);
+    let code = vote(s.channel(follower, None).await?).await;
+    assert_eq!(code, Code::Unauthenticated);
     // A token does not make a peer either.
-    let st = raft
+    let st = RaftServiceClient::new(s.channel(follower, None).await?)
         .append_entries(bearer(forged_vote(follower, leader, term), Some(&admin)))
         .await
         .unwrap_err();
@@ -72,24 +78,16 @@ async fn plaintext_clients_and_forged_raft_messages_are_refused() -> anyhow::Res
 
     // A certificate from the same CA, but for a node of another group.
     let stranger = member_cert(&s.ca, GROUP + 1, leader)?;
-    let mut raft = RaftServiceClient::new(s.channel(follower, Some(&stranger)).await?);
-    let st = raft
-        .vote(forged_vote(follower, leader, term))
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    let code = vote(s.channel(follower, Some(&stranger)).await?).await;
+    assert_eq!(code, Code::PermissionDenied);
 
     // A member's own certificate, campaigning in another member's name.
     let third = (1..=3)
         .find(|id| *id != leader && *id != follower)
         .expect("three nodes");
     let member = member_cert(&s.ca, GROUP, third)?;
-    let mut raft = RaftServiceClient::new(s.channel(follower, Some(&member)).await?);
-    let st = raft
-        .vote(forged_vote(follower, leader, term))
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    let code = vote(s.channel(follower, Some(&member)).await?).await;
+    assert_eq!(code, Code::PermissionDenied);
 
     // The group never saw any of it: same leader, same term, on every node.
     assert_eq!(s.agreed(&admin).await?, (leader, term));
@@ -124,12 +122,9 @@ async fn peer_traffic_has_its_own_listener() -> anyhow::Result<()> {
     }
 
     // The client listener serves no Raft, even to a member's certificate.
-    let mut raft = RaftServiceClient::new(s.channel(follower, Some(&member)).await?);
-    let st = raft
-        .vote(forged_vote(follower, leader, term))
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), Code::Unimplemented, "{st:?}");
+    let vote = |ch| refused_vote(ch, follower, leader, term);
+    let code = vote(s.channel(follower, Some(&member)).await?).await;
+    assert_eq!(code, Code::Unimplemented);
 
     // The peer listener serves nothing but Raft, and checks the sender as the shared one did.
     let to_peer = s
@@ -141,15 +136,10 @@ async fn peer_traffic_has_its_own_listener() -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(st.code(), Code::Unimplemented, "{st:?}");
     let stranger = member_cert(&s.ca, GROUP + 1, leader)?;
-    let mut raft = RaftServiceClient::new(
-        s.channel_to(&peer_addr(&s, follower), Some(&stranger))
-            .await?,
-    );
-    let st = raft
-        .vote(forged_vote(follower, leader, term))
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    let to_peer_as_stranger = s
+        .channel_to(&peer_addr(&s, follower), Some(&stranger))
+        .await?;
+    assert_eq!(vote(to_peer_as_stranger).await, Code::PermissionDenied);
 
     // Without a client certificate the handshake itself fails: no call is answered.
     let bare = async {
@@ -336,18 +326,7 @@ async fn tokens_are_checked_on_every_call() -> anyhow::Result<()> {
 
 /// grpcurl from `FOLIO_GRPCURL`, else where `scripts/setup.sh` puts it, else PATH.
 fn grpcurl() -> std::path::PathBuf {
-    if let Some(g) = std::env::var_os("FOLIO_GRPCURL") {
-        return g.into();
-    }
-    let tools = std::env::var_os("FOLIO_TOOLS_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/folio/bin"))
-        });
-    match tools.map(|t| t.join("grpcurl")) {
-        Some(g) if g.exists() => g,
-        _ => "grpcurl".into(),
-    }
+    folio_testkit::tool("grpcurl", "FOLIO_GRPCURL")
 }
 
 #[tokio::test]

@@ -49,6 +49,13 @@ pub struct Member {
     pub peer_addr: Option<String>,
 }
 
+impl Member {
+    /// This member as the group's membership records it.
+    pub fn node(&self) -> RaftNode {
+        RaftNode::with_peer(&self.addr, self.peer_addr.clone())
+    }
+}
+
 /// A node's configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -195,7 +202,7 @@ pub trait NodeConfig: DeserializeOwned {
     fn bootstrap_members(&self, _me: &RaftNode) -> Vec<(u64, RaftNode)> {
         self.initial_members()
             .iter()
-            .map(|m| (m.id, RaftNode::with_peer(&m.addr, m.peer_addr.clone())))
+            .map(|m| (m.id, m.node()))
             .collect()
     }
 }

@@ -191,7 +191,7 @@ impl NodeConfig for RegistryConfig {
         }
         self.initial_members
             .iter()
-            .map(|m| (m.id, RaftNode::with_peer(&m.addr, m.peer_addr.clone())))
+            .map(|m| (m.id, m.node()))
             .collect()
     }
 }

@@ -112,24 +112,20 @@ impl AdminSvc {
 
     /// Adds a node as a learner, waits for it to catch up, then makes it a voter (on the leader).
     async fn add_here(&self, msg: pb::AddMemberRequest) -> Result<pb::MembershipResponse, Status> {
+        let node = RaftNode::with_peer(&msg.addr, Some(msg.peer_addr.clone()));
         let (members, _) = self.members();
         if let Some(existing) = members.iter().find(|m| m.node_id == msg.node_id) {
-            if existing.addr != msg.addr || existing.peer_addr != msg.peer_addr {
-                let peers = if existing.peer_addr.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (peers: {})", existing.peer_addr)
-                };
+            let recorded = RaftNode::with_peer(&existing.addr, Some(existing.peer_addr.clone()));
+            if recorded != node {
                 return Err(Status::already_exists(format!(
-                    "node {} is already a member at {}{peers}",
-                    msg.node_id, existing.addr
+                    "node {} is already a member at {recorded}",
+                    msg.node_id
                 )));
             }
             if existing.voter {
                 return Ok(self.reply(0));
             }
         }
-        let node = RaftNode::with_peer(&msg.addr, Some(msg.peer_addr.clone()));
         tracing::info!(node = self.edge.id, new = msg.node_id, member = %node, "adding member");
         let raft = &self.edge.raft;
         let learner = raft.add_learner(msg.node_id, node, true);

@@ -97,6 +97,22 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A tool the tests run that `scripts/setup.sh` installs (helm, grpcurl): from the environment
+/// variable `env` if set, else from setup's tools directory (`FOLIO_TOOLS_DIR`, default
+/// `~/.cache/folio/bin`) when it is there, else `name` on PATH.
+pub fn tool(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
+    }
+    let tools = std::env::var_os("FOLIO_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/folio/bin")));
+    match tools.map(|t| t.join(name)) {
+        Some(p) if p.exists() => p,
+        _ => name.into(),
+    }
+}
+
 /// A fresh address on 127.0.0.1 (see [`free_port`]).
 fn local_addr() -> String {
     format!("127.0.0.1:{}", free_port())
@@ -226,7 +242,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let config = self.dir.path().join(format!("node-{id}.toml"));
         let log = self.dir.path().join(format!("node-{id}.log"));
-        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = local_addr();
         write_config(
             &config,
             id,
