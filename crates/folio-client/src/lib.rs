@@ -26,7 +26,8 @@ pub use folio_proto::channels::{Channel, Security};
 use folio_proto::meta;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
-use tonic::{Code, Status};
+pub use tonic::Code;
+use tonic::Status;
 
 use retry::{Failed, LastFailure};
 

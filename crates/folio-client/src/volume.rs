@@ -6,7 +6,7 @@
 //! asks the group which pages changed since (`PullChanges`, or `WatchVolume` events) and drops
 //! only those, so a large volume stays warm across syncs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -38,6 +38,11 @@ pub enum TxError {
     TooLarge(usize),
     #[error("page {idx} is {len} bytes, not {PAGE_SIZE}")]
     PageSize { idx: u32, len: usize },
+}
+
+/// A ReadPages answer without a page it was asked for.
+fn skipped() -> Error {
+    Error::Other(tonic::Status::internal("the server skipped a page"))
 }
 
 /// Access-pattern detector: after two reads with the same non-zero stride, reads ahead along it,
@@ -209,32 +214,87 @@ impl Volume {
             want.extend(ahead.into_iter().filter(|p| !self.cache.contains_key(p)));
         }
         want.truncate(MAX_PAGES_PER_REQUEST);
-        self.read_rpcs.fetch_add(1, Ordering::Relaxed);
-        let pages = self.client.read_pages(self.id, lsn, &want).await?;
-        let mut out = None;
-        {
-            // Fill the cache only if no sync moved the view while the call was out.
+        let mut found = HashMap::new();
+        self.fetch(lsn, cacheable, &want, &mut found).await?;
+        found.remove(&idx).ok_or_else(skipped)
+    }
+
+    /// Reads `want` at `lsn` into `found`, in calls of at most the request limit, filling the
+    /// cache when `cacheable` and no sync moved the view while a call was out.
+    async fn fetch(
+        &self,
+        lsn: Lsn,
+        cacheable: bool,
+        want: &[u32],
+        found: &mut HashMap<u32, Bytes>,
+    ) -> Result<()> {
+        for chunk in want.chunks(MAX_PAGES_PER_REQUEST) {
+            self.read_rpcs.fetch_add(1, Ordering::Relaxed);
+            let pages = self.client.read_pages(self.id, lsn, chunk).await?;
             let s = self.synced.read().expect("lock is never poisoned");
             for p in pages {
-                if p.page_idx == idx {
-                    out = Some(p.data.clone());
-                }
                 if cacheable && *s == lsn {
-                    self.cache.insert(p.page_idx, p.data);
+                    self.cache.insert(p.page_idx, p.data.clone());
                 }
+                found.insert(p.page_idx, p.data);
             }
         }
-        out.ok_or_else(|| Error::Other(tonic::Status::internal("the server skipped a page")))
+        Ok(())
+    }
+
+    /// Pages `idxs` as of `lsn`, in the order asked: cached ones from the cache (at the synced
+    /// LSN), the rest in as few ReadPages calls as the request limit allows.
+    pub async fn read_many_at(&self, lsn: Lsn, idxs: &[u32]) -> Result<Vec<(u32, Bytes)>> {
+        let cacheable = lsn == self.synced();
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        let mut asked = BTreeSet::new();
+        for &i in idxs {
+            if !asked.insert(i) {
+                continue;
+            }
+            match cacheable.then(|| self.cache.get(&i)).flatten() {
+                Some(b) => {
+                    found.insert(i, b);
+                }
+                None => missing.push(i),
+            }
+        }
+        self.fetch(lsn, cacheable, &missing, &mut found).await?;
+        idxs.iter()
+            .map(|i| found.get(i).map(|b| (*i, b.clone())).ok_or_else(skipped))
+            .collect()
     }
 
     /// A transaction on the synced LSN.
     pub fn begin(self: &Arc<Self>) -> Transaction {
+        self.begin_at(self.synced())
+    }
+
+    /// A transaction on `base`, which may be older than the synced LSN (a reader that kept its
+    /// snapshot); its commit is a CAS on `base`.
+    pub fn begin_at(self: &Arc<Self>, base: Lsn) -> Transaction {
         Transaction {
             volume: self.clone(),
-            base: self.synced(),
+            base,
             writes: BTreeMap::new(),
             reads: BTreeSet::new(),
+            rebase: true,
         }
+    }
+
+    /// Records this client's own commit `lsn`, made with CAS on `base`, that wrote `pages`: when
+    /// the view is at `base` (so `lsn` is `base + 1` and nothing else came between), the view
+    /// moves to `lsn` with the written pages cached, saving the pull a sync would make.
+    pub fn note_commit(&self, base: Lsn, lsn: Lsn, pages: impl IntoIterator<Item = (u32, Bytes)>) {
+        let mut s = self.synced.write().expect("lock is never poisoned");
+        if *s != base || lsn.0 != base.0 + 1 {
+            return;
+        }
+        for (idx, data) in pages {
+            self.cache.insert(idx, data);
+        }
+        *s = lsn;
     }
 }
 
@@ -245,6 +305,7 @@ pub struct Transaction {
     base: Lsn,
     writes: BTreeMap<u32, Bytes>,
     reads: BTreeSet<u32>,
+    rebase: bool,
 }
 
 /// What a successful transaction commit reports.
@@ -258,6 +319,14 @@ pub struct TxCommitted {
 impl Transaction {
     pub fn base(&self) -> Lsn {
         self.base
+    }
+
+    /// Turns rebasing off: any commit that got in after the base fails this one with
+    /// [`TxError::Conflict`], whatever it touched. For callers whose every transaction writes a
+    /// common page (SQLite's header) or that read through another path than [`Transaction::read`].
+    pub fn without_rebase(mut self) -> Self {
+        self.rebase = false;
+        self
     }
 
     pub async fn read(&mut self, idx: u32) -> Result<Bytes> {
@@ -333,9 +402,12 @@ impl Transaction {
                 }
                 Err(Error::Conflict { .. }) => {
                     let (head, changed) = v.client.pull_changes(v.id, expected).await?;
-                    let overlap: Vec<u32> =
-                        changed.iter().filter(|p| touched.contains(p)).collect();
-                    if !overlap.is_empty() {
+                    let overlap: Vec<u32> = if self.rebase {
+                        changed.iter().filter(|p| touched.contains(p)).collect()
+                    } else {
+                        changed.iter().take(64).collect()
+                    };
+                    if !overlap.is_empty() || !self.rebase {
                         return Err(TxError::Conflict {
                             head,
                             pages: overlap,
