@@ -3,7 +3,9 @@
 //! A file imported with `folio volume import` is stored as pages: page 0 is a header
 //! ("FOLIOFIL", format version u32, file length u64, little-endian, zero-padded), pages 1.. hold
 //! the bytes, the last one zero-padded. `export` reads the header and writes exactly that many
-//! bytes, so the round trip is byte-identical.
+//! bytes, so the round trip is byte-identical. `import --sqlite` stores a SQLite database as
+//! the VFS reads it instead: SQLite page n is volume page n - 1, with no header of ours; `export`
+//! recognises such a volume and writes the database's pages.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -109,6 +111,11 @@ pub enum VolumeCmd {
         t: Target,
         volume: VolumeId,
         file: PathBuf,
+        /// The file is a SQLite database (4096-byte pages): store its pages as they are, SQLite
+        /// page n as volume page n - 1, so that the SQLite VFS opens the volume (`file:VOLUME?
+        /// vfs=folio`). A database in WAL mode is stored in rollback-journal mode.
+        #[arg(long)]
+        sqlite: bool,
     },
     /// Delete a volume: it answers NOT_FOUND from then on, garbage collection reclaims its
     /// pages, and its id is never used again.
@@ -148,7 +155,8 @@ pub enum VolumeCmd {
         #[arg(long, conflicts_with_all = ["time", "commits"])]
         default: bool,
     },
-    /// Write a file stored with `import` back out, byte for byte.
+    /// Write a file stored with `import` back out, byte for byte (a database imported with
+    /// `--sqlite` or written through the SQLite VFS: its pages, as a database file).
     Export {
         #[command(flatten)]
         t: Target,
@@ -453,7 +461,12 @@ pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
                 println!("committed lsn {}", r.lsn.0);
             }
         }
-        VolumeCmd::Import { t, volume, file } => import(&t, volume, &file).await?,
+        VolumeCmd::Import {
+            t,
+            volume,
+            file,
+            sqlite,
+        } => import(&t, volume, &file, sqlite).await?,
         VolumeCmd::Export {
             t,
             volume,
@@ -464,20 +477,91 @@ pub async fn run(cmd: VolumeCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn import(t: &Target, volume: VolumeId, path: &PathBuf) -> anyhow::Result<()> {
+/// How a file's pages go into a volume: the page written last (in the last commit, so that a
+/// reader never sees it promise pages that are not committed yet), and where file page `p` goes.
+struct Layout {
+    /// Volume page 0, written last.
+    header: Vec<u8>,
+    /// File pages before this one are in the header (SQLite's page 1 is the header).
+    first_data: u64,
+    /// Volume page = file page + shift.
+    shift: u64,
+}
+
+/// Checks a SQLite database file for the VFS and reads its first page.
+fn sqlite_layout(
+    f: &mut std::fs::File,
+    path: &std::path::Path,
+    len: u64,
+) -> anyhow::Result<Layout> {
+    use folio_core::sqlite::{parse, Header, JOURNAL_VERSION};
+    let mut first = vec![0u8; PAGE_SIZE];
+    let have = (len as usize).min(PAGE_SIZE);
+    f.read_exact(&mut first[..have])?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false)
+    {
+        bail!(
+            "{} has a write-ahead log beside it with changes not in the file yet: run \
+             `sqlite3 {} 'PRAGMA wal_checkpoint(TRUNCATE)'` (or close every connection) first",
+            path.display(),
+            path.display()
+        );
+    }
+    // A database in WAL mode imports as a rollback-journal one: the file itself is complete
+    // once checkpointed, and the two header bytes are all that differ.
+    let mut checked = first.clone();
+    for b in &mut checked[JOURNAL_VERSION] {
+        if *b == 2 {
+            *b = 1;
+        }
+    }
+    match parse(&checked) {
+        Ok(Header::Database { pages }) if pages as u64 * PAGE_SIZE as u64 <= len => {}
+        Ok(Header::Database { pages }) => bail!(
+            "{} is shorter ({len} bytes) than its header's {pages} pages: it is not a complete \
+             database",
+            path.display()
+        ),
+        Ok(Header::Empty) => bail!("{} is not a SQLite database", path.display()),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+    Ok(Layout {
+        header: checked,
+        first_data: 1,
+        shift: 0,
+    })
+}
+
+async fn import(t: &Target, volume: VolumeId, path: &PathBuf, sqlite: bool) -> anyhow::Result<()> {
     let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let len = f.metadata()?.len();
+    let mut len = f.metadata()?.len();
+    let layout = if sqlite {
+        let l = sqlite_layout(&mut f, path, len)?;
+        // What SQLite will read: the header's page count (a file may carry slack past it).
+        let pages = u32::from_be_bytes(l.header[28..32].try_into()?) as u64;
+        len = pages * PAGE_SIZE as u64;
+        l
+    } else {
+        let mut header = vec![0u8; PAGE_SIZE];
+        header[..8].copy_from_slice(FILE_MAGIC);
+        header[8..12].copy_from_slice(&FILE_VERSION.to_le_bytes());
+        header[12..20].copy_from_slice(&len.to_le_bytes());
+        Layout {
+            header,
+            first_data: 0,
+            shift: 1,
+        }
+    };
     let v = Volume::open(client(t)?, volume, 1 << 20).await?;
     let progress = progress_bar("import", len);
-    let mut header = vec![0u8; PAGE_SIZE];
-    header[..8].copy_from_slice(FILE_MAGIC);
-    header[8..12].copy_from_slice(&FILE_VERSION.to_le_bytes());
-    header[12..20].copy_from_slice(&len.to_le_bytes());
-    // Up to MAX_REFS_PER_COMMIT pages per commit (64 MiB); the header goes in the last one, so
-    // a reader never sees a header promising bytes that are not committed yet.
+    // Up to MAX_REFS_PER_COMMIT pages per commit (64 MiB); the header goes in the last one.
     let pages = len.div_ceil(PAGE_SIZE as u64);
     let per_commit = MAX_REFS_PER_COMMIT as u64 - 1;
-    let mut next = 0u64;
+    let mut next = layout.first_data;
     let lsn = loop {
         let mut tx = v.begin();
         let end = (next + per_commit).min(pages);
@@ -485,10 +569,10 @@ async fn import(t: &Target, volume: VolumeId, path: &PathBuf) -> anyhow::Result<
             let mut buf = vec![0u8; PAGE_SIZE];
             let want = (len - p * PAGE_SIZE as u64).min(PAGE_SIZE as u64) as usize;
             f.read_exact(&mut buf[..want])?;
-            tx.write(page_for(p)?, Bytes::from(buf))?;
+            tx.write(page_for(p + layout.shift)?, Bytes::from(buf))?;
         }
         if end == pages {
-            tx.write(0, Bytes::from(header.clone()))?;
+            tx.write(0, Bytes::from(layout.header.clone()))?;
         }
         let lsn = tx.commit().await?.lsn;
         v.sync().await?;
@@ -499,23 +583,18 @@ async fn import(t: &Target, volume: VolumeId, path: &PathBuf) -> anyhow::Result<
         }
     };
     progress.finish();
+    let stored = pages + layout.shift;
     if t.json {
-        println!(
-            "{}",
-            json!({"lsn": lsn.0, "bytes": len, "pages": pages + 1})
-        );
+        println!("{}", json!({"lsn": lsn.0, "bytes": len, "pages": stored}));
     } else {
-        println!(
-            "imported {len} bytes as {} pages at lsn {}",
-            pages + 1,
-            lsn.0
-        );
+        println!("imported {len} bytes as {stored} pages at lsn {}", lsn.0);
     }
     Ok(())
 }
 
-fn page_for(data_page: u64) -> anyhow::Result<u32> {
-    u32::try_from(data_page + 1)
+/// Volume page `p`, if a volume has it.
+fn page_for(p: u64) -> anyhow::Result<u32> {
+    u32::try_from(p)
         .ok()
         .filter(|p| *p <= folio_core::limits::MAX_PAGE_IDX)
         .context("file too large for one volume")
@@ -534,17 +613,29 @@ async fn export(
     };
     let header = c.read_pages(volume, lsn, &[0]).await?;
     let h = &header.first().context("no header page")?.data;
-    if &h[..8] != FILE_MAGIC {
-        bail!(
-            "volume {volume} does not hold an imported file at LSN {}",
-            lsn.0
-        );
-    }
-    let version = u32::from_le_bytes(h[8..12].try_into()?);
-    if version != FILE_VERSION {
-        bail!("unsupported file format version {version}");
-    }
-    let len = u64::from_le_bytes(h[12..20].try_into()?);
+    // A SQLite database (written through the VFS or imported with --sqlite) is its pages from
+    // 0; a file is its header page and then its bytes.
+    let (len, shift) = if h.starts_with(folio_core::sqlite::MAGIC) {
+        match folio_core::sqlite::parse(h) {
+            Ok(folio_core::sqlite::Header::Database { pages }) => {
+                (pages as u64 * PAGE_SIZE as u64, 0)
+            }
+            Ok(folio_core::sqlite::Header::Empty) => bail!("volume {volume} has no page 0"),
+            Err(e) => bail!("volume {volume} at LSN {}: {e}", lsn.0),
+        }
+    } else {
+        if &h[..8] != FILE_MAGIC {
+            bail!(
+                "volume {volume} holds neither an imported file nor a SQLite database at LSN {}",
+                lsn.0
+            );
+        }
+        let version = u32::from_le_bytes(h[8..12].try_into()?);
+        if version != FILE_VERSION {
+            bail!("unsupported file format version {version}");
+        }
+        (u64::from_le_bytes(h[12..20].try_into()?), 1)
+    };
     let pages = len.div_ceil(PAGE_SIZE as u64);
     let mut out =
         std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
@@ -553,7 +644,9 @@ async fn export(
     let mut p = 0u64;
     while p < pages {
         let end = (p + MAX_PAGES_PER_REQUEST as u64).min(pages);
-        let idxs: Vec<u32> = (p..end).map(page_for).collect::<anyhow::Result<_>>()?;
+        let idxs: Vec<u32> = (p..end)
+            .map(|p| page_for(p + shift))
+            .collect::<anyhow::Result<_>>()?;
         for page in c.read_pages(volume, lsn, &idxs).await? {
             let take = (len - written).min(PAGE_SIZE as u64) as usize;
             out.write_all(&page.data[..take])?;

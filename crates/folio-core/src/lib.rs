@@ -5,6 +5,7 @@ pub mod ids;
 pub mod limits;
 pub mod ops;
 pub mod page;
+pub mod sqlite;
 
 pub use ids::{GroupId, Lsn, NodeId, PageIdx, SegmentId, VolumeId, COMPACTED_SEQ_BIT};
 pub use ops::{CommitArgs, Durability, PageLocation, PageWrite, WritePagesArgs};
