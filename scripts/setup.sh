@@ -2,7 +2,7 @@
 # Installs what building and testing Folio needs on a fresh Debian machine, and nothing when it is
 # already there: clang and libclang for RocksDB's bindings, protoc for etcd-client's protos (Folio's
 # own protos use the protoc-bin-vendored crate), moto for the S3 tests, Docker Compose v2 for the
-# Compose test. Safe to rerun.
+# Compose test, the sqlite3 shell for the SQLite tests. Safe to rerun.
 set -euo pipefail
 
 need=()
@@ -11,6 +11,11 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux
   || need+=(libclang-dev)
 # etcd-client (the benchmark's etcd baseline) compiles etcd's protos with the system protoc.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# The SQLite tests run SQL scripts through Debian's sqlite3 shell, and load the extension into
+# Debian's python3 (whose sqlite3 module can load extensions; some other builds cannot).
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+/usr/bin/python3 -c 'import sqlite3; sqlite3.Connection.enable_load_extension' >/dev/null 2>&1 \
+  || need+=(python3)
 # scripts/image.sh makes the container images' Debian base with debootstrap (the Compose test).
 if command -v docker >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)

@@ -113,6 +113,30 @@ pub fn tool(name: &str, env: &str) -> PathBuf {
     }
 }
 
+/// A file the workspace build puts beside the test executables (`target/<profile>/NAME`), such
+/// as the `folio` binary for tests outside folio-cli, or `libfolio_sqlite.so`: from the
+/// environment variable `env` if set, else from the build's output directory, or an error that
+/// says to build the workspace first (as `scripts/test.sh` does).
+pub fn built(name: &str, env: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    // Test executables live in target/<profile>/deps.
+    let deps = exe.parent().context("test executable has a directory")?;
+    for dir in [deps.parent(), Some(deps)].into_iter().flatten() {
+        let p = dir.join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{name} is not built next to {}: build the whole workspace first (`cargo build --workspace \
+         --all-targets`, as scripts/test.sh does) or set {env}",
+        deps.display()
+    )
+}
+
 /// A fresh address on 127.0.0.1 (see [`free_port`]).
 fn local_addr() -> String {
     format!("127.0.0.1:{}", free_port())
