@@ -20,6 +20,7 @@ mod lifecycle;
 mod load;
 mod probe;
 mod report;
+mod sqlite;
 mod suite;
 
 use std::path::PathBuf;
@@ -108,6 +109,10 @@ enum BenchCmd {
     /// samples the bucket, counts requests by kind, estimates a month's cost from a price table.
     /// Prints a table and writes `lifecycle.json` and `lifecycle.svg` to `--out`.
     Lifecycle(lifecycle::LifecycleArgs),
+    /// SQLite through the Folio VFS against a running group: insert transactions against a local
+    /// SQLite file (synchronous=FULL) in `--dir`, and a cold open plus first query of a large
+    /// database, lazily against downloading it whole.
+    Sqlite(sqlite::SqliteArgs),
     /// Round trip of a trivial gRPC call (admin Status) to one node: the loopback floor.
     Rpc {
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -231,6 +236,7 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         }
         BenchCmd::History(args) => history::run(args).await,
         BenchCmd::Lifecycle(args) => lifecycle::run(args).await,
+        BenchCmd::Sqlite(a) => sqlite::run(a).await,
         BenchCmd::Rpc { addr, count, json } => {
             anyhow::ensure!(count > 0, "count must be positive");
             let samples =
