@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, CStr};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -260,18 +261,35 @@ impl DbFile {
         &self.shared.volume
     }
 
-    /// Pages `idxs` as of the snapshot.
-    fn pages(&self, idxs: Vec<u32>) -> Result<Vec<(u32, Bytes)>, i32> {
-        let v = self.volume().clone();
-        let lsn = self.snap;
-        match rt::block(async move { v.read_many_at(lsn, &idxs).await }) {
-            Ok(Ok(p)) => Ok(p),
+    /// Runs a call to the group on the VFS's runtime. A failure is logged, kept for
+    /// `PRAGMA folio_status`, and answered as `code` (or what its gRPC status maps to).
+    fn call<T: Send + 'static>(
+        &self,
+        code: i32,
+        what: &str,
+        f: impl Future<Output = folio_client::Result<T>> + Send + 'static,
+    ) -> Result<T, i32> {
+        match rt::block(f) {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.shared.fail(
-                code_of(&e, vars::SQLITE_IOERR_READ),
-                format!("read volume {} at LSN {lsn}: {e}", self.volume().id()),
+                code_of(&e, code),
+                format!("{what} (volume {}): {e}", self.volume().id()),
             )),
-            Err(e) => Err(self.shared.fail(vars::SQLITE_IOERR_READ, e)),
+            Err(e) => Err(self.shared.fail(code, e)),
         }
+    }
+
+    /// Pages `idxs` as of `lsn`. One page goes through the prefetcher, which reads ahead when
+    /// SQLite scans; several (a read across pages, the pages a commit compares) go in one call.
+    fn pages_at(&self, lsn: Lsn, idxs: Vec<u32>) -> Result<Vec<(u32, Bytes)>, i32> {
+        let v = self.volume().clone();
+        let what = format!("read at LSN {lsn}");
+        self.call(vars::SQLITE_IOERR_READ, &what, async move {
+            match idxs[..] {
+                [one] => Ok(vec![(one, v.read_at(lsn, one).await?)]),
+                _ => v.read_many_at(lsn, &idxs).await,
+            }
+        })
     }
 
     /// The database's size in bytes at `lsn`, from its header.
@@ -279,20 +297,11 @@ impl DbFile {
         if lsn == Lsn(0) {
             return Ok(0);
         }
-        let page = {
-            // Read page 0 at `lsn` through the same path as every read.
-            let v = self.volume().clone();
-            match rt::block(async move { v.read_at(lsn, 0).await }) {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    return Err(self.shared.fail(
-                        code_of(&e, vars::SQLITE_IOERR_READ),
-                        format!("read volume {} at LSN {lsn}: {e}", self.volume().id()),
-                    ))
-                }
-                Err(e) => return Err(self.shared.fail(vars::SQLITE_IOERR_READ, e)),
-            }
-        };
+        let page = self
+            .pages_at(lsn, vec![0])?
+            .pop()
+            .map(|(_, p)| p)
+            .unwrap_or_default();
         match header::parse(&page) {
             Ok(Header::Empty) => Ok(0),
             Ok(Header::Database { pages }) => Ok(pages as u64 * PAGE),
@@ -307,16 +316,11 @@ impl DbFile {
     fn begin_read(&mut self) -> Result<(), i32> {
         if self.sync == SyncMode::Begin {
             let v = self.volume().clone();
-            match rt::block(async move { v.sync().await }) {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    return Err(self.shared.fail(
-                        code_of(&e, vars::SQLITE_IOERR_LOCK),
-                        format!("sync volume {}: {e}", self.volume().id()),
-                    ))
-                }
-                Err(e) => return Err(self.shared.fail(vars::SQLITE_IOERR_LOCK, e)),
-            }
+            self.call(
+                vars::SQLITE_IOERR_LOCK,
+                "sync",
+                async move { v.sync().await },
+            )?;
         }
         self.snap = self.volume().synced();
         self.base_size = self.size_at(self.snap)?;
@@ -413,7 +417,7 @@ impl DbFile {
         let fetched: HashMap<u32, Bytes> = if fetch.is_empty() {
             HashMap::new()
         } else {
-            self.pages(fetch)?.into_iter().collect()
+            self.pages_at(self.snap, fetch)?.into_iter().collect()
         };
         let zeros = [0u8; PAGE_SIZE];
         let mut done = 0usize;
@@ -492,7 +496,7 @@ impl DbFile {
             .filter(|i| (*i as u64) * PAGE < self.base_size)
             .collect();
         if !existing.is_empty() {
-            for (idx, data) in self.pages(existing)? {
+            for (idx, data) in self.pages_at(self.snap, existing)? {
                 if self.dirty.get(&idx) == Some(&data) {
                     self.dirty.remove(&idx);
                 }
