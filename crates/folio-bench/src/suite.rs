@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use folio_client::{Client, ClientTls, RetryPolicy, Security, TokenSource};
+use folio_client::{Client, RetryPolicy, Security};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 
@@ -94,18 +94,8 @@ pub struct SuiteArgs {
 impl SuiteArgs {
     /// TLS and a token for an external group, as `--ca` and `--token-file` say.
     fn security(&self) -> anyhow::Result<Security> {
-        let tls = match &self.ca {
-            Some(ca) => Some(
-                ClientTls::with_ca_file(ca)
-                    .map_err(anyhow::Error::msg)?
-                    .config(),
-            ),
-            None => None,
-        };
-        Ok(Security {
-            tls,
-            token: self.token_file.clone().map(TokenSource::file),
-        })
+        folio_client::security_from(self.ca.as_deref(), false, None, self.token_file.clone())
+            .map_err(anyhow::Error::msg)
     }
 }
 

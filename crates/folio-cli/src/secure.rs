@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use folio_auth::dev::Ca;
 use folio_auth::token::{AuthConfig, KeyRef, Signer};
-use folio_auth::{ClientTls, NodeIdentity, TlsConfig, TokenSource};
+use folio_auth::{NodeIdentity, TlsConfig};
 use folio_client::Security;
 
 /// How every client command connects: TLS and a bearer token, when the nodes need them.
@@ -43,20 +43,13 @@ impl ConnArgs {
 
     /// Reads the CA and sets what [`security`] answers for the rest of the process.
     pub fn install(&self) -> anyhow::Result<()> {
-        let tls = match (&self.ca, self.tls) {
-            (Some(ca), _) => Some(ClientTls::with_ca_file(ca).map_err(anyhow::Error::msg)?),
-            (None, true) => Some(ClientTls::default()),
-            (None, false) => None,
-        };
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => Some(TokenSource::fixed(t.clone())),
-            (None, Some(f)) => Some(TokenSource::file(f.clone())),
-            (None, None) => None,
-        };
-        let s = Security {
-            tls: tls.map(|t| t.config()),
-            token,
-        };
+        let s = folio_client::security_from(
+            self.ca.as_deref(),
+            self.tls,
+            self.token.clone(),
+            self.token_file.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let _ = SECURITY.set(s);
         Ok(())
     }

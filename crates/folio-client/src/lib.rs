@@ -37,6 +37,29 @@ use router::Router;
 pub use router::RouterOptions;
 pub use volume::{Transaction, TxCommitted, TxError, Volume};
 
+/// How a client reaches secured nodes, from what a user names: TLS trusting the CA in `ca`, or
+/// the system's roots with `system_roots` (plaintext with neither); a bearer token given
+/// directly, or read from `token_file` (re-read when it changes). The error names a CA file
+/// that cannot be read.
+pub fn security_from(
+    ca: Option<&std::path::Path>,
+    system_roots: bool,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+) -> std::result::Result<Security, String> {
+    let tls = match (ca, system_roots) {
+        (Some(ca), _) => Some(ClientTls::with_ca_file(ca)?.config()),
+        (None, true) => Some(ClientTls::default().config()),
+        (None, false) => None,
+    };
+    let token = match (token, token_file) {
+        (Some(t), _) => Some(TokenSource::fixed(t)),
+        (None, Some(f)) => Some(TokenSource::file(f)),
+        (None, None) => None,
+    };
+    Ok(Security { tls, token })
+}
+
 /// What went wrong, sorted by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

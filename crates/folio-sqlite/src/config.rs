@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use folio_client::{Client, ClientTls, RetryPolicy, RouterOptions, Security, TokenSource};
+use folio_client::{Client, RetryPolicy, RouterOptions};
 
 /// When a connection's view of the volume is brought up to date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,17 +165,12 @@ impl Config {
 
     /// A client for this configuration.
     pub fn client(&self) -> Result<Client, String> {
-        let tls = match (&self.ca, self.tls) {
-            (Some(ca), _) => Some(ClientTls::with_ca_file(ca)?.config()),
-            (None, true) => Some(ClientTls::default().config()),
-            (None, false) => None,
-        };
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => Some(TokenSource::fixed(t.clone())),
-            (None, Some(f)) => Some(TokenSource::file(f.clone())),
-            (None, None) => None,
-        };
-        let security = Security { tls, token };
+        let security = folio_client::security_from(
+            self.ca.as_deref(),
+            self.tls,
+            self.token.clone(),
+            self.token_file.clone(),
+        )?;
         let total = Duration::from_millis(self.timeout_ms);
         let policy = RetryPolicy {
             total_timeout: total,
