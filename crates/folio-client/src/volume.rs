@@ -95,6 +95,12 @@ impl Volume {
         let cache = moka::sync::Cache::builder()
             .weigher(|_: &u32, v: &Bytes| v.len() as u32 + 32)
             .max_capacity(cache_bytes)
+            // LRU, not moka's default TinyLFU: once the cache is full, TinyLFU admits a new page
+            // only if it was asked for before, so a scan's read-ahead pages were dropped on
+            // arrival and read again one by one (measured: a cold scan of a 136 MiB database
+            // through a 64 MiB cache made a call per 5 pages instead of per 64, and took longer
+            // than with no read-ahead at all). SQLite's own page cache is LRU too.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         let v = Arc::new(Volume {
             client,
