@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
-cargo build --release --workspace --bins
+# The binaries, and the libraries with them: the SQLite extension (libfolio_sqlite.so) is one.
+cargo build --release --workspace --bins --lib
 exec "$CARGO_TARGET_DIR/release/folio" dev "$@"
