@@ -201,14 +201,12 @@ impl Volume {
     /// Page `idx` as of `lsn`. Only reads at the synced LSN use and fill the cache.
     pub async fn read_at(&self, lsn: Lsn, idx: u32) -> Result<Bytes> {
         let cacheable = lsn == self.synced();
-        if cacheable {
-            if let Some(b) = self.cache.get(&idx) {
-                self.prefetch
-                    .lock()
-                    .expect("lock is never poisoned")
-                    .on_read(idx);
-                return Ok(b);
-            }
+        if let Some(b) = self.cached_at(lsn, idx) {
+            self.prefetch
+                .lock()
+                .expect("lock is never poisoned")
+                .on_read(idx);
+            return Ok(b);
         }
         let mut want = vec![idx];
         let ahead = self
@@ -223,6 +221,18 @@ impl Volume {
         let mut found = HashMap::new();
         self.fetch(lsn, cacheable, &want, &mut found).await?;
         found.remove(&idx).ok_or_else(skipped)
+    }
+
+    /// Page `idx` from the cache if the view is at `lsn`. The view is checked and the cache read
+    /// under the same lock a sync takes to move the view, so a reader never gets a page of a
+    /// newer LSN than the one it reads at.
+    fn cached_at(&self, lsn: Lsn, idx: u32) -> Option<Bytes> {
+        let s = self.synced.read().expect("lock is never poisoned");
+        if *s == lsn {
+            self.cache.get(&idx)
+        } else {
+            None
+        }
     }
 
     /// Reads `want` at `lsn` into `found`, in calls of at most the request limit, filling the
@@ -259,7 +269,7 @@ impl Volume {
             if !asked.insert(i) {
                 continue;
             }
-            match cacheable.then(|| self.cache.get(&i)).flatten() {
+            match self.cached_at(lsn, i) {
                 Some(b) => {
                     found.insert(i, b);
                 }
