@@ -195,6 +195,18 @@ impl Config {
         }
     }
 
+    /// What decides which connections of a process share a volume's view, page cache and lock
+    /// table: the client, and the settings of the view.
+    pub fn volume_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.client_key(),
+            self.sync.name(),
+            self.cache_bytes,
+            self.prefetch
+        )
+    }
+
     /// What decides which client a database uses (everything but the per-database knobs).
     pub fn client_key(&self) -> String {
         format!(
@@ -241,7 +253,8 @@ mod tests {
         let mut b = a.clone();
         assert_eq!(a.client_key(), b.client_key());
         b.sync = SyncMode::Manual;
-        assert_eq!(a.client_key(), b.client_key(), "sync is per database");
+        assert_eq!(a.client_key(), b.client_key(), "one client serves both");
+        assert_ne!(a.volume_key(), b.volume_key(), "but not one view");
         b.addrs = vec!["x:1".into()];
         assert_ne!(a.client_key(), b.client_key());
     }

@@ -4,8 +4,10 @@
 //! `registry=host:port,...`, or the `FOLIO_ADDR` / `FOLIO_REGISTRY` environment variables).
 //! Pages are read lazily through the client's cache and prefetcher; a write transaction is one
 //! CAS commit, and a commit that loses a race to another client's fails with
-//! `SQLITE_BUSY_SNAPSHOT` (the app rolls back and retries). See [`vfs`] for the model and the
-//! README's "SQLite" section for the parameters and pragmas.
+//! `SQLITE_BUSY_SNAPSHOT` (the app rolls back and retries). `docs/rfcs/0006-sqlite-vfs.md` has
+//! the model and the README's "SQLite" section the parameters and pragmas. The VFS itself is
+//! reached only through SQLite: its `xOpen` reads the URI parameters that follow the name SQLite
+//! passes, which a Rust caller could not supply.
 //!
 //! Two ways in:
 //! - the loadable extension `libfolio_sqlite.so` (`.load` in the `sqlite3` shell,
@@ -20,10 +22,10 @@ use sqlite_plugin::vfs::RegisterOpts;
 
 pub mod config;
 mod rt;
-pub mod vfs;
+mod vfs;
 
 pub use config::{Config, SyncMode};
-pub use vfs::FolioVfs;
+use vfs::FolioVfs;
 
 /// The VFS's name in SQLite.
 pub const VFS_NAME: &str = "folio";

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use folio_client::{Client, Code, Error, TxError, Volume};
 use folio_core::limits::MAX_REFS_PER_COMMIT;
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
-use sqlite_plugin::flags::{AccessFlags, LockLevel, OpenKind, OpenMode, OpenOpts};
+use sqlite_plugin::flags::{AccessFlags, CreateMode, LockLevel, OpenKind, OpenMode, OpenOpts};
 use sqlite_plugin::logger::{SqliteLogLevel, SqliteLogger};
 use sqlite_plugin::vars;
 use sqlite_plugin::vfs::{Pragma, PragmaErr, Vfs, VfsHandle, VfsResult};
@@ -70,6 +70,7 @@ fn log(msg: &str) {
 pub struct FolioVfs {
     defaults: Result<Config, String>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// By the configuration's volume key: connections with the same settings share a view.
     volumes: Mutex<HashMap<(String, VolumeId), Weak<Shared>>>,
     next_handle: AtomicU64,
 }
@@ -105,7 +106,7 @@ impl FolioVfs {
     /// The state every connection of this process to `id` shares: the volume's view and page
     /// cache, and the lock table.
     fn shared(&self, cfg: &Config, id: VolumeId, create: bool) -> Result<Arc<Shared>, String> {
-        let key = (cfg.client_key(), id);
+        let key = (cfg.volume_key(), id);
         let mut volumes = self.volumes.lock().map_err(|_| "poisoned lock")?;
         volumes.retain(|_, w| w.strong_count() > 0);
         if let Some(s) = volumes.get(&key).and_then(Weak::upgrade) {
@@ -243,9 +244,64 @@ pub struct DbFile {
     size: u64,
     /// Pages written in this transaction, not yet committed.
     dirty: BTreeMap<u32, Bytes>,
-    /// A commit of this transaction failed: SQLite is rolling back, and what it writes now
-    /// (the journal's original pages) is dropped.
-    poisoned: bool,
+    tx: TxState,
+}
+
+/// Where a write transaction is; back to `Open` when SQLite drops its lock below RESERVED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxState {
+    /// Writes are buffered for the commit.
+    Open,
+    /// Its commit went in: SQLite must release its lock before it writes again.
+    Committed,
+    /// Its commit failed: SQLite is rolling back, and the journal's originals it writes now
+    /// are dropped.
+    Failed,
+    /// The rollback's sync came: SQLite must release its lock before it writes again.
+    RolledBack,
+}
+
+/// Whether a `PRAGMA synchronous` value means OFF, read as SQLite reads it: leading decimal
+/// digits (so `0x1` is 0) or a keyword, then the level is `(n + 1) & 7` and OFF is 1.
+fn synchronous_off(v: &str) -> bool {
+    let v = v.trim();
+    let n: u64 = if v.starts_with(|c: char| c.is_ascii_digit()) {
+        let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or(0)
+    } else if ["no", "off", "false"].contains(&v.to_ascii_lowercase().as_str()) {
+        0
+    } else {
+        1
+    };
+    (n.wrapping_add(1) & 7) == 1
+}
+
+/// Whether a `PRAGMA journal_mode` value means WAL: SQLite takes any prefix of a mode's name.
+fn journal_wal(v: &str) -> bool {
+    let v = v.trim().to_ascii_lowercase();
+    !v.is_empty() && "wal".starts_with(&v)
+}
+
+/// A page 0 SQLite is about to write that the VFS could not serve back: WAL mode or another
+/// page size in the header (set through a route the pragma checks do not see, such as an
+/// unqualified pragma applied to an attached volume).
+fn header_refusal(page: &[u8]) -> Option<String> {
+    if !page.starts_with(header::MAGIC) {
+        return None;
+    }
+    if page[16..18] != (PAGE_SIZE as u16).to_be_bytes() {
+        return Some(format!(
+            "SQLite is writing a header with a page size other than {PAGE_SIZE}"
+        ));
+    }
+    if page[header::JOURNAL_VERSION].contains(&2) {
+        return Some(
+            "SQLite is switching the database to WAL mode, which the Folio VFS does \
+                     not support"
+                .into(),
+        );
+    }
+    None
 }
 
 fn code_of(e: &Error, otherwise: i32) -> i32 {
@@ -390,8 +446,20 @@ impl DbFile {
         let mut l = self.shared.locks();
         if self.level >= LockLevel::Reserved && level <= LockLevel::Shared {
             // The transaction is over: committed at sync, or rolled back.
+            if self.tx == TxState::Open && !self.dirty.is_empty() {
+                // Written and never synced: a rollback with journal_mode=OFF, or a commit with
+                // synchronous=OFF, which would be lost; say so.
+                let n = self.dirty.len();
+                self.shared.fail(
+                    vars::SQLITE_WARNING,
+                    format!(
+                        "dropped {n} pages SQLite wrote without syncing the database: nothing was \
+                         committed (with synchronous=OFF the Folio VFS cannot commit)"
+                    ),
+                );
+            }
             self.dirty.clear();
-            self.poisoned = false;
+            self.tx = TxState::Open;
             self.size = self.base_size;
             if matches!(l.writer, Some((w, _)) if w == self.id) {
                 l.writer = None;
@@ -450,8 +518,23 @@ impl DbFile {
                 ),
             ));
         }
-        if self.poisoned {
-            return Ok(data.len());
+        match self.tx {
+            TxState::Open => {}
+            TxState::Failed => return Ok(data.len()),
+            TxState::Committed | TxState::RolledBack => {
+                return Err(self.shared.fail(
+                    vars::SQLITE_IOERR_WRITE,
+                    "SQLite wrote to the database after a commit without releasing its lock: \
+                     locking_mode=EXCLUSIVE (set directly, or inherited by an attached volume) \
+                     is not supported; use NORMAL"
+                        .into(),
+                ))
+            }
+        }
+        if offset == 0 {
+            if let Some(m) = header_refusal(data) {
+                return Err(self.shared.fail(vars::SQLITE_IOERR_WRITE, m));
+            }
         }
         let idx = u32::try_from(offset / PAGE).map_err(|_| vars::SQLITE_FULL)?;
         if idx > folio_core::limits::MAX_PAGE_IDX {
@@ -483,9 +566,16 @@ impl DbFile {
 
     /// SQLite's commit point: sends the transaction's pages as one CAS commit.
     fn commit(&mut self) -> VfsResult<()> {
-        if self.poisoned {
-            self.dirty.clear();
-            return Ok(());
+        match self.tx {
+            TxState::Open => {}
+            TxState::Failed => {
+                // The rollback's sync: what it wrote back was dropped.
+                self.dirty.clear();
+                self.tx = TxState::RolledBack;
+                return Ok(());
+            }
+            // Writes are refused in these states, so nothing is buffered.
+            TxState::Committed | TxState::RolledBack => return Ok(()),
         }
         // Pages equal to the snapshot's are not sent: a rollback writes the originals back
         // (after a cache spill) and syncs, which must not become a commit.
@@ -509,7 +599,7 @@ impl DbFile {
         let mut tx = self.volume().begin_at(base).without_rebase();
         for (idx, data) in &self.dirty {
             if let Err(e) = tx.write(*idx, data.clone()) {
-                self.poisoned = true;
+                self.tx = TxState::Failed;
                 return Err(self.shared.fail(vars::SQLITE_FULL, e.to_string()));
             }
         }
@@ -520,11 +610,12 @@ impl DbFile {
                 self.volume().note_commit(base, c.lsn, written);
                 self.snap = c.lsn;
                 self.base_size = self.size;
+                self.tx = TxState::Committed;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Ok(Err(TxError::Conflict { head, .. })) => {
-                self.poisoned = true;
+                self.tx = TxState::Failed;
                 self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
                 // Bring the view forward so that the retry reads the commits that won.
                 let v = self.volume().clone();
@@ -533,7 +624,7 @@ impl DbFile {
                 Err(vars::SQLITE_BUSY_SNAPSHOT)
             }
             Ok(Err(e)) => {
-                self.poisoned = true;
+                self.tx = TxState::Failed;
                 let code = match &e {
                     TxError::Client(c) => code_of(c, vars::SQLITE_IOERR_FSYNC),
                     TxError::TooLarge(_) => vars::SQLITE_FULL,
@@ -545,7 +636,7 @@ impl DbFile {
                 ))
             }
             Err(e) => {
-                self.poisoned = true;
+                self.tx = TxState::Failed;
                 Err(self.shared.fail(vars::SQLITE_IOERR_FSYNC, e))
             }
         }
@@ -598,7 +689,7 @@ impl DbFile {
                     Err(e) => refuse(e),
                 }
             }
-            ("journal_mode", Some("wal")) => refuse(
+            ("journal_mode", Some(m)) if journal_wal(m) => refuse(
                 "the Folio VFS does not support WAL mode: a commit is already one atomic write \
                  to the group, and the rollback journal is kept in memory"
                     .into(),
@@ -606,7 +697,12 @@ impl DbFile {
             ("page_size", Some(a)) if a != PAGE_SIZE.to_string() => refuse(format!(
                 "page_size={a}: Folio stores {PAGE_SIZE}-byte pages (SQLite's default)"
             )),
-            ("synchronous", Some("off" | "0")) => refuse(
+            ("locking_mode", Some("exclusive")) => refuse(
+                "locking_mode=EXCLUSIVE keeps one snapshot across transactions, so another \
+                 client's commit would fail every later one: use the default NORMAL"
+                    .into(),
+            ),
+            ("synchronous", Some(v)) if synchronous_off(v) => refuse(
                 "synchronous=OFF would skip the sync at which the Folio VFS commits: use NORMAL \
                  or FULL (they cost the same here)"
                     .into(),
@@ -702,7 +798,12 @@ impl FolioVfs {
             ))
         })?;
         let readonly = opts.mode().is_readonly();
-        let create = matches!(opts.mode(), OpenMode::ReadWrite { .. });
+        let create = matches!(
+            opts.mode(),
+            OpenMode::ReadWrite {
+                create: CreateMode::Create | CreateMode::MustCreate
+            }
+        );
         let shared = self.shared(&cfg, id, create).map_err(&fail)?;
         let mut db = DbFile {
             shared,
@@ -714,7 +815,7 @@ impl FolioVfs {
             base_size: 0,
             size: 0,
             dirty: BTreeMap::new(),
-            poisoned: false,
+            tx: TxState::Open,
         };
         // Refuse what cannot be served now, with the reason, rather than at the first read.
         db.snap = db.volume().synced();
@@ -838,5 +939,46 @@ impl Vfs for FolioVfs {
         Ok(vars::SQLITE_IOCAP_SAFE_APPEND
             | vars::SQLITE_IOCAP_SEQUENTIAL
             | vars::SQLITE_IOCAP_POWERSAFE_OVERWRITE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pragma_values_are_read_as_sqlite_reads_them() {
+        for off in ["off", "OFF", "0", "no", "false", "8", "0x1", "00", "16"] {
+            assert!(synchronous_off(off), "{off} is OFF to SQLite");
+        }
+        for on in [
+            "normal", "full", "extra", "1", "2", "3", "yes", "on", "9", "bogus",
+        ] {
+            assert!(!synchronous_off(on), "{on} is not OFF to SQLite");
+        }
+        for wal in ["wal", "WAL", "wa", "w"] {
+            assert!(journal_wal(wal), "{wal}");
+        }
+        for other in ["delete", "memory", "off", "", "walrus"] {
+            assert!(!journal_wal(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn headers_the_vfs_cannot_serve_are_refused_at_write() {
+        let mut p = vec![0u8; PAGE_SIZE];
+        assert_eq!(header_refusal(&p), None, "not a header");
+        p[..16].copy_from_slice(header::MAGIC);
+        p[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        p[18] = 1;
+        p[19] = 1;
+        assert_eq!(header_refusal(&p), None);
+        p[18] = 2;
+        p[19] = 2;
+        assert!(header_refusal(&p).unwrap().contains("WAL"));
+        p[18] = 1;
+        p[19] = 1;
+        p[16..18].copy_from_slice(&1024u16.to_be_bytes());
+        assert!(header_refusal(&p).unwrap().contains("page size"));
     }
 }

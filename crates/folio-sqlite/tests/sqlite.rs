@@ -394,12 +394,52 @@ fn what_the_vfs_does_not_support_is_refused_clearly() -> anyhow::Result<()> {
     assert!(e.contains("WAL"), "{e}");
     let e = msg(db.query_row("PRAGMA synchronous = OFF", [], |r| r.get(0)));
     assert!(e.contains("synchronous"), "{e}");
+    let e = msg(db.query_row("PRAGMA locking_mode = EXCLUSIVE", [], |r| r.get(0)));
+    assert!(e.contains("locking_mode"), "{e}");
+    // The spellings SQLite also takes for them.
+    let e = msg(db.query_row("PRAGMA synchronous = no", [], |r| r.get(0)));
+    assert!(e.contains("synchronous"), "{e}");
+    let e = msg(db.query_row("PRAGMA journal_mode = wa", [], |r| r.get(0)));
+    assert!(e.contains("WAL"), "{e}");
     // Still a working database after the refusals.
     db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
     assert_eq!(
         db.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?,
         4096
     );
+    // Exclusive locking inherited through ATTACH, where no pragma reaches the VFS: SQLite never
+    // releases its lock between transactions. The second transaction fails loudly, or lands;
+    // it is never acknowledged and lost.
+    let other = new_volume();
+    let main = Connection::open_in_memory()?;
+    let _: String = main.query_row("PRAGMA locking_mode = EXCLUSIVE", [], |r| r.get(0))?;
+    main.execute(&format!("ATTACH '{}' AS f", uri(&other, &addr)), [])?;
+    main.execute_batch("CREATE TABLE f.t(x); INSERT INTO f.t VALUES (1);")
+        .or_else(|e| {
+            assert_eq!(
+                extended(&e).map(|e| e.0),
+                Some(ErrorCode::SystemIoFailure),
+                "{e}"
+            );
+            Ok::<_, rusqlite::Error>(())
+        })?;
+    let second = main.execute("INSERT INTO f.t VALUES (2)", []);
+    drop(main);
+    let fresh = open(&other, &format!("{addr}&sync=begin"))?;
+    let rows: i64 = fresh
+        .query_row("SELECT count(*) FROM t WHERE x = 2", [], |r| r.get(0))
+        .unwrap_or(0);
+    match second {
+        Ok(_) => assert_eq!(rows, 1, "an acknowledged insert must be in the volume"),
+        Err(e) => {
+            assert_eq!(
+                extended(&e).map(|e| e.0),
+                Some(ErrorCode::SystemIoFailure),
+                "{e}"
+            );
+            assert_eq!(rows, 0);
+        }
+    }
     // A name that is not a volume id, and a volume that does not exist opened read-only.
     let e = open("not-a-volume", &addr).expect_err("not a volume id");
     assert_eq!(
