@@ -201,11 +201,7 @@ impl Volume {
     /// Page `idx` as of `lsn`. Only reads at the synced LSN use and fill the cache.
     pub async fn read_at(&self, lsn: Lsn, idx: u32) -> Result<Bytes> {
         let cacheable = lsn == self.synced();
-        if let Some(b) = self.cached_at(lsn, idx) {
-            self.prefetch
-                .lock()
-                .expect("lock is never poisoned")
-                .on_read(idx);
+        if let Some(b) = self.read_cached(lsn, idx) {
             return Ok(b);
         }
         let mut want = vec![idx];
@@ -221,6 +217,17 @@ impl Volume {
         let mut found = HashMap::new();
         self.fetch(lsn, cacheable, &want, &mut found).await?;
         found.remove(&idx).ok_or_else(skipped)
+    }
+
+    /// Page `idx` as of `lsn` if the cache has it, counted as a read by the prefetcher as
+    /// [`Volume::read_at`] would: for callers that can answer a hit without going async.
+    pub fn read_cached(&self, lsn: Lsn, idx: u32) -> Option<Bytes> {
+        let b = self.cached_at(lsn, idx)?;
+        self.prefetch
+            .lock()
+            .expect("lock is never poisoned")
+            .on_read(idx);
+        Some(b)
     }
 
     /// Page `idx` from the cache if the view is at `lsn`. The view is checked and the cache read

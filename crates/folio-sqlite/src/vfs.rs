@@ -240,6 +240,8 @@ pub struct DbFile {
     snap: Lsn,
     /// The database's size at `snap`, from its header.
     base_size: u64,
+    /// The header's change counter at `snap`: every SQLite commit writes page 0 with a new one.
+    base_counter: [u8; 4],
     /// The file's size as SQLite has made it in this transaction (writes extend, truncates cut).
     size: u64,
     /// Pages written in this transaction, not yet committed.
@@ -259,6 +261,15 @@ enum TxState {
     Failed,
     /// The rollback's sync came: SQLite must release its lock before it writes again.
     RolledBack,
+}
+
+/// The change counter in a page 0 (bytes 24..28 of SQLite's header).
+fn counter(page: &[u8]) -> [u8; 4] {
+    let mut c = [0; 4];
+    if let Some(b) = page.get(24..28) {
+        c.copy_from_slice(b);
+    }
+    c
 }
 
 /// Whether a `PRAGMA synchronous` value means OFF, read as SQLite reads it: leading decimal
@@ -338,6 +349,12 @@ impl DbFile {
     /// Pages `idxs` as of `lsn`. One page goes through the prefetcher, which reads ahead when
     /// SQLite scans; several (a read across pages, the pages a commit compares) go in one call.
     fn pages_at(&self, lsn: Lsn, idxs: Vec<u32>) -> Result<Vec<(u32, Bytes)>, i32> {
+        if let [one] = idxs[..] {
+            // A cache hit needs no call, so no hop to the runtime either.
+            if let Some(b) = self.volume().read_cached(lsn, one) {
+                return Ok(vec![(one, b)]);
+            }
+        }
         let v = self.volume().clone();
         let what = format!("read at LSN {lsn}");
         self.call(vars::SQLITE_IOERR_READ, &what, async move {
@@ -348,10 +365,10 @@ impl DbFile {
         })
     }
 
-    /// The database's size in bytes at `lsn`, from its header.
-    fn size_at(&self, lsn: Lsn) -> Result<u64, i32> {
+    /// The database's size in bytes at `lsn` and its change counter, from its header.
+    fn header_at(&self, lsn: Lsn) -> Result<(u64, [u8; 4]), i32> {
         if lsn == Lsn(0) {
-            return Ok(0);
+            return Ok((0, [0; 4]));
         }
         let page = self
             .pages_at(lsn, vec![0])?
@@ -359,8 +376,8 @@ impl DbFile {
             .map(|(_, p)| p)
             .unwrap_or_default();
         match header::parse(&page) {
-            Ok(Header::Empty) => Ok(0),
-            Ok(Header::Database { pages }) => Ok(pages as u64 * PAGE),
+            Ok(Header::Empty) => Ok((0, [0; 4])),
+            Ok(Header::Database { pages }) => Ok((pages as u64 * PAGE, counter(&page))),
             Err(m) => Err(self.shared.fail(
                 vars::SQLITE_NOTADB,
                 format!("volume {}: {m}", self.volume().id()),
@@ -379,7 +396,7 @@ impl DbFile {
             )?;
         }
         self.snap = self.volume().synced();
-        self.base_size = self.size_at(self.snap)?;
+        (self.base_size, self.base_counter) = self.header_at(self.snap)?;
         self.size = self.base_size;
         Ok(())
     }
@@ -577,13 +594,19 @@ impl DbFile {
             // Writes are refused in these states, so nothing is buffered.
             TxState::Committed | TxState::RolledBack => return Ok(()),
         }
-        // Pages equal to the snapshot's are not sent: a rollback writes the originals back
-        // (after a cache spill) and syncs, which must not become a commit.
+        // A rollback after a cache spill writes the originals back and syncs, which must not
+        // become a commit: pages equal to the snapshot's are not sent. A commit always writes
+        // page 0 with a new change counter, so the comparison (a call, unless every page is
+        // cached) is made only when page 0 does not say "commit".
+        let committing = self
+            .dirty
+            .get(&0)
+            .is_some_and(|p| counter(p) != self.base_counter);
         let existing: Vec<u32> = self
             .dirty
             .keys()
             .copied()
-            .filter(|i| (*i as u64) * PAGE < self.base_size)
+            .filter(|i| !committing && (*i as u64) * PAGE < self.base_size)
             .collect();
         if !existing.is_empty() {
             for (idx, data) in self.pages_at(self.snap, existing)? {
@@ -604,12 +627,17 @@ impl DbFile {
             }
         }
         let written: Vec<(u32, Bytes)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let new_counter = written
+            .first()
+            .filter(|(i, _)| *i == 0)
+            .map(|(_, p)| counter(p));
         let id = self.volume().id();
         match rt::block(tx.commit()) {
             Ok(Ok(c)) => {
                 self.volume().note_commit(base, c.lsn, written);
                 self.snap = c.lsn;
                 self.base_size = self.size;
+                self.base_counter = new_counter.unwrap_or(self.base_counter);
                 self.tx = TxState::Committed;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -813,13 +841,15 @@ impl FolioVfs {
             level: LockLevel::Unlocked,
             snap: Lsn(0),
             base_size: 0,
+            base_counter: [0; 4],
             size: 0,
             dirty: BTreeMap::new(),
             tx: TxState::Open,
         };
         // Refuse what cannot be served now, with the reason, rather than at the first read.
         db.snap = db.volume().synced();
-        db.base_size = db.size_at(db.snap).map_err(|_| vars::SQLITE_CANTOPEN)?;
+        (db.base_size, db.base_counter) =
+            db.header_at(db.snap).map_err(|_| vars::SQLITE_CANTOPEN)?;
         db.size = db.base_size;
         Ok(Handle::Db(Box::new(db)))
     }
@@ -861,7 +891,7 @@ impl Vfs for FolioVfs {
         match handle {
             Handle::Db(d) => {
                 let size = if d.level == LockLevel::Unlocked {
-                    d.size_at(d.volume().synced())?
+                    d.header_at(d.volume().synced())?.0
                 } else {
                     d.size
                 };
