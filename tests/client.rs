@@ -10,9 +10,8 @@ use anyhow::ensure;
 use bytes::Bytes;
 use folio_client::{TxError, Volume};
 use folio_core::{Lsn, PAGE_SIZE};
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 fn page(fill: u8) -> Bytes {
     Bytes::from(vec![fill; PAGE_SIZE])
@@ -20,7 +19,7 @@ fn page(fill: u8) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_transactions_cache_prefetch_and_watch() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 1)?;
+    let c = Cluster::start(folio_bin(), 1)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let client = Arc::new(c.client());
     let id = client.create_volume(None).await?;

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use bytes::Bytes;
-use common::{counter, wait_drained, BIN};
+use common::{counter, wait_drained};
 use folio_client::{Client, Error};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
+use folio_system_tests::folio_bin;
 use folio_testkit::{Cluster, Options};
 
 const VOLUMES: usize = 2;
@@ -128,7 +129,7 @@ fn options() -> Options {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_lives_in_the_bucket_and_a_wiped_group_is_rebuilt_from_it() -> anyhow::Result<()> {
-    let mut c = Cluster::start_opts(BIN, 3, options())?;
+    let mut c = Cluster::start_opts(folio_bin(), 3, options())?;
     let res = run(&mut c).await;
     if res.is_err() {
         c.dump_logs();
@@ -189,7 +190,7 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     // first trip over the node claim of ours; remove that so the group's own claim is tested.)
     std::fs::remove_file(c.objects_dir().join("groups/7/nodes/1")).context("node 1's claim")?;
     let mut other = Cluster::start_opts(
-        BIN,
+        folio_bin(),
         1,
         Options {
             object_store: Some(format!(

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use folio_core::{Lsn, PAGE_SIZE};
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
 
 mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 const COMMITS_WHILE_DOWN: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +21,7 @@ async fn lagging_follower_catches_up_through_a_snapshot() -> anyhow::Result<()> 
     let extra = "snapshot_logs_since_last = 1000000\nlogs_to_keep_after_snapshot = 10\n\
                  purge_batch_size = 8\nsnapshot_chunk_bytes = 65536\n\
                  snapshot_log_bytes = 262144\n";
-    let mut c = Cluster::start_with(BIN, 3, extra)?;
+    let mut c = Cluster::start_with(folio_bin(), 3, extra)?;
     let res = run(&mut c).await;
     if res.is_err() {
         c.dump_logs();

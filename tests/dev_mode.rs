@@ -2,11 +2,10 @@
 //! group registered in region `local`) and a local-directory object store. A volume created
 //! through the registry is written and read back through it.
 
+use folio_system_tests::folio_bin;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 struct Killed(Child);
 
@@ -18,13 +17,16 @@ impl Drop for Killed {
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run folio")
+    Command::new(folio_bin())
+        .args(args)
+        .output()
+        .expect("run folio")
 }
 
 /// Starts `folio dev` (plus `extra` flags) with its data under `dir`, and waits for its banner to
 /// name the group's and the registry's addresses.
 fn start(dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<(Killed, String, String)> {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(folio_bin())
         .args(["dev", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
         .args(["--registry-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("data"))

@@ -11,16 +11,16 @@ use bytes::Bytes;
 use folio_client::registry::pb;
 use folio_client::{Client, Error, RetryPolicy, RouterOptions};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
+use folio_system_tests::folio_bin;
 use folio_testkit::registry::RegistryCluster;
 use folio_testkit::{Cluster, Options};
 
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 /// Groups not heard from for this long get no new volumes.
 const GROUP_TIMEOUT_MS: u64 = 3_000;
 
 fn group(region: &str, id: u64, registry: &[String]) -> anyhow::Result<Cluster> {
     Cluster::start_opts(
-        BIN,
+        folio_bin(),
         1,
         Options {
             group_id: Some(id),
@@ -54,12 +54,15 @@ async fn wait_healthy(reg: &RegistryCluster, n: usize) -> anyhow::Result<pb::Lis
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run folio")
+    Command::new(folio_bin())
+        .args(args)
+        .output()
+        .expect("run folio")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_routing_redirects_and_registry_failover() -> anyhow::Result<()> {
-    let mut reg = RegistryCluster::start(BIN, 3, GROUP_TIMEOUT_MS)?;
+    let mut reg = RegistryCluster::start(folio_bin(), 3, GROUP_TIMEOUT_MS)?;
     reg.wait_leader(Duration::from_secs(20)).await?;
     let raddrs = reg.addrs();
     let eu1 = group("eu", 11, &raddrs)?;

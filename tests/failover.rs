@@ -12,9 +12,9 @@ use bytes::Bytes;
 use folio_client::Error;
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1::PageRef;
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
 
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 const VOLUMES: usize = 4;
 const WRITERS_PER_VOLUME: usize = 2;
 const COMMITS_PER_WRITER: usize = 40;
@@ -91,7 +91,7 @@ async fn writer(
 }
 
 async fn kill_mid_load(victim: Victim) -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(BIN, 3)?;
+    let mut cluster = Cluster::start(folio_bin(), 3)?;
     let res = run(&mut cluster, victim).await;
     if res.is_err() {
         cluster.dump_logs();

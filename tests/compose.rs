@@ -14,11 +14,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
+use folio_system_tests::folio_bin;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn free_port() -> u16 {
@@ -104,7 +103,7 @@ impl Stack {
 
     /// The leader's node id, as node `via` (1-based) sees it from the host.
     fn leader(&self, via: usize) -> anyhow::Result<u64> {
-        let out = Command::new(BIN)
+        let out = Command::new(folio_bin())
             .args(["admin", "status", "--json", "--addr"])
             .arg(format!("127.0.0.1:{}", self.node_ports[via - 1]))
             .output()?;
@@ -132,7 +131,8 @@ impl Drop for Stack {
 #[test]
 fn compose_stack_serves_through_the_registry_and_survives_its_leader() -> anyhow::Result<()> {
     let image = Command::new(root().join("scripts/image.sh"))
-        .args(["--bin", BIN])
+        .arg("--bin")
+        .arg(folio_bin())
         .output()
         .context("scripts/image.sh")?;
     ensure!(image.status.success(), "scripts/image.sh: {}", text(&image));

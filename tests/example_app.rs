@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use collab_kv::{bucket, Outcome};
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collaborative_map_merges_disjoint_edits_and_reports_conflicts() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 3)?;
+    let c = Cluster::start(folio_bin(), 3)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let r = collab_kv::demo(c.addrs()).await?;
     assert!(

@@ -19,11 +19,10 @@ use bytes::Bytes;
 use folio_client::{Client, Error, RetryPolicy, RouterOptions};
 use folio_core::limits::MAX_PAGES_PER_REQUEST;
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
+use folio_system_tests::folio_bin;
 use folio_testkit::registry::RegistryCluster;
 use folio_testkit::{Cluster, Options};
 use tonic::Code;
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 fn page(tag: u32) -> Bytes {
     let mut d = vec![(tag % 251) as u8; PAGE_SIZE];
@@ -32,7 +31,10 @@ fn page(tag: u32) -> Bytes {
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run folio")
+    Command::new(folio_bin())
+        .args(args)
+        .output()
+        .expect("run folio")
 }
 
 /// Every object-store request the node has made.
@@ -74,11 +76,11 @@ async fn fill(client: &Client, v: VolumeId, n: u32, tag: u32) -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forks_cost_nothing_per_page_and_deletes_retire_ids() -> anyhow::Result<()> {
-    let reg = RegistryCluster::start(BIN, 1, 3_000)?;
+    let reg = RegistryCluster::start(folio_bin(), 1, 3_000)?;
     reg.wait_leader(Duration::from_secs(20)).await?;
     let raddrs = reg.addrs();
     let c = Cluster::start_opts(
-        BIN,
+        folio_bin(),
         1,
         Options {
             group_id: Some(31),
@@ -235,7 +237,7 @@ async fn forks_cost_nothing_per_page_and_deletes_retire_ids() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_refuses_old_snapshots_by_name_and_storage_reports() -> anyhow::Result<()> {
     let c = Cluster::start_opts(
-        BIN,
+        folio_bin(),
         1,
         Options {
             flush: "interval_ms = 100\n".into(),

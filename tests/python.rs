@@ -7,12 +7,11 @@
 use std::process::Command;
 use std::time::Duration;
 
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
 use secure::Secured;
 
 mod secure;
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let out = cmd.output()?;
@@ -27,7 +26,7 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_installs_with_pip_and_works_against_a_live_node() -> anyhow::Result<()> {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
     let tmp = tempfile::tempdir()?;
     let venv = tmp.path().join("venv");
     run(
@@ -59,7 +58,7 @@ async fn python_client_installs_with_pip_and_works_against_a_live_node() -> anyh
     std::fs::create_dir_all(&work)?;
     std::fs::copy(src.join("test_folio.py"), work.join("test_folio.py"))?;
 
-    let c = Cluster::start(BIN, 1)?;
+    let c = Cluster::start(folio_bin(), 1)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     run(
         Command::new(&python)

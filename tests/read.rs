@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use bytes::Bytes;
-use common::{counter, wait_drained, BIN};
+use common::{counter, wait_drained};
 use folio_client::Client;
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
+use folio_system_tests::folio_bin;
 use folio_testkit::{Cluster, Options};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -167,7 +168,7 @@ async fn check_watch(
 async fn reads_match_the_model_before_and_after_flush_and_failover() -> anyhow::Result<()> {
     // Flushes happen only when this test asks (OBJECT_STORE commits seal at once).
     let mut c = Cluster::start_opts(
-        BIN,
+        folio_bin(),
         3,
         Options {
             flush: "interval_ms = 600000\n".into(),

@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use bytes::Bytes;
 use folio_core::{Lsn, PAGE_SIZE};
+use folio_system_tests::folio_bin;
 use folio_testkit::{Cluster, Options};
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 /// The `folio_*` names in a PromQL expression.
 fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
@@ -55,7 +54,7 @@ fn exported(c: &Cluster, id: u64, names: &BTreeSet<String>) -> anyhow::Result<BT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_queries_is_exported() -> anyhow::Result<()> {
     let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/folio/dashboards/folio.json");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/folio/dashboards/folio.json");
     let dash: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let mut all = Vec::new();
     exprs(&dash, &mut all);
@@ -66,7 +65,7 @@ async fn every_metric_the_dashboard_queries_is_exported() -> anyhow::Result<()> 
     }
 
     let c = Cluster::start_opts(
-        BIN,
+        folio_bin(),
         3,
         Options {
             flush: "interval_ms = 100\n".into(),

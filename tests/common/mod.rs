@@ -19,7 +19,6 @@ use folio_segment::Segment;
 use folio_testkit::moto::Moto;
 use folio_testkit::Cluster;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_folio");
 pub const BUCKET: &str = "folio";
 
 /// One acknowledged commit and the bytes of each page it wrote.

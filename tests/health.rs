@@ -11,16 +11,15 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
-
 /// `folio probe` against a node: whether it exited 0, and what it said.
 fn probe(c: &Cluster, id: u64, live: bool) -> (bool, String) {
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(folio_bin());
     cmd.args(["probe", "--addr", &c.node(id).metrics_addr]);
     if live {
         cmd.arg("--live");
@@ -68,7 +67,7 @@ async fn wait_ready(c: &Cluster, id: u64, ready: bool, within: Duration) -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_group_and_grpc_health_follows_readiness() -> anyhow::Result<()> {
-    let mut c = Cluster::start(BIN, 3)?;
+    let mut c = Cluster::start(folio_bin(), 3)?;
     let res = run(&mut c).await;
     if res.is_err() {
         c.dump_logs();

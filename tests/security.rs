@@ -18,6 +18,7 @@ use folio_proto::raft::v1::raft_service_client::RaftServiceClient;
 use folio_proto::raft::v1::RaftMessage;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
+use folio_system_tests::folio_bin;
 use secure::{bearer, hex, issue, member_cert, msg, now, Secured, GROUP};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -427,7 +428,7 @@ async fn metrics_need_a_scoped_token_and_the_probes_stay_open() -> anyhow::Resul
     // `folio probe`, as a container health check runs it: HTTPS with or without the CA; plain
     // HTTP is told what to do; a CA that did not sign the node's certificate is refused.
     let probe = |args: &[&str]| -> anyhow::Result<(bool, String)> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+        let out = std::process::Command::new(folio_bin())
             .args(["probe", "--addr", &metrics])
             .args(args)
             .output()?;

@@ -4,12 +4,11 @@
 use std::process::Command;
 use std::time::Duration;
 
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
 
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
-
 fn folio(addr: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    Command::new(folio_bin())
         .arg("volume")
         .args(args)
         .args(["--addr", addr])
@@ -28,7 +27,7 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_export_round_trip_and_json() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 1)?;
+    let c = Cluster::start(folio_bin(), 1)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let addr = c.node(1).addr.clone();
     let dir = tempfile::tempdir()?;

@@ -15,6 +15,7 @@ use folio_client::{Client, RetryPolicy};
 use folio_core::{SegmentId, VolumeId};
 use folio_objstore::{ObjectKey, ObjectStore};
 use folio_proto::volume::v1::Durability;
+use folio_system_tests::folio_bin;
 use folio_testkit::moto::Moto;
 use folio_testkit::proxy::Proxy;
 use folio_testkit::{Cluster, Options};
@@ -34,7 +35,7 @@ where
     F: FnOnce(Cluster) -> Fut,
     Fut: std::future::Future<Output = (Cluster, anyhow::Result<()>)>,
 {
-    let c = Cluster::start_opts(BIN, 3, opts)?;
+    let c = Cluster::start_opts(folio_bin(), 3, opts)?;
     let (c, res) = f(c).await;
     if res.is_err() {
         c.dump_logs();

@@ -16,11 +16,10 @@ use folio_proto::admin::v1::admin_service_client::AdminServiceClient;
 use folio_proto::admin::v1::StatusRequest;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
+use folio_system_tests::folio_bin;
 use folio_testkit::{Cluster, Options};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 pub const GROUP: u64 = 7;
 
@@ -105,7 +104,7 @@ impl Secured {
                 ),
             );
         }
-        let cluster = Cluster::start_opts(BIN, n, opts)?;
+        let cluster = Cluster::start_opts(folio_bin(), n, opts)?;
         let k2 = signers.pop().expect("two keys");
         let k1 = signers.pop().expect("two keys");
         Ok(Secured {

@@ -4,10 +4,9 @@
 //! checks live in `charts/folio/tests/check_chart.py`; `scripts/setup.sh` installs helm (from a
 //! PyPI wheel) and kubernetes-validate.
 
+use folio_system_tests::folio_bin;
 use std::path::PathBuf;
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 /// helm from `FOLIO_HELM`, else where `scripts/setup.sh` puts it, else PATH.
 fn helm() -> PathBuf {
@@ -16,11 +15,11 @@ fn helm() -> PathBuf {
 
 #[test]
 fn the_chart_renders_valid_manifests_and_configs_folio_loads() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new("python3")
         .arg(root.join("charts/folio/tests/check_chart.py"))
         .arg(helm())
-        .arg(BIN)
+        .arg(folio_bin())
         .output()
         .expect("run python3 charts/folio/tests/check_chart.py");
     let said = format!(

@@ -10,11 +10,10 @@ use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::meta;
 use folio_proto::volume::v1 as pb;
 use folio_proto::volume::v1::volume_service_client::VolumeServiceClient;
+use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
 use tonic::transport::Channel;
 use tonic::Code;
-
-const BIN: &str = env!("CARGO_BIN_EXE_folio");
 
 fn page(fill: u8) -> Bytes {
     Bytes::from(vec![fill; PAGE_SIZE])
@@ -102,7 +101,7 @@ fn commit_req(
 
 #[tokio::test]
 async fn cas_conflict_carries_the_current_lsn() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 1)?;
+    let c = Cluster::start(folio_bin(), 1)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let client = c.client();
     let v = client.create_volume(None).await?;
@@ -137,7 +136,7 @@ async fn cas_conflict_carries_the_current_lsn() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn retried_commit_returns_the_original_result() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 1)?;
+    let c = Cluster::start(folio_bin(), 1)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let client = c.client();
     let v = client.create_volume(None).await?;
@@ -164,7 +163,7 @@ async fn retried_commit_returns_the_original_result() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn followers_forward_and_redirect() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 3)?;
+    let c = Cluster::start(folio_bin(), 3)?;
     let leader = c.wait_leader(Duration::from_secs(20)).await?;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     // A client that knows only a follower: every call works, forwarded to the leader.
@@ -203,7 +202,7 @@ async fn followers_forward_and_redirect() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn members_are_added_and_removed() -> anyhow::Result<()> {
-    let mut c = Cluster::start(BIN, 3)?;
+    let mut c = Cluster::start(folio_bin(), 3)?;
     let leader = c.wait_leader(Duration::from_secs(20)).await?;
     let client = c.client();
     let v = client.create_volume(None).await?;
@@ -256,7 +255,7 @@ async fn peer_listeners_carry_raft_and_members_join_with_them() -> anyhow::Resul
         peer_listeners: true,
         ..Default::default()
     };
-    let mut c = Cluster::start_opts(BIN, 3, opts)?;
+    let mut c = Cluster::start_opts(folio_bin(), 3, opts)?;
     let leader = c.wait_leader(Duration::from_secs(20)).await?;
     let client = c.client();
     let v = client.create_volume(None).await?;
@@ -314,7 +313,7 @@ async fn peer_listeners_carry_raft_and_members_join_with_them() -> anyhow::Resul
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_status() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 1)?;
+    let c = Cluster::start(folio_bin(), 1)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let client = c.client();
     let v = client.create_volume(None).await?;
@@ -419,7 +418,7 @@ async fn bad_input_gets_a_clear_status() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn two_step_write_then_commit() -> anyhow::Result<()> {
-    let c = Cluster::start(BIN, 1)?;
+    let c = Cluster::start(folio_bin(), 1)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let client = c.client();
     let v = client.create_volume(None).await?;
