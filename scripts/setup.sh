@@ -2,7 +2,8 @@
 # Installs what building and testing Folio needs on a fresh Debian machine, and nothing when it is
 # already there: clang and libclang for RocksDB's bindings, protoc for etcd-client's protos (Folio's
 # own protos use the protoc-bin-vendored crate), moto for the S3 tests, Docker Compose v2 for the
-# Compose test, the sqlite3 shell for the SQLite tests. Safe to rerun.
+# Compose test, the sqlite3 shell for the SQLite tests, libfaketime, ip and iptables for the
+# fault suite. Safe to rerun.
 set -euo pipefail
 
 need=()
@@ -20,6 +21,11 @@ command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 if command -v docker >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 fi
+# The fault suite (jepsen/) skews nodes' clocks with libfaketime, and builds its network with
+# ip and iptables.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(libfaketime)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
