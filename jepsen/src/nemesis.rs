@@ -30,8 +30,11 @@ pub const ALL: &[&str] = &[
 pub struct Window {
     pub kind: String,
     pub detail: String,
-    /// Nanoseconds since the run started.
+    /// Nanoseconds since the run started: when the injection began, when it had taken full
+    /// effect (rules in every namespace, the process stopped, the member changed), and when
+    /// everything was healed.
     pub start: u64,
+    pub effective: u64,
     pub end: u64,
 }
 
@@ -103,6 +106,7 @@ impl Schedule {
                 Ok(d) => d,
                 Err(e) => format!("could not inject: {e:#}"),
             };
+            let effective = start.elapsed().as_nanos() as u64;
             if kind != "member" {
                 tokio::time::sleep(hold).await;
             }
@@ -117,6 +121,7 @@ impl Schedule {
                 kind,
                 detail,
                 start: t0,
+                effective,
                 end: t1,
             });
             let calm = Duration::from_millis(self.rng.random_range(2000..4000));

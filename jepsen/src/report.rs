@@ -19,7 +19,8 @@ pub struct WindowStats {
     pub detail: String,
     pub start_s: f64,
     pub end_s: f64,
-    /// From the fault's start to the first acknowledgement of a write invoked after it.
+    /// From the moment the fault had taken effect to the first acknowledgement of a write
+    /// invoked after that moment.
     pub first_ack_s: Option<f64>,
     /// The longest stretch without an acknowledged write from the fault's start until the
     /// first acknowledgement after it ended.
@@ -66,9 +67,11 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64) -> Availabil
         prev = *t;
     }
     for w in windows {
+        // Measured from when the fault had taken effect: a write invoked while the rules were
+        // still going in may be acknowledged before the fault bites.
         let first = acks
             .iter()
-            .filter(|(inv, _)| *inv >= w.start)
+            .filter(|(inv, _)| *inv >= w.effective)
             .map(|a| a.1)
             .min();
         // Acknowledgements from the fault's start until the first one after its end.
@@ -90,7 +93,7 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64) -> Availabil
             detail: w.detail.clone(),
             start_s: secs(w.start),
             end_s: secs(w.end),
-            first_ack_s: first.map(|t| secs(t - w.start)),
+            first_ack_s: first.map(|t| secs(t - w.effective)),
             longest_gap_s: secs(gap),
         });
     }
