@@ -85,6 +85,18 @@ fn signal(pid: i32, sig: i32) {
 
 impl Db {
     pub async fn start(bin: PathBuf, dir: &Path, net: Net, opts: DbOpts) -> anyhow::Result<Db> {
+        // A run starts from empty disks: a directory left by an earlier run with the same `--out`
+        // (perhaps killed with a tmpfs still mounted) would hand the new group an old one's state.
+        if dir.exists() {
+            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if Path::new(m).starts_with(dir) {
+                    let _ = Command::new("umount").args(["-l", m]).status();
+                }
+            }
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("clear {} from an earlier run", dir.display()))?;
+        }
         std::fs::create_dir_all(dir)?;
         let moto = Moto::start()?;
         moto.create_bucket("folio")?;

@@ -17,6 +17,32 @@ const PREFIX: &str = "fj";
 pub struct Net {
     id: u8,
     slots: usize,
+    /// Held while the network exists, so that a second run (or `clean`) on the same id refuses
+    /// instead of tearing down a live run's namespaces. Released when the runner exits however.
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the lock of network `id` without waiting; `None` when another live process holds it.
+fn lock(id: u8) -> anyhow::Result<Option<std::fs::File>> {
+    let dir = std::path::Path::new("/run/folio-jepsen");
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(format!("net-{id}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Some(f));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(None);
+    }
+    Err(err).with_context(|| format!("lock {}", path.display()))
 }
 
 fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -44,7 +70,14 @@ impl Net {
         if id == 0 || id > 250 {
             bail!("network id must be 1..=250");
         }
-        let net = Net { id, slots };
+        let Some(l) = lock(id)? else {
+            bail!("network {id} is in use by another run; pass another --net");
+        };
+        let net = Net {
+            id,
+            slots,
+            _lock: Some(l),
+        };
         net.remove();
         let br = net.bridge();
         run(&["ip", "link", "add", &br, "type", "bridge"])?;
@@ -164,15 +197,24 @@ impl Drop for Net {
 }
 
 /// Removes what runs killed before their clean-up left: every namespace, veth and bridge named
-/// like this suite's.
+/// like this suite's, except those of runs still going.
 pub fn clean_all() {
     for id in 1..=250u8 {
         let stale = std::path::Path::new(&format!("/sys/class/net/{PREFIX}{id}br")).exists()
             || (1..=8).any(|k| {
                 std::path::Path::new(&format!("/var/run/netns/{PREFIX}{id}n{k}")).exists()
             });
-        if stale {
-            drop(Net { id, slots: 8 });
+        if !stale {
+            continue;
+        }
+        match lock(id) {
+            Ok(Some(l)) => drop(Net {
+                id,
+                slots: 8,
+                _lock: Some(l),
+            }),
+            Ok(None) => eprintln!("network {id} belongs to a run still going: left alone"),
+            Err(e) => eprintln!("network {id}: {e:#}"),
         }
     }
 }
