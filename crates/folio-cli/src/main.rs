@@ -232,13 +232,17 @@ async fn run_node(cfg: Config, banner: bool) -> anyhow::Result<()> {
             node.addr, node.advertise
         );
     }
-    tokio::select! {
+    let failed = tokio::select! {
         r = node.wait() => r,
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
-            node.shutdown().await
+            return node.shutdown().await;
         }
-    }
+    };
+    // The node stopped by itself: close what it holds (RocksDB under a compaction) before the
+    // process exits with the error.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), node.shutdown()).await;
+    failed
 }
 
 async fn shutdown_signal() {
@@ -380,13 +384,15 @@ async fn run_registry(cfg: RegistryConfig) -> anyhow::Result<()> {
     if let Some(bound) = node.metrics_addr {
         println!("folio registry: metrics on http://{bound}/metrics");
     }
-    tokio::select! {
+    let failed = tokio::select! {
         r = node.wait() => r,
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
-            node.shutdown().await
+            return node.shutdown().await;
         }
-    }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), node.shutdown()).await;
+    failed
 }
 
 /// A port-0 address resolved by binding, so it can be announced with the real port.

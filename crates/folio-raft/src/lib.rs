@@ -102,6 +102,21 @@ pub fn leader_of<C: GroupTypes>(raft: &openraft::Raft<C>) -> Option<(u64, Option
     ))
 }
 
+/// Resolves once `raft`'s core has stopped (openraft quits it on a fatal error, such as a log
+/// write that failed with ENOSPC), with the reason. Long-lived calls select on it so that they
+/// end with UNAVAILABLE instead of waiting forever on a node that will apply nothing more.
+pub async fn core_stopped<C: GroupTypes>(raft: &openraft::Raft<C>) -> String {
+    let mut m = raft.metrics();
+    loop {
+        if let Err(e) = &m.borrow_and_update().running_state {
+            return e.to_string();
+        }
+        if m.changed().await.is_err() {
+            return "the Raft core has stopped".into();
+        }
+    }
+}
+
 /// The leader named by openraft's "forward to the leader" error: its id, and its address when
 /// known, in the same shape as [`leader_of`].
 pub fn forward_target(

@@ -289,8 +289,17 @@ impl RegistryNode {
         Ok(())
     }
 
-    /// Runs until the server stops by itself (it does not, unless it fails).
+    /// Runs until the server stops by itself (it does not, unless it fails), or until its Raft
+    /// core stops on a fatal error: then it fails, so that a supervisor restarts it (as a data
+    /// node does).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        self.serving.wait().await.context("registry gRPC server")
+        let raft = self.raft.clone();
+        tokio::select! {
+            r = self.serving.wait() => r.context("registry gRPC server"),
+            why = folio_raft::core_stopped(&raft) => {
+                tracing::error!(%why, "the Raft core stopped: the registry node exits to be restarted");
+                anyhow::bail!("the Raft core stopped ({why}); restart the node on its data directory")
+            }
+        }
     }
 }

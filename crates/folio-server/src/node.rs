@@ -246,8 +246,21 @@ impl Node {
         Ok(())
     }
 
-    /// Runs until the server stops by itself (it does not, unless it fails).
+    /// Runs until the server stops by itself (it does not, unless it fails). A node whose Raft
+    /// core stopped (openraft quits on a storage error, such as ENOSPC on a log write) can
+    /// serve nothing that needs its group again until it restarts, and a process that stays up
+    /// in that state holds its clients and hides from supervisors that only restart processes
+    /// that exit: it fails instead, and restarting on the same disk recovers it.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        self.serving.wait().await.context("gRPC server")
+        let raft = self.raft.clone();
+        tokio::select! {
+            r = self.serving.wait() => r.context("gRPC server"),
+            why = folio_raft::core_stopped(&raft) => {
+                tracing::error!(%why, "the Raft core stopped: the node exits to be restarted");
+                // Watch streams end with UNAVAILABLE first (they select on the same signal).
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                anyhow::bail!("the Raft core stopped ({why}); restart the node on its data directory")
+            }
+        }
     }
 }

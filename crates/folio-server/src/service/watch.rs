@@ -1,5 +1,7 @@
 //! WatchVolume: a task per subscriber pages through the volume's applied commits and waits on the
-//! group-state channel for more, with a bounded channel to the subscriber.
+//! group-state channel for more, with a bounded channel to the subscriber. A stream ends with
+//! UNAVAILABLE when the node's Raft core stops, so no subscriber waits on a node that cannot
+//! apply anything more.
 
 use std::sync::Arc;
 
@@ -97,6 +99,7 @@ impl Watches {
             tokio::time::Instant::now() + std::time::Duration::from_secs(left)
         });
         let ended = tx.clone();
+        let raft = edge.raft.clone();
         let stream = async move {
             let mut changes = reader.watch_group();
             let mut next = since.next();
@@ -146,6 +149,16 @@ impl Watches {
                         .send(Err(Status::unauthenticated(
                             "token expired: the watch ends; watch again with a fresh token",
                         )))
+                        .await;
+                }
+                why = folio_raft::core_stopped(&raft) => {
+                    // This node will apply nothing more: say so, so that the subscriber resumes
+                    // from its last LSN on another member instead of waiting on a silent stream.
+                    let _ = ended
+                        .send(Err(Status::unavailable(format!(
+                            "this node stopped serving its group ({why}); watch again on another \
+                             member from the last LSN received"
+                        ))))
                         .await;
                 }
             }
