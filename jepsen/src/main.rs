@@ -68,6 +68,9 @@ struct CampaignArgs {
     /// Runs use the private network 10.213.<net>.0/24 (another than a concurrent campaign's).
     #[arg(long, default_value_t = 77)]
     net: u8,
+    /// Every run's per-operation deadline [default: 5000 and 1000 ms in alternate rounds].
+    #[arg(long)]
+    op_timeout_ms: Option<u64>,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -422,7 +425,15 @@ struct Planned {
     workload: String,
     nemesis: String,
     seed: u64,
+    /// The clients' per-operation deadline. Half the runs use a short one, so that faults leave
+    /// operations indeterminate (`info`) and the checkers must consider both outcomes; with 5 s
+    /// the client's own retries outlast most faults.
+    op_timeout_ms: u64,
 }
+
+/// The short deadline of every other campaign run (and the smoke's CAS run).
+const SHORT_TIMEOUT_MS: u64 = 1000;
+const LONG_TIMEOUT_MS: u64 = 5000;
 
 fn plan(runs: u64, seed: u64, workloads: &[String], kinds: &[String], smoke: bool) -> Vec<Planned> {
     if smoke {
@@ -440,6 +451,11 @@ fn plan(runs: u64, seed: u64, workloads: &[String], kinds: &[String], smoke: boo
                 workload: w.to_string(),
                 nemesis: n.to_string(),
                 seed: seed + i as u64,
+                op_timeout_ms: if *w == "cas" {
+                    SHORT_TIMEOUT_MS
+                } else {
+                    LONG_TIMEOUT_MS
+                },
             })
             .collect();
     }
@@ -458,6 +474,12 @@ fn plan(runs: u64, seed: u64, workloads: &[String], kinds: &[String], smoke: boo
                 workload: w.clone(),
                 nemesis,
                 seed: seed + i,
+                // Alternate by pairs of workloads' turns, so every workload gets both.
+                op_timeout_ms: if (i / workloads.len() as u64) % 2 == 1 {
+                    SHORT_TIMEOUT_MS
+                } else {
+                    LONG_TIMEOUT_MS
+                },
             }
         })
         .collect()
@@ -474,6 +496,7 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
         store,
         folio,
         net,
+        op_timeout_ms,
     } = args;
     let workloads: Vec<String> = workloads.split(',').map(|s| s.trim().to_string()).collect();
     let kinds = nemesis::parse(&nemeses)?;
@@ -487,14 +510,17 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
     let dir = store.join(format!("campaign-{stamp}"));
     std::fs::create_dir_all(&dir)?;
     let mut table = String::from(
-        "| run | workload | nemesis | seed | ops | ok | info | acked writes | lost | anomalies | valid |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | workload | nemesis | seed | deadline (ms) | ops | ok | info | acked writes | lost | anomalies | valid |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let (mut total_ops, mut total_acked, mut total_lost, mut total_anomalies, mut invalid) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut total_ops, mut total_info, mut total_acked) = (0u64, 0u64, 0u64);
+    let (mut total_lost, mut total_anomalies, mut invalid) = (0u64, 0u64, 0u64);
     let mut firsts: HashMap<String, Vec<f64>> = HashMap::new();
     let mut gaps: HashMap<String, Vec<f64>> = HashMap::new();
-    let planned = plan(runs, seed, &workloads, &kinds, smoke);
+    let mut planned = plan(runs, seed, &workloads, &kinds, smoke);
+    if let Some(t) = op_timeout_ms {
+        planned.iter_mut().for_each(|p| p.op_timeout_ms = t);
+    }
     for (i, p) in planned.iter().enumerate() {
         let out = dir.join(format!(
             "{i:03}-{}-{}-s{}",
@@ -514,6 +540,7 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
             .args(["run", "--workload", &p.workload, "--nemesis", &p.nemesis])
             .args(["--time", &time.to_string(), "--seed", &p.seed.to_string()])
             .args(["--net", &net.to_string()])
+            .args(["--op-timeout-ms", &p.op_timeout_ms.to_string()])
             .arg("--out")
             .arg(&out)
             .arg("--folio")
@@ -537,8 +564,8 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
         let Some(r) = results else {
             invalid += 1;
             table.push_str(&format!(
-                "| {i} | {} | {} | {} | - | - | - | - | - | - | no verdict ({status:?}) |\n",
-                p.workload, p.nemesis, p.seed
+                "| {i} | {} | {} | {} | {} | - | - | - | - | - | - | no verdict ({status:?}) |\n",
+                p.workload, p.nemesis, p.seed, p.op_timeout_ms
             ));
             continue;
         };
@@ -565,6 +592,7 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
             .count() as u64;
         let valid = r["valid"].as_bool().unwrap_or(false);
         total_ops += n(&["ops", "invoked"]);
+        total_info += n(&["ops", "info"]);
         total_acked += n(&["ops", "acknowledged_writes"]);
         total_lost += lost;
         total_anomalies += anomalies.len() as u64;
@@ -587,10 +615,11 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
                 .push(w["longest_gap_s"].as_f64().unwrap_or(0.0));
         }
         table.push_str(&format!(
-            "| {i} | {} | {} | {} | {} | {} | {} | {} | {lost} | {} | {} |\n",
+            "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {lost} | {} | {} |\n",
             p.workload,
             p.nemesis,
             p.seed,
+            p.op_timeout_ms,
             n(&["ops", "invoked"]),
             n(&["ops", "ok"]),
             n(&["ops", "info"]),
@@ -600,8 +629,9 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
         ));
     }
     let mut s = format!(
-        "{} runs of {time} s: {total_ops} operations, {total_acked} acknowledged writes, lost \
-         {total_lost}, anomalies {total_anomalies}, invalid runs {invalid}\n\n",
+        "{} runs of {time} s: {total_ops} operations ({total_info} indeterminate), {total_acked} \
+         acknowledged writes, lost {total_lost}, anomalies {total_anomalies}, invalid runs \
+         {invalid}\n\n",
         planned.len()
     );
     s.push_str(&table);
