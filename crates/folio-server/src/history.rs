@@ -27,6 +27,8 @@ use crate::pages::{hedged_get_range, ReadError};
 
 /// Commit records one step of a roll-up reads.
 const ROLLUP_BATCH: usize = 1024;
+/// Lookups started again on a newer manifest after the one they began on was collected.
+const SUPERSEDED_RETRIES: u32 = 3;
 
 /// A run's identity in the caches: (seq, nonce).
 type RunId = (u64, u64);
@@ -160,22 +162,27 @@ impl History {
         if let Some(found) = self.state.page_at(v, idx, lsn).map_err(local)? {
             return Ok(Some(found));
         }
-        let Some(manifest) = self.current().await? else {
-            return Ok(None);
-        };
         let key = runs::page_key(v, idx, lsn);
         // The page's key without the LSN: a floor entry with another prefix is another page.
         let prefix = &key[..21];
-        for run in &manifest.runs {
-            if let Some((k, val)) = self.floor(run, &key).await? {
-                if k.starts_with(prefix) {
-                    let (_, written, loc) =
-                        runs::parse_page(&k, &val).map_err(|e| corrupt(&self.run_key(run), e))?;
-                    return Ok(Some((written, loc)));
+        let found = self
+            .over_current(|manifest| {
+                let key = &key;
+                async move {
+                    for run in &manifest.runs {
+                        if let Some((k, val)) = self.floor(run, key).await? {
+                            if k.starts_with(prefix) {
+                                let (_, written, loc) = runs::parse_page(&k, &val)
+                                    .map_err(|e| corrupt(&self.run_key(run), e))?;
+                                return Ok(Some((written, loc)));
+                            }
+                        }
+                    }
+                    Ok(None)
                 }
-            }
-        }
-        Ok(None)
+            })
+            .await?;
+        Ok(found.flatten())
     }
 
     /// Commits of `v` from `from` on, at most `limit`, in LSN order. Refused when commit `from`
@@ -210,19 +217,24 @@ impl History {
         if recent.is_empty() && from > head {
             return Ok(recent);
         }
-        let Some(manifest) = self.current().await? else {
+        let from_runs = self
+            .over_current(|manifest| async move {
+                let mut out: Vec<CommitRecord> = Vec::new();
+                // Oldest run first: each holds a later stretch of the volume's history.
+                for run in manifest.runs.iter().rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let next = out.last().map_or(from, |c| c.lsn.next());
+                    self.scan_commits(run, v, next, limit - out.len(), &mut out)
+                        .await?;
+                }
+                Ok(out)
+            })
+            .await?;
+        let Some(mut out) = from_runs else {
             return Ok(recent);
         };
-        let mut out: Vec<CommitRecord> = Vec::new();
-        // Oldest run first: each holds a later stretch of the volume's history than the last.
-        for run in manifest.runs.iter().rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let next = out.last().map_or(from, |c| c.lsn.next());
-            self.scan_commits(run, v, next, limit - out.len(), &mut out)
-                .await?;
-        }
         // The local records follow; a checkpoint between the two reads may have put some of
         // them in a run too.
         let next = out.last().map_or(from, |c| c.lsn.next());
@@ -257,11 +269,49 @@ impl History {
         Ok(set)
     }
 
-    /// The manifest the replicated state points to now.
-    async fn current(&self) -> Result<Option<Arc<Manifest>>, ReadError> {
-        match self.state.manifest().map_err(local)? {
-            None => Ok(None),
-            Some(m) => Ok(Some(self.manifest(m.seq).await?)),
+    /// Runs `lookup` over the manifest the replicated state points to now (`None` before the
+    /// first checkpoint).
+    ///
+    /// Garbage collection deletes a superseded manifest and the runs only it names once it has
+    /// not been current for `gc_grace_ms`. A lookup that outlives that (a reader stalled on a
+    /// loaded machine, a follower whose applied state lags the leader's checkpoints) finds an
+    /// object gone. When the pointer has moved meanwhile, the lookup starts again on the new
+    /// manifest (a few times at most); when it has not but the bucket already holds a later
+    /// version, this replica is behind and says so as UNAVAILABLE, so the client tries another
+    /// member. Only an object missing from the group's newest manifest is reported as lost.
+    async fn over_current<'a, T, F, Fut>(&'a self, mut lookup: F) -> Result<Option<T>, ReadError>
+    where
+        F: FnMut(Arc<Manifest>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ReadError>> + 'a,
+    {
+        let mut retries = 0;
+        loop {
+            let Some(pointer) = self.state.manifest().map_err(local)? else {
+                return Ok(None);
+            };
+            let seq = pointer.seq;
+            let result = match self.manifest(seq).await {
+                Ok(m) => lookup(m).await,
+                Err(e) => Err(e),
+            };
+            let gone = match result {
+                Err(ReadError::Store(StoreError::NotFound(key))) => key,
+                other => return other.map(Some),
+            };
+            let now = self.state.manifest().map_err(local)?.map(|m| m.seq);
+            if now != Some(seq) && retries < SUPERSEDED_RETRIES {
+                retries += 1;
+                tracing::debug!(%gone, seq, "manifest superseded during a lookup: looking again");
+                continue;
+            }
+            if now == Some(seq) && self.manifest(seq + 1).await.is_ok() {
+                return Err(ReadError::Busy(format!(
+                    "object {gone} of checkpoint manifest {seq} is gone: this replica's view of \
+                     the group's history is older than garbage collection keeps \
+                     (lifecycle.gc_grace_ms); retry, or read from another member"
+                )));
+            }
+            return Err(ReadError::Store(StoreError::NotFound(gone)));
         }
     }
 
