@@ -185,8 +185,15 @@ async fn gc_keeps_what_readers_reach_and_leaves_nothing_unreferenced() {
     // A cold volume written once, page by page, beside the first hot commits: the segments it
     // shares with them go sparse as the hot pages die, and get compacted.
     let cold = client.create_volume(None).await.unwrap();
+    let mut forked = None;
     for n in 1..=10 {
         commit_next(n).await;
+        if n == 6 {
+            // Forked while LSN 6 is the head: retention (400 ms, the last 3 commits) may hide
+            // it within a few slow commits on a loaded machine, and a fork of a hidden LSN is
+            // refused.
+            forked = Some(client.fork_volume(v, Some(Lsn(6)), None).await.unwrap());
+        }
         client
             .commit(
                 cold,
@@ -198,7 +205,7 @@ async fn gc_keeps_what_readers_reach_and_leaves_nothing_unreferenced() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    let (fork, at) = client.fork_volume(v, Some(Lsn(6)), None).await.unwrap();
+    let (fork, at) = forked.expect("forked at LSN 6");
     assert_eq!(at, Lsn(6));
     let pinned = states.lock().unwrap()[6].clone();
 
