@@ -117,6 +117,20 @@ pub async fn core_stopped<C: GroupTypes>(raft: &openraft::Raft<C>) -> String {
     }
 }
 
+/// [`core_stopped`] for any number of waiters: one task waits on the Raft metrics and publishes
+/// the reason once, so that each long-lived call (a WatchVolume stream) wakes only when the core
+/// stops, not on every metrics change. Must be called inside a Tokio runtime.
+pub fn stop_signal<C: GroupTypes>(
+    raft: openraft::Raft<C>,
+) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let why = core_stopped(&raft).await;
+        tx.send_replace(Some(why));
+    });
+    rx
+}
+
 /// The leader named by openraft's "forward to the leader" error: its id, and its address when
 /// known, in the same shape as [`leader_of`].
 pub fn forward_target(

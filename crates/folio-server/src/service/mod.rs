@@ -45,11 +45,12 @@ impl VolumeSvc {
         writes: WritePath,
         reads: ReadPath,
     ) -> VolumeServiceServer<VolumeSvc> {
+        let watches = Watches::new(folio_raft::stop_signal(edge.raft.clone()));
         VolumeServiceServer::new(VolumeSvc {
             edge,
             writes,
             reads,
-            watches: Watches::new(),
+            watches,
         })
         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)

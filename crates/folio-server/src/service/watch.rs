@@ -36,12 +36,16 @@ impl Drop for WatchSlot {
 pub struct Watches {
     /// One permit per stream this node may serve.
     slots: Arc<Semaphore>,
+    /// Set, with the reason, once the node's Raft core has stopped.
+    stopped: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Watches {
-    pub fn new() -> Watches {
+    /// `stopped` is the node's [`folio_raft::stop_signal`].
+    pub fn new(stopped: tokio::sync::watch::Receiver<Option<String>>) -> Watches {
         Watches {
             slots: Arc::new(Semaphore::new(WATCH_STREAMS_MAX)),
+            stopped,
         }
     }
 
@@ -99,7 +103,7 @@ impl Watches {
             tokio::time::Instant::now() + std::time::Duration::from_secs(left)
         });
         let ended = tx.clone();
-        let raft = edge.raft.clone();
+        let mut stopped = self.stopped.clone();
         let stream = async move {
             let mut changes = reader.watch_group();
             let mut next = since.next();
@@ -151,7 +155,11 @@ impl Watches {
                         )))
                         .await;
                 }
-                why = folio_raft::core_stopped(&raft) => {
+                why = async {
+                    // The borrowed value is cloned here, not held across an await.
+                    stopped.wait_for(Option::is_some).await.ok().and_then(|w| w.clone())
+                } => {
+                    let why = why.unwrap_or_else(|| "the Raft core has stopped".into());
                     // This node will apply nothing more: say so, so that the subscriber resumes
                     // from its last LSN on another member instead of waiting on a silent stream.
                     let _ = ended
