@@ -183,38 +183,48 @@ pub async fn cas_worker(ctx: Arc<Ctx>, key: usize, w: u64, seed: u64) {
                 new,
                 lsn,
             };
-            ctx.rec.record(process, OpType::Invoke, body(None), None);
             let commit = ctx.client.commit(
                 v,
                 Lsn(last),
                 vec![(0, register_page(new))],
                 format!("cas-{w}-{seq}"),
             );
-            match tokio::time::timeout(ctx.op_timeout, commit).await {
-                Ok(Ok(c)) => {
-                    ctx.rec
-                        .record(process, OpType::Ok, body(Some(c.lsn.0)), None);
-                    last = c.lsn.0;
-                }
-                Ok(Err(e)) => {
-                    let kind = outcome(&e);
-                    if let Error::Conflict { current, .. } = &e {
-                        last = current.0;
-                    }
-                    ctx.rec
-                        .record(process, kind, body(None), Some(e.to_string()));
-                    if kind == OpType::Info {
-                        process = ctx.process();
-                    }
-                }
-                Err(_) => {
-                    ctx.rec
-                        .record(process, OpType::Info, body(None), Some("timed out".into()));
-                    process = ctx.process();
-                }
-            }
+            record_commit(&ctx, &mut process, &mut last, commit, body).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..10))).await;
+    }
+}
+
+/// Records the invocation of a single-page commit (`body(lsn)` describes it), runs it under the
+/// deadline and records how it ended. `last` becomes the LSN the worker builds on next (the
+/// commit's, or the current one a conflict names); after an indeterminate end the worker goes on
+/// as a new `process`, since the old operation may still take effect.
+async fn record_commit(
+    ctx: &Ctx,
+    process: &mut u64,
+    last: &mut u64,
+    commit: impl std::future::Future<Output = Result<folio_client::Committed, Error>>,
+    body: impl Fn(Option<u64>) -> Body,
+) {
+    ctx.rec.record(*process, OpType::Invoke, body(None), None);
+    let (kind, error) = match tokio::time::timeout(ctx.op_timeout, commit).await {
+        Ok(Ok(c)) => {
+            *last = c.lsn.0;
+            ctx.rec
+                .record(*process, OpType::Ok, body(Some(c.lsn.0)), None);
+            return;
+        }
+        Ok(Err(e)) => {
+            if let Error::Conflict { current, .. } = &e {
+                *last = current.0;
+            }
+            (outcome(&e), e.to_string())
+        }
+        Err(_) => (OpType::Info, "timed out".to_string()),
+    };
+    ctx.rec.record(*process, kind, body(None), Some(error));
+    if kind == OpType::Info {
+        *process = ctx.process();
     }
 }
 
@@ -339,36 +349,13 @@ pub async fn write_worker(ctx: Arc<Ctx>, vol: usize, w: u64, seed: u64) {
             tag,
             lsn,
         };
-        ctx.rec.record(process, OpType::Invoke, body(None), None);
         let commit = ctx.client.commit(
             v,
             Lsn(last),
             vec![(page, tagged_page(tag))],
             format!("w-{tag}"),
         );
-        match tokio::time::timeout(ctx.op_timeout, commit).await {
-            Ok(Ok(c)) => {
-                last = c.lsn.0;
-                ctx.rec
-                    .record(process, OpType::Ok, body(Some(c.lsn.0)), None);
-            }
-            Ok(Err(e)) => {
-                let kind = outcome(&e);
-                if let Error::Conflict { current, .. } = &e {
-                    last = current.0;
-                }
-                ctx.rec
-                    .record(process, kind, body(None), Some(e.to_string()));
-                if kind == OpType::Info {
-                    process = ctx.process();
-                }
-            }
-            Err(_) => {
-                ctx.rec
-                    .record(process, OpType::Info, body(None), Some("timed out".into()));
-                process = ctx.process();
-            }
-        }
+        record_commit(&ctx, &mut process, &mut last, commit, body).await;
     }
 }
 
