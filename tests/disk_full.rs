@@ -165,7 +165,7 @@ async fn a_member_whose_disk_fills_exits_ends_its_watches_and_rejoins_after_a_re
     );
 
     // The watch on the victim ended instead of going silent: every event it did deliver was
-    // in order, and then the stream reported an error or closed.
+    // in order, and then the stream said why it ended (sent before the process exited).
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         let mut prev = 0u64;
         loop {
@@ -174,12 +174,19 @@ async fn a_member_whose_disk_fills_exits_ends_its_watches_and_rejoins_after_a_re
                     assert_eq!(ev.lsn, prev + 1, "events in LSN order, none skipped");
                     prev = ev.lsn;
                 }
-                Some(Err(_)) | None => return prev,
+                Some(Err(status)) => return Some(status),
+                None => return None,
             }
         }
     })
-    .await;
-    assert!(ended.is_ok(), "the watch on the stopped member ended");
+    .await
+    .expect("the watch on the stopped member ended");
+    let status = ended.expect("the stream ended with a status, not silently");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("stopped serving its group"),
+        "the status says why: {status:?}"
+    );
 
     // Free the space and restart: the member rejoins and serves every acknowledged commit.
     std::fs::remove_file(data.join("filler")).expect("remove the filler");
