@@ -143,6 +143,10 @@ pub fn pairs(history: &[Op]) -> Vec<Pair<'_>> {
     out
 }
 
+/// Events a run records at most: past this, workers stop invoking (about 300 MB of history in
+/// memory, and what the checkers' bounds are sized for), however long `--time` is.
+pub const MAX_EVENTS: usize = 2_000_000;
+
 /// The shared, append-only history of a running workload.
 #[derive(Clone)]
 pub struct Recorder {
@@ -175,6 +179,11 @@ impl Recorder {
             body,
             error,
         });
+    }
+
+    /// Events recorded so far.
+    pub fn len(&self) -> usize {
+        self.ops.lock().expect("history lock").len()
     }
 
     pub fn snapshot(&self) -> Vec<Op> {

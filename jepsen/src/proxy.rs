@@ -32,6 +32,8 @@ impl FaultProxy {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
+                    // Out of descriptors, say: wait instead of spinning on the error.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let rx = modes.subscribe();

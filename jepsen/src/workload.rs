@@ -64,8 +64,9 @@ impl Ctx {
         self.next_process.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether workers go on invoking: until the run's time is up or its history is full.
     fn running(&self) -> bool {
-        self.rec.now() < self.until
+        self.rec.now() < self.until && self.rec.len() < crate::history::MAX_EVENTS
     }
 }
 
