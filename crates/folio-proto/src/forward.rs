@@ -10,8 +10,34 @@ use tonic::Status;
 use crate::channels::{Channel, ChannelCache, Security};
 use crate::meta;
 
-/// How long a forwarded call may take at the leader.
+/// How long a forwarded call may take at the leader, at most.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The time a client gave its call (its `grpc-timeout` header), if it gave one.
+pub fn client_timeout(md: &MetadataMap) -> Option<Duration> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (n, unit) = v.split_at(v.len() - 1);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The time a forwarded call gets at the leader: three quarters of what the client gave its
+/// call, so that the forwarding node still has time to answer with a status of its own (and
+/// to send the call to a new leader), and never more than [`FORWARD_TIMEOUT`].
+pub fn forward_timeout(client: Option<Duration>) -> Duration {
+    client.map_or(FORWARD_TIMEOUT, |d| (d * 3 / 4).min(FORWARD_TIMEOUT))
+}
 /// How long connecting to the leader may take before the call is refused instead.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -86,6 +112,32 @@ mod tests {
             md.insert(meta::FORWARDED, "1".parse().expect("ascii"));
         }
         md
+    }
+
+    #[test]
+    fn a_forwarded_call_gets_part_of_the_clients_time() {
+        let with = |v: &str| {
+            let mut md = MetadataMap::new();
+            md.insert("grpc-timeout", v.parse().expect("ascii"));
+            client_timeout(&md)
+        };
+        assert_eq!(with("6000m"), Some(Duration::from_secs(6)));
+        assert_eq!(with("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(with("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(with("500000u"), Some(Duration::from_millis(500)));
+        for bad in ["", "m", "12x", "-5m", "1234567890m"] {
+            assert_eq!(with(bad), None, "{bad}");
+        }
+        assert_eq!(client_timeout(&MetadataMap::new()), None);
+        assert_eq!(
+            forward_timeout(Some(Duration::from_secs(6))),
+            Duration::from_millis(4500)
+        );
+        assert_eq!(
+            forward_timeout(Some(Duration::from_secs(600))),
+            FORWARD_TIMEOUT
+        );
+        assert_eq!(forward_timeout(None), FORWARD_TIMEOUT);
     }
 
     #[test]

@@ -80,21 +80,34 @@ impl Health {
         });
     }
 
+    /// How long ago this node last accepted an AppendEntries from `leader` (`None`: not since it
+    /// started, or its latest leader is another node).
+    pub fn since_heard_from(&self, leader: u64) -> Option<Duration> {
+        self.heard()
+            .filter(|h| h.leader == leader)
+            .map(|h| h.at.elapsed())
+    }
+
     fn heard(&self) -> Option<Heard> {
         *self.heard.lock().expect("no panic holds the lock")
     }
 }
 
 /// Starts the task that keeps a node's health (and, with `gauges`, the process's Raft gauges)
-/// current. It ends when the Raft core's metrics channel closes, leaving the node not live. A
+/// current; `timing.timeout_max` is the election timeout its checks use. It ends when the Raft core's metrics channel closes, leaving the node not live. A
 /// process that runs two groups (`folio dev`) exports the gauges of one.
-pub fn spawn<C: GroupTypes>(raft: openraft::Raft<C>, lag_max: u64, gauges: bool) -> Health {
+pub fn spawn<C: GroupTypes>(
+    raft: openraft::Raft<C>,
+    timing: crate::elect::Timing,
+    lag_max: u64,
+    gauges: bool,
+) -> Health {
     let (tx, rx) = watch::channel(HealthState::starting());
     let health = Health {
         heard: Arc::new(Mutex::new(None)),
         state: rx,
     };
-    let timeout = Duration::from_millis(raft.config().election_timeout_max);
+    let timeout = timing.timeout_max;
     let me = health.clone();
     tokio::spawn(async move {
         let mut metrics = raft.metrics();

@@ -2,12 +2,13 @@
 //! volume registry) whatever their state machine: the [`GroupTypes`] every group's type
 //! configuration satisfies, the RocksDB [`LogStore`], peer traffic over tonic ([`network`]),
 //! the MessagePack [`codec`] for entries and metadata, one-time [`bootstrap_once`],
-//! [`leader_of`], and a node's liveness and readiness ([`health`]). This crate knows no state machine: a group's crate brings its own.
+//! [`leader_of`], elections with pre-vote and check-quorum ([`elect`]), and a node's liveness and readiness ([`health`]). This crate knows no state machine: a group's crate brings its own.
 
 // openraft's storage traits return its `StorageError` by value; its size is not ours to choose.
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod elect;
 pub mod health;
 pub mod keys;
 pub mod log_store;
@@ -127,6 +128,39 @@ pub fn stop_signal<C: GroupTypes>(
     tokio::spawn(async move {
         let why = core_stopped(&raft).await;
         tx.send_replace(Some(why));
+    });
+    rx
+}
+
+/// Who leads, as a node sees it: its current term and the leader it knows at that term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderView {
+    pub term: u64,
+    pub leader: Option<u64>,
+}
+
+/// This node's [`LeaderView`], published on a watch channel by one task that watches the Raft
+/// metrics and sends only changes: waiters (writes in flight, forwarded calls) wake when the
+/// leadership changes, not on every metrics change. Once the Raft core stops, the view names no
+/// leader. Must be called inside a Tokio runtime.
+pub fn leader_watch<C: GroupTypes>(
+    raft: openraft::Raft<C>,
+) -> tokio::sync::watch::Receiver<LeaderView> {
+    let view = |m: &openraft::RaftMetrics<u64, RaftNode>| LeaderView {
+        term: m.current_term,
+        leader: m.current_leader.filter(|_| m.running_state.is_ok()),
+    };
+    let mut m = raft.metrics();
+    let (tx, rx) = tokio::sync::watch::channel(view(&m.borrow_and_update()));
+    tokio::spawn(async move {
+        loop {
+            if m.changed().await.is_err() {
+                tx.send_modify(|v| v.leader = None);
+                return;
+            }
+            let now = view(&m.borrow_and_update());
+            tx.send_if_modified(|cur| std::mem::replace(cur, now) != now);
+        }
     });
     rx
 }

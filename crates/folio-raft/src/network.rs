@@ -30,6 +30,7 @@ use tonic::{Code, Request, Status};
 use std::marker::PhantomData;
 
 use crate::codec::{decode, encode};
+use crate::elect::{self, PreVoteRequest, PreVoteResponse, Voter};
 use crate::health::Health;
 use crate::{GroupTypes, RaftNode};
 
@@ -64,6 +65,38 @@ impl<C: GroupTypes> Network<C> {
             group,
             channels: Arc::new(ChannelCache::secured(CONNECT_TIMEOUT, None, security)),
             _types: PhantomData,
+        }
+    }
+}
+
+impl<C: GroupTypes> Network<C> {
+    /// Asks `target` (at `node`) for a pre-vote, within `ttl`. A node that does not know the
+    /// call (a build before pre-vote, during a rolling upgrade) counts as a yes: its own vote
+    /// handling still applies openraft's lease when the real vote comes.
+    pub(crate) async fn pre_vote(
+        &self,
+        target: u64,
+        node: &RaftNode,
+        req: &PreVoteRequest,
+        ttl: Duration,
+    ) -> Result<PreVoteResponse, String> {
+        let ch = self.channels.get(node.peer())?;
+        let mut client = RaftServiceClient::new(ch);
+        let mut r = Request::new(RaftMessage {
+            group_id: self.group.0,
+            payload: Bytes::from(encode(req)),
+            target_node_id: target,
+            data: Bytes::new(),
+        });
+        r.set_timeout(ttl);
+        match client.pre_vote(r).await {
+            Ok(m) => decode(&m.into_inner().payload).map_err(|e| e.to_string()),
+            Err(s) if s.code() == Code::Unimplemented => Ok(PreVoteResponse {
+                granted: true,
+                term: 0,
+                reason: String::new(),
+            }),
+            Err(s) => Err(format!("{}: {}", s.code(), s.message())),
         }
     }
 }
@@ -213,10 +246,13 @@ pub struct PeerService<C: GroupTypes> {
     peers: Peers,
     /// Whether a message must come with a peer's certificate (TLS is on).
     certs_required: bool,
+    /// What pre-vote answers need beyond the Raft state.
+    voter: Voter,
 }
 
 impl<C: GroupTypes> PeerService<C> {
-    /// `peers`: whose certificates this node accepts messages from, when `certs_required`.
+    /// `peers`: whose certificates this node accepts messages from, when `certs_required`;
+    /// `voter`: from [`crate::node::start_raft`].
     pub fn new(
         raft: openraft::Raft<C>,
         group: GroupId,
@@ -224,6 +260,7 @@ impl<C: GroupTypes> PeerService<C> {
         health: Health,
         peers: Peers,
         certs_required: bool,
+        voter: Voter,
     ) -> RaftServiceServer<Self> {
         RaftServiceServer::new(PeerService {
             raft,
@@ -232,6 +269,7 @@ impl<C: GroupTypes> PeerService<C> {
             health,
             peers,
             certs_required,
+            voter,
         })
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -351,6 +389,17 @@ impl<C: GroupTypes> RaftService for PeerService<C> {
         let (req, _): (VoteRequest<u64>, _) = self.open(r)?;
         self.admit(sender, &req.vote, false)?;
         let res = self.raft.vote(req).await;
+        self.reply(&res)
+    }
+
+    async fn pre_vote(
+        &self,
+        r: Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let sender = self.sender(&r)?;
+        let (req, _): (PreVoteRequest, _) = self.open(r)?;
+        self.admit(sender, &openraft::Vote::new(req.term, req.candidate), false)?;
+        let res = elect::answer(&self.raft, &self.voter, &req).await;
         self.reply(&res)
     }
 

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use folio_core::GroupId;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
+
+use crate::elect::{LastLog, Timing, Voter};
+use crate::LogStore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -103,14 +106,20 @@ pub trait NodeConfig: DeserializeOwned {
 
     /// Every check a config must pass before the node starts.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id() == 0 {
-            return Err(ConfigError::Invalid("node_id must be at least 1".into()));
+        if self.node_id() == 0 || self.node_id() == crate::elect::STEP_DOWN_CANDIDATE {
+            return Err(ConfigError::Invalid(format!(
+                "node_id must be at least 1 and below {}",
+                crate::elect::STEP_DOWN_CANDIDATE
+            )));
         }
         let members = self.initial_members();
         let mut ids: Vec<_> = members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        if ids.len() != members.len() || ids.contains(&0) {
+        if ids.len() != members.len()
+            || ids.contains(&0)
+            || ids.contains(&crate::elect::STEP_DOWN_CANDIDATE)
+        {
             return Err(ConfigError::Invalid(
                 "initial_members ids must be distinct and at least 1".into(),
             ));
@@ -436,35 +445,62 @@ pub async fn bind(cfg: &impl NodeConfig, listen_addr: SocketAddr) -> Result<Boun
     })
 }
 
-/// Starts openraft for this node of `group`, with Folio's peer transport, and bootstraps the
-/// group if this node is the one to do it (see [`bootstrap_once`]).
-pub async fn start_raft<C, LS, SM>(
+/// Starts openraft for this node of `group`, with Folio's peer transport and election task
+/// ([`crate::elect`], with `timing`), and bootstraps the group if this node is the one to do it
+/// (see [`bootstrap_once`]). Returns the Raft handle and what the peer service needs to answer
+/// pre-votes.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_raft<C, SM>(
     cfg: &impl NodeConfig,
     security: &NodeSecurity,
     group: GroupId,
-    raft_config: openraft::Config,
+    mut raft_config: openraft::Config,
+    timing: Timing,
     me: &RaftNode,
-    log: LS,
+    log: LogStore<C>,
     sm: SM,
-) -> Result<openraft::Raft<C>, StartError>
+) -> Result<(openraft::Raft<C>, Voter), StartError>
 where
     C: GroupTypes,
-    LS: RaftLogStorage<C>,
     SM: RaftStateMachine<C>,
 {
+    timing.apply(&mut raft_config);
+    let raft_config = raft_config
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let network = Network::new(group, security.client.clone());
+    let reader = log.clone();
+    let last_log: LastLog = Arc::new(move || {
+        let mut reader = reader.clone();
+        Box::pin(async move {
+            match reader.get_log_state().await {
+                Ok(s) => s.last_log_id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the log's end for a pre-vote");
+                    None
+                }
+            }
+        })
+    });
     let raft = openraft::Raft::new(
         cfg.node_id(),
         Arc::new(raft_config),
-        Network::new(group, security.client.clone()),
+        network.clone(),
         log,
         sm,
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    let voter = Voter {
+        timing,
+        last_log,
+        started: std::time::Instant::now(),
+    };
+    crate::elect::spawn(raft.clone(), network, cfg.node_id(), voter.clone());
     let members = cfg.bootstrap_members(me);
     bootstrap_once(&raft, cfg.node_id(), me, &members).await?;
     warn_if_peers_dial_elsewhere(&raft, cfg.node_id(), me);
-    Ok(raft)
+    Ok((raft, voter))
 }
 
 /// Logs a warning when this node's membership entry (from an earlier start, or from add-node)

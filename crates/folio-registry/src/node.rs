@@ -116,16 +116,23 @@ impl RegistryConfig {
         }
     }
 
+    /// The registry group's election timings (see `folio_raft::elect`).
+    fn timing(&self) -> folio_raft::elect::Timing {
+        folio_raft::elect::Timing::from_ms(
+            self.raft_heartbeat_ms,
+            self.election_timeout_min_ms,
+            self.election_timeout_max_ms,
+        )
+    }
+
     fn openraft(&self) -> anyhow::Result<openraft::Config> {
-        let c = openraft::Config {
+        let mut c = openraft::Config {
             cluster_name: "folio-registry".into(),
-            heartbeat_interval: self.raft_heartbeat_ms,
-            election_timeout_min: self.election_timeout_min_ms,
-            election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
             max_in_snapshot_log_to_keep: 1_000,
             ..Default::default()
         };
+        self.timing().apply(&mut c);
         Ok(c.validate()?)
     }
 }
@@ -180,6 +187,9 @@ impl NodeConfig for RegistryConfig {
                 "group_timeout_ms must exceed heartbeat_interval_ms (at least 10)".into(),
             ));
         }
+        self.timing()
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("registry raft: {e}")))?;
         Ok(())
     }
 
@@ -218,11 +228,12 @@ impl RegistryNode {
         let (log, sm) = state::open(&cfg.data_dir)
             .with_context(|| format!("open registry store in {}", cfg.data_dir.display()))?;
         let shared = sm.shared();
-        let raft: RegRaft = raft_node::start_raft(
+        let (raft, voter): (RegRaft, _) = raft_node::start_raft(
             &cfg,
             &security,
             REGISTRY_GROUP,
             cfg.openraft()?,
+            cfg.timing(),
             &me,
             log,
             sm,
@@ -233,8 +244,12 @@ impl RegistryNode {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
             group_timeout: Duration::from_millis(cfg.group_timeout_ms),
         };
-        let health =
-            folio_raft::health::spawn(raft.clone(), READY_LAG_ENTRIES, cfg.metrics_addr.is_some());
+        let health = folio_raft::health::spawn(
+            raft.clone(),
+            voter.timing(),
+            READY_LAG_ENTRIES,
+            cfg.metrics_addr.is_some(),
+        );
         let (reporter, health_svc) = tonic_health::server::health_reporter();
         raft_node::follow_health(health.clone(), reporter, GRPC_SERVICES);
         let (reflection, reflection_alpha) =
@@ -246,6 +261,7 @@ impl RegistryNode {
             health.clone(),
             Peers::Registry,
             security.tls.is_some(),
+            voter,
         );
         let (peers_here, peer_router) = raft_node::place_peer_service(&bound, &security, peers)?;
         let router = raft_node::grpc_server(&security)?

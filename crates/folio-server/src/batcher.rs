@@ -29,6 +29,16 @@ pub enum WriteError {
     QueueFull(usize),
     #[error("raft is unavailable: {0}")]
     Unavailable(String),
+    /// The write was proposed, but this node stopped leading before it committed: a later
+    /// leader may still commit it.
+    #[error(
+        "this node lost the leadership of term {term} before the write committed, so its outcome \
+         is unknown; retry with the same idempotency key"
+    )]
+    LeadershipLost {
+        term: u64,
+        leader: Option<(u64, Option<String>)>,
+    },
 }
 
 struct Pending {
@@ -45,9 +55,10 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn start(raft: Raft, limits: Limits) -> Batcher {
+    /// `leaders`: the node's [`folio_raft::leader_watch`].
+    pub fn start(raft: Raft, leaders: Leaders, limits: Limits) -> Batcher {
         let (tx, rx) = mpsc::channel(limits.write_queue_max);
-        tokio::spawn(run(raft, limits.clone(), rx));
+        tokio::spawn(run(raft, leaders, limits.clone(), rx));
         Batcher {
             tx,
             queue_max: limits.write_queue_max,
@@ -71,7 +82,43 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
+/// How a proposal ended.
+enum Proposed<T> {
+    /// openraft answered, or the proposal timed out (`Err`).
+    Done(Result<T, tokio::time::error::Elapsed>),
+    /// This node stopped leading the term it proposed at before openraft answered.
+    Lost(u64),
+}
+
+/// Proposes `req` and waits for openraft's answer, for at most [`PROPOSAL_TIMEOUT`], and no
+/// longer than this node leads the term it proposed at: a leader that steps down (check-quorum,
+/// or a higher term) keeps its pending entries in openraft until a later leader commits or
+/// overwrites them, which may be only when a partition heals.
+async fn propose_while_leading(raft: &Raft, leaders: &Leaders, req: Request) -> Proposed<Written> {
+    let mut leaders = leaders.clone();
+    let view = *leaders.borrow_and_update();
+    let write = tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(req));
+    if view.leader != Some(raft.metrics().borrow().id) {
+        // Not leading: openraft answers at once, naming the leader it knows.
+        return Proposed::Done(write.await);
+    }
+    tokio::select! {
+        biased;
+        r = write => Proposed::Done(r),
+        _ = leaders.wait_for(|v| *v != view) => Proposed::Lost(view.term),
+    }
+}
+
+/// The node's [`folio_raft::leader_watch`].
+pub type Leaders = tokio::sync::watch::Receiver<folio_raft::LeaderView>;
+
+/// openraft's answer to a proposal.
+type Written = Result<
+    openraft::raft::ClientWriteResponse<folio_state::TypeConfig>,
+    RaftError<u64, ClientWriteError<u64, folio_raft::RaftNode>>,
+>;
+
+async fn run(raft: Raft, leading: Leaders, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
     let inflight = Arc::new(Semaphore::new(limits.inflight_batches_max));
     // A request taken from the queue that did not fit in the previous batch.
     let mut carry: Option<Pending> = None;
@@ -106,6 +153,7 @@ async fn run(raft: Raft, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
         metrics::BATCH_REQUESTS.observe(batch.len() as f64);
         metrics::BATCH_BYTES.observe(bytes as f64);
         let raft = raft.clone();
+        let leading = leading.clone();
         let segment_bytes_max = limits.segment_bytes_max;
         tokio::spawn(async move {
             let (commands, replies): (Vec<_>, Vec<_>) =
@@ -115,7 +163,20 @@ async fn run(raft: Raft, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
                 segment_bytes_max,
                 commands,
             };
-            let res = tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(req)).await;
+            let res = match propose_while_leading(&raft, &leading, req).await {
+                Proposed::Done(r) => r,
+                Proposed::Lost(term) => {
+                    drop(permit);
+                    let err = WriteError::LeadershipLost {
+                        term,
+                        leader: folio_raft::leader_of(&raft),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    return;
+                }
+            };
             drop(permit);
             match res {
                 Err(_) => {

@@ -505,10 +505,8 @@ impl NodeConfig for Config {
         if r.snapshot_log_bytes == 0 {
             return bad("raft.snapshot_log_bytes must be positive".into());
         }
-        if r.election_timeout_min_ms <= r.heartbeat_interval_ms
-            || r.election_timeout_max_ms <= r.election_timeout_min_ms
-        {
-            return bad("need heartbeat < election_timeout_min < election_timeout_max".into());
+        if let Err(e) = self.timing().validate() {
+            return bad(format!("raft: {e}"));
         }
         Ok(())
     }
@@ -519,14 +517,22 @@ impl Config {
         GroupId(self.group_id)
     }
 
-    /// The openraft configuration derived from this one.
+    /// The group's election timings (see `folio_raft::elect`).
+    pub fn timing(&self) -> folio_raft::elect::Timing {
+        let r = &self.raft;
+        folio_raft::elect::Timing::from_ms(
+            r.heartbeat_interval_ms,
+            r.election_timeout_min_ms,
+            r.election_timeout_max_ms,
+        )
+    }
+
+    /// The openraft configuration derived from this one, with its election settings from
+    /// [`Config::timing`].
     pub fn openraft(&self) -> Result<openraft::Config, ConfigError> {
         let r = &self.raft;
         let c = openraft::Config {
             cluster_name: format!("folio-group-{}", self.group_id),
-            heartbeat_interval: r.heartbeat_interval_ms,
-            election_timeout_min: r.election_timeout_min_ms,
-            election_timeout_max: r.election_timeout_max_ms,
             max_payload_entries: self.limits.append_entries_max,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
             snapshot_max_chunk_size: r.snapshot_chunk_bytes,
@@ -535,6 +541,8 @@ impl Config {
             purge_batch_size: r.purge_batch_size.max(1),
             ..Default::default()
         };
+        let mut c = c;
+        self.timing().apply(&mut c);
         c.validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }

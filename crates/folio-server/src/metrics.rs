@@ -120,6 +120,15 @@ pub static UPLOAD_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static FORWARDS_REROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_forwards_rerouted_total",
+        "Forwarded calls sent on (or run here) because leadership moved while they waited at the \
+         old leader"
+    )
+    .expect("registers once")
+});
+
 pub static WRITES_REFUSED_BUFFER_FULL: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "folio_writes_refused_buffer_full_total",
@@ -323,6 +332,7 @@ pub static GC_DELETE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
 pub fn register() {
     LazyLock::force(&REQUEST_SECONDS);
     LazyLock::force(&COMMIT_SECONDS);
+    LazyLock::force(&FORWARDS_REROUTED);
     LazyLock::force(&REQUEST_ERRORS);
     LazyLock::force(&BATCH_REQUESTS);
     LazyLock::force(&BATCH_BYTES);

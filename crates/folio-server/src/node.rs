@@ -91,8 +91,17 @@ impl Node {
             .with_context(|| format!("open store in {}", cfg.data_dir.display()))?;
         let reader = sm.reader();
         let state_reader = reader.clone();
-        let raft: Raft =
-            raft_node::start_raft(&cfg, &security, group, cfg.openraft()?, &me, log, sm).await?;
+        let (raft, voter): (Raft, _) = raft_node::start_raft(
+            &cfg,
+            &security,
+            group,
+            cfg.openraft()?,
+            cfg.timing(),
+            &me,
+            log,
+            sm,
+        )
+        .await?;
         let hedge_after = Duration::from_millis(cfg.read.hedge_after_ms);
         // The history index's caches get a quarter of the page cache's budget on top of it.
         let history = Arc::new(History::new(
@@ -103,8 +112,14 @@ impl Node {
             hedge_after,
         ));
         // Readiness first, so the peer service reports to it from the first message.
-        let health = folio_raft::health::spawn(raft.clone(), cfg.raft.ready_lag_entries, true);
-        let batcher = Batcher::start(raft.clone(), cfg.limits.clone());
+        let health = folio_raft::health::spawn(
+            raft.clone(),
+            voter.timing(),
+            cfg.raft.ready_lag_entries,
+            true,
+        );
+        let leaders = folio_raft::leader_watch(raft.clone());
+        let batcher = Batcher::start(raft.clone(), leaders.clone(), cfg.limits.clone());
         let demand = Arc::new(FlushDemand::default());
         let registry = match &cfg.registry {
             Some(r) => Some(Arc::new(
@@ -123,6 +138,11 @@ impl Node {
                 required: security.tokens_required() || security.tls.is_some(),
                 client: security.client.clone(),
                 mode: security.mode.clone(),
+            },
+            crate::edge::Leadership {
+                leaders,
+                health: health.clone(),
+                silence_max: voter.timing().timeout_max,
             },
         ));
         let writes = WritePath::new(batcher, history.clone(), cfg.flush.clone(), demand.clone());
@@ -197,6 +217,7 @@ impl Node {
             health.clone(),
             Peers::Group(group.0),
             security.tls.is_some(),
+            voter,
         );
         let (peers_here, peer_router) = raft_node::place_peer_service(&bound, &security, peers)?;
         let router = raft_node::grpc_server(&security)?

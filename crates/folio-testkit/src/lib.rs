@@ -343,6 +343,30 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOPs a node: it keeps its connections but answers nothing, like a long GC pause or
+    /// a stalled VM, until [`Cluster::resume`].
+    pub fn pause(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-STOP")
+    }
+
+    /// SIGCONTs a node paused with [`Cluster::pause`].
+    pub fn resume(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-CONT")
+    }
+
+    fn signal(&self, id: u64, sig: &str) -> anyhow::Result<()> {
+        let pid = match &self.node(id).child {
+            Some(c) => c.id(),
+            None => bail!("node {id} is not running"),
+        };
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .context("run kill")?;
+        anyhow::ensure!(status.success(), "kill {sig} {pid} failed: {status}");
+        Ok(())
+    }
+
     /// Starts a killed node again on the same data directory and address.
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         let child = self.spawn(self.node(id))?;

@@ -36,6 +36,18 @@ pub struct Edge {
     /// The volume registry, when the group is linked to one.
     registry: Option<Arc<RegistryLink>>,
     pub access: Access,
+    leadership: Leadership,
+}
+
+/// What the edge watches while it forwards a call to the leader.
+#[derive(Clone)]
+pub struct Leadership {
+    /// Leader changes ([`folio_raft::leader_watch`]).
+    pub leaders: crate::batcher::Leaders,
+    /// When this node last heard from its leader.
+    pub health: folio_raft::health::Health,
+    /// A leader not heard from for this long is not forwarded to (the election timeout).
+    pub silence_max: std::time::Duration,
 }
 
 /// What the edge checks callers against.
@@ -117,6 +129,7 @@ impl Edge {
         raft: Raft,
         registry: Option<Arc<RegistryLink>>,
         access: Access,
+        leadership: Leadership,
     ) -> Edge {
         Edge {
             id,
@@ -125,6 +138,7 @@ impl Edge {
             forward: Forwarder::new(status::LEADER, access.client.clone()),
             registry,
             access,
+            leadership,
         }
     }
 
@@ -171,11 +185,12 @@ impl Edge {
     ) -> Result<Response<Resp>, Status>
     where
         Req: Validate + Clone,
-        F: AsyncFnOnce(Channel, Request<Req>) -> Result<Response<Resp>, Status>,
+        F: AsyncFn(Channel, Request<Req>) -> Result<Response<Resp>, Status>,
         L: AsyncFnOnce(Req::Args) -> Result<Resp, Status>,
     {
         let (md, ext, msg) = req.into_parts();
         let target = self.target(&md, &msg);
+        let deadline = folio_proto::forward::client_timeout(&md);
         let run = async |args| {
             let local = async |args| {
                 if let OnLeader::Read(_) = kind {
@@ -183,7 +198,7 @@ impl Edge {
                 }
                 local(args).await
             };
-            target.run(args, forward, local).await
+            target.run(self, deadline, args, forward, local).await
         };
         match kind {
             OnLeader::Admin => {

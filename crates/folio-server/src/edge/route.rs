@@ -4,21 +4,43 @@
 use folio_proto::channels::Channel;
 use folio_proto::forward::Route;
 use folio_proto::forwarded;
+use std::time::Duration;
 use tonic::metadata::MetadataMap;
+
 use tonic::{Request, Response, Status};
 
 use super::{status, Edge};
+use crate::metrics;
 
 /// Where a call runs, decided before its request is validated so that the request is copied only
 /// when it must be forwarded: on the leader its payload moves into the validated arguments.
 pub(super) enum Target<Req> {
     /// This node leads: the call runs here.
     Local,
-    /// The call goes to the leader once, with this copy of the request.
-    Forward(Channel, Req),
+    /// The call goes to the leader once, with this copy of the request (and of its metadata,
+    /// should the call have to go to a new leader instead).
+    Forward(Forwarding<Req>),
     /// No leader to run or forward the call; answered with this status, but only after the
     /// request was validated, so bad input gets its own status even from a follower.
     Refused(Status),
+}
+
+/// A call on its way to the leader.
+pub(super) struct Forwarding<Req> {
+    leader: u64,
+    channel: Channel,
+    msg: Req,
+    md: MetadataMap,
+}
+
+/// How a forwarded call ended.
+enum Watched<Resp> {
+    /// The leader answered.
+    Answered(Result<Resp, Status>),
+    /// Leadership moved on while the call was at the old leader.
+    NewLeader,
+    /// Given up on, with this status.
+    Abandoned(Status),
 }
 
 impl Edge {
@@ -35,17 +57,50 @@ impl Edge {
         self.leader().is_some_and(|(l, _)| l == self.id)
     }
 
-    /// Decides where a call with metadata `md` runs (see `folio_proto::forward`).
+    /// Decides where a call with metadata `md` runs (see `folio_proto::forward`). A leader this
+    /// node has not heard from within the election timeout is not forwarded to: the call is
+    /// refused at once rather than held on a leader that may be gone.
     pub fn route(&self, md: &MetadataMap) -> Result<Route, Status> {
-        self.forward
-            .route(self.id, self.leader(), md, "this node is not the leader")
+        let leader = self.leader();
+        let route =
+            self.forward
+                .route(self.id, leader.clone(), md, "this node is not the leader")?;
+        if let (Route::Forward(_), Some((l, _))) = (&route, leader) {
+            if let Some(s) = self.silent_leader(l) {
+                return Err(s);
+            }
+        }
+        Ok(route)
+    }
+
+    /// UNAVAILABLE when this node has not heard from leader `l` within the election timeout.
+    fn silent_leader(&self, l: u64) -> Option<Status> {
+        let lead = &self.leadership;
+        let why = match lead.health.since_heard_from(l) {
+            Some(d) if d <= lead.silence_max => return None,
+            Some(d) => format!(
+                "this node has not heard from leader {l} for {} ms (more than an election \
+                 timeout), so it forwards nothing there",
+                d.as_millis()
+            ),
+            None => format!("this node has not heard from leader {l} yet"),
+        };
+        Some(status::not_leader(None, &why))
     }
 
     /// [`Edge::route`], keeping a copy of `msg` only when it is to be forwarded.
     pub(super) fn target<Req: Clone>(&self, md: &MetadataMap, msg: &Req) -> Target<Req> {
         match self.route(md) {
             Ok(Route::Local) => Target::Local,
-            Ok(Route::Forward(ch)) => Target::Forward(ch, msg.clone()),
+            Ok(Route::Forward(channel)) => match self.leader() {
+                Some((leader, _)) => Target::Forward(Forwarding {
+                    leader,
+                    channel,
+                    msg: msg.clone(),
+                    md: md.clone(),
+                }),
+                None => Target::Refused(status::not_leader(None, "the leader just changed")),
+            },
             Err(s) => Target::Refused(s),
         }
     }
@@ -58,25 +113,84 @@ impl Edge {
             .map(|_| ())
             .map_err(status::read_index)
     }
+
+    /// Sends a call to the leader and waits for its answer, but only while that node still leads
+    /// and this node keeps hearing from it within the election timeout; the call gets
+    /// [`folio_proto::forward::forward_timeout`] of the client's time.
+    async fn forward_watched<Req, Resp, F>(
+        &self,
+        f: &Forwarding<Req>,
+        client: Option<Duration>,
+        forward: &F,
+    ) -> Watched<Resp>
+    where
+        Req: Clone,
+        F: AsyncFn(Channel, Request<Req>) -> Result<Response<Resp>, Status>,
+    {
+        let mut leaders = self.leadership.leaders.clone();
+        let mut req = forwarded(f.msg.clone());
+        req.set_timeout(folio_proto::forward::forward_timeout(client));
+        let silence = async {
+            let every = (self.leadership.silence_max / 4).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(every).await;
+                if let Some(s) = self.silent_leader(f.leader) {
+                    return s;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            r = forward(f.channel.clone(), req) => Watched::Answered(r.map(Response::into_inner)),
+            moved = leaders.wait_for(|v| v.leader != Some(f.leader)) => match moved {
+                Ok(_) => Watched::NewLeader,
+                Err(_) => Watched::Abandoned(Status::unavailable("this node is shutting down")),
+            },
+            s = silence => Watched::Abandoned(s),
+        }
+    }
 }
 
-impl<Req> Target<Req> {
+impl<Req: Clone> Target<Req> {
     /// Runs the call where it belongs: `local` with the validated arguments here, or `forward`
-    /// with the leader's channel and the request marked as forwarded.
+    /// with the leader's channel and the request marked as forwarded. A forwarded call whose
+    /// leader loses the leadership meanwhile goes where leadership went, once: here if this node
+    /// now leads, else to the new leader. That repeats the call, as a client's own retry would
+    /// (commits carry idempotency keys; reads change nothing).
     pub(super) async fn run<A, Resp, F, L>(
         self,
+        edge: &Edge,
+        client: Option<Duration>,
         args: A,
         forward: F,
         local: L,
     ) -> Result<Resp, Status>
     where
-        F: AsyncFnOnce(Channel, Request<Req>) -> Result<Response<Resp>, Status>,
+        F: AsyncFn(Channel, Request<Req>) -> Result<Response<Resp>, Status>,
         L: AsyncFnOnce(A) -> Result<Resp, Status>,
     {
-        match self {
+        let f = match self {
+            Target::Local => return local(args).await,
+            Target::Refused(s) => return Err(s),
+            Target::Forward(f) => f,
+        };
+        match edge.forward_watched(&f, client, &forward).await {
+            Watched::Answered(r) => return r,
+            Watched::Abandoned(s) => return Err(s),
+            Watched::NewLeader => {}
+        }
+        metrics::FORWARDS_REROUTED.inc();
+        match edge.target(&f.md, &f.msg) {
             Target::Local => local(args).await,
-            Target::Forward(ch, msg) => forward(ch, forwarded(msg)).await.map(Response::into_inner),
             Target::Refused(s) => Err(s),
+            Target::Forward(again) => match edge.forward_watched(&again, client, &forward).await {
+                Watched::Answered(r) => r,
+                Watched::Abandoned(s) => Err(s),
+                Watched::NewLeader => Err(status::not_leader(
+                    edge.leader(),
+                    "leadership moved twice while the call was forwarded",
+                )),
+            },
         }
     }
 }

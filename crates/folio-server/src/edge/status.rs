@@ -30,11 +30,13 @@ fn forward_to_leader(f: ForwardToLeader<u64, RaftNode>, why: &str) -> Status {
 
 impl From<WriteError> for Status {
     fn from(e: WriteError) -> Status {
+        let e_msg = e.to_string();
         match e {
             WriteError::NotLeader { leader } => not_leader(
                 leader.map(|(id, a)| (id, Some(a))),
                 "leadership changed before the write was proposed",
             ),
+            WriteError::LeadershipLost { leader, .. } => not_leader(leader, &e_msg),
             other => Status::unavailable(other.to_string()),
         }
     }
