@@ -11,6 +11,7 @@
 mod check;
 mod db;
 mod history;
+mod monitor;
 mod nemesis;
 mod net;
 mod proxy;
@@ -312,6 +313,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             }
         }
     }
+    let (stop_monitor, monitor_stopped) = tokio::sync::watch::channel(false);
+    let mut watched = Vec::new();
+    for id in &db.members {
+        watched.push((*id, db.node(*id)?.addr.clone()));
+    }
+    let monitor = monitor::Monitor::start(watched, start, monitor_stopped);
     let mut schedule = nemesis::Schedule::new(kinds.clone(), args.seed);
     let windows = match schedule.run(&mut db, start, until).await {
         Ok(w) => w,
@@ -323,6 +330,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     for w in workers {
         let _ = w.await;
     }
+    // Elections a late fault causes show within the settle time.
+    tokio::time::sleep(monitor::SETTLE).await;
+    stop_monitor.send_replace(true);
     // Heal, then let the group settle before the final reads.
     if let Err(e) = db.heal() {
         errors.push(format!("heal: {e:#}"));
@@ -379,7 +389,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     checks.push(check::durable::check(&check_client, &volumes, &acked, "restarted").await);
 
     let panics = db.panics();
-    let availability = report::availability(&history, &windows, until.as_nanos() as u64);
+    let availability = report::availability(
+        &history,
+        &windows,
+        until.as_nanos() as u64,
+        &monitor.snapshot(),
+    );
     let results = report::Results {
         valid: checks.iter().all(|c| c.valid) && panics.is_empty() && errors.is_empty(),
         workload: args.workload.clone(),
@@ -411,7 +426,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         },
         args.seed
     );
-    if let Err(e) = report::plot(&out.join("latency.svg"), &history, &windows, &title) {
+    if let Err(e) = report::plot(
+        &out.join("latency.svg"),
+        &history,
+        &results.availability.windows,
+        &title,
+    ) {
         eprintln!("plot: {e:#}");
     }
     print!("{summary}");
@@ -528,6 +548,7 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
     let (mut total_lost, mut total_anomalies, mut invalid) = (0u64, 0u64, 0u64);
     let mut firsts: HashMap<String, Vec<f64>> = HashMap::new();
     let mut gaps: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut elected: HashMap<String, usize> = HashMap::new();
     let mut planned = plan(runs, seed, &workloads, &kinds, smoke);
     if let Some(t) = op_timeout_ms {
         planned.iter_mut().for_each(|p| p.op_timeout_ms = t);
@@ -620,15 +641,22 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
             .into_iter()
             .flatten()
         {
-            let kind = w["kind"].as_str().unwrap_or("?").to_string();
+            let kind = w["kind"].as_str().unwrap_or("?");
+            let class = match w["leader_faulted"].as_bool() {
+                Some(true) => format!("{kind} (leader)"),
+                Some(false) => format!("{kind} (follower)"),
+                None => kind.to_string(),
+            };
             // A fault with no acknowledgement before the end of the run counts as its length.
             let first = w["first_ack_s"].as_f64().unwrap_or_else(|| {
                 w["end_s"].as_f64().unwrap_or(0.0) - w["start_s"].as_f64().unwrap_or(0.0)
             });
-            firsts.entry(kind.clone()).or_default().push(first);
-            gaps.entry(kind)
+            firsts.entry(class.clone()).or_default().push(first);
+            gaps.entry(class.clone())
                 .or_default()
                 .push(w["longest_gap_s"].as_f64().unwrap_or(0.0));
+            let terms = w["elections"]["terms"].as_u64().unwrap_or(0);
+            *elected.entry(class).or_default() += usize::from(terms > 0);
         }
         table.push_str(&format!(
             "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {lost} | {} | {} |\n",
@@ -652,22 +680,23 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
     );
     s.push_str(&table);
     s.push_str(
-        "\n| fault | faults | first ack after fault p50 (s) | p99 (s) | max (s) | longest gap max (s) |\n\
-         |---|---|---|---|---|---|\n",
+        "\n| fault | faults | first ack after fault p50 (s) | p99 (s) | max (s) | longest gap max (s) | faults with an election |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     let mut kinds_seen: Vec<&String> = firsts.keys().collect();
     kinds_seen.sort();
     for k in kinds_seen {
         let mut f = firsts[k].clone();
         f.sort_by(f64::total_cmp);
-        let q = |p: f64| f[((f.len() as f64 - 1.0) * p).round() as usize];
+        let q = |p: f64| report::quantile(&f, p).unwrap_or(0.0);
         let g = gaps[k].iter().copied().fold(0.0f64, f64::max);
         s.push_str(&format!(
-            "| {k} | {} | {:.2} | {:.2} | {:.2} | {g:.2} |\n",
+            "| {k} | {} | {:.2} | {:.2} | {:.2} | {g:.2} | {} |\n",
             f.len(),
             q(0.5),
             q(0.99),
-            q(1.0)
+            q(1.0),
+            elected.get(k).copied().unwrap_or(0)
         ));
     }
     std::fs::write(dir.join("campaign.md"), &s)?;

@@ -36,6 +36,9 @@ pub struct Window {
     pub start: u64,
     pub effective: u64,
     pub end: u64,
+    /// The members the fault stopped, killed or cut off from the majority (none for faults of
+    /// the store, the registry, clocks or membership).
+    pub faulted: Vec<u64>,
 }
 
 /// Parses `a,b,c` (or `all`, or `none`) into fault names, refusing unknown ones.
@@ -102,9 +105,9 @@ impl Schedule {
                 order.shuffle(&mut self.rng);
             }
             let t0 = start.elapsed().as_nanos() as u64;
-            let detail = match self.begin(db, &kind).await {
+            let (detail, faulted) = match self.begin(db, &kind).await {
                 Ok(d) => d,
-                Err(e) => format!("could not inject: {e:#}"),
+                Err(e) => (format!("could not inject: {e:#}"), Vec::new()),
             };
             let effective = start.elapsed().as_nanos() as u64;
             if kind != "member" {
@@ -123,6 +126,7 @@ impl Schedule {
                 start: t0,
                 effective,
                 end: t1,
+                faulted,
             });
             let calm = Duration::from_millis(self.rng.random_range(2000..4000));
             if start.elapsed() + calm >= until {
@@ -148,19 +152,27 @@ impl Schedule {
         )
     }
 
-    /// Starts one fault; returns what it did.
-    async fn begin(&mut self, db: &mut Db, kind: &str) -> anyhow::Result<String> {
+    /// Starts one fault; returns what it did, and the members it stopped or cut off from the
+    /// majority.
+    async fn begin(&mut self, db: &mut Db, kind: &str) -> anyhow::Result<(String, Vec<u64>)> {
+        let none = |d: anyhow::Result<String>| d.map(|d| (d, Vec::new()));
         match kind {
             "partition" => self.partition(db).await,
             "kill" => {
                 let (id, role) = self.victim(db).await;
                 db.kill(id)?;
-                Ok(format!("SIGKILL node {id} ({role}), restarted at the end"))
+                Ok((
+                    format!("SIGKILL node {id} ({role}), restarted at the end"),
+                    vec![id],
+                ))
             }
             "pause" => {
                 let (id, role) = self.victim(db).await;
                 db.pause(id)?;
-                Ok(format!("SIGSTOP node {id} ({role}), SIGCONT at the end"))
+                Ok((
+                    format!("SIGSTOP node {id} ({role}), SIGCONT at the end"),
+                    vec![id],
+                ))
             }
             "clock" => {
                 let mut members: Vec<u64> = db.members.iter().copied().collect();
@@ -175,16 +187,18 @@ impl Schedule {
                     db.skew_clock(id, off)?;
                     done.push(format!("node {id} {off:+}s"));
                 }
-                Ok(format!("wall clock skew: {}", done.join(", ")))
+                none(Ok(format!("wall clock skew: {}", done.join(", "))))
             }
             "store" => {
                 if self.rng.random_bool(0.5) {
                     db.store.set(Mode::Down);
-                    Ok("object store unreachable (connections closed and refused)".into())
+                    none(Ok(
+                        "object store unreachable (connections closed and refused)".into(),
+                    ))
                 } else {
                     let ms = self.rng.random_range(200..1500);
                     db.store.set(Mode::Slow(Duration::from_millis(ms)));
-                    Ok(format!("object store slow: {ms} ms per chunk each way"))
+                    none(Ok(format!("object store slow: {ms} ms per chunk each way")))
                 }
             }
             "member" => {
@@ -196,12 +210,12 @@ impl Schedule {
                     }
                     let id = *members.choose(&mut self.rng).expect("members");
                     db.remove_member(id).await?;
-                    Ok(format!("removed node {id} under load"))
+                    none(Ok(format!("removed node {id} under load")))
                 } else {
                     let client = db.client(folio_client::RetryPolicy::default())?;
                     let id = db.add_member(&client).await?;
                     self.added += 1;
-                    Ok(format!("added node {id} as a voter under load"))
+                    none(Ok(format!("added node {id} as a voter under load")))
                 }
             }
             "registry" => {
@@ -209,21 +223,27 @@ impl Schedule {
                     anyhow::bail!("the registry has no leader");
                 };
                 db.kill_registry(l);
-                Ok(format!("SIGKILL registry leader {l}, restarted at the end"))
+                none(Ok(format!(
+                    "SIGKILL registry leader {l}, restarted at the end"
+                )))
             }
             "disk" => {
                 let victim = db.opts.small_disk.map(|(v, _)| v).unwrap_or(0);
                 let bytes = db.fill_disk()?;
-                Ok(format!(
-                    "filled node {victim}'s disk ({} MiB written until ENOSPC)",
-                    bytes >> 20
+                Ok((
+                    format!(
+                        "filled node {victim}'s disk ({} MiB written until ENOSPC)",
+                        bytes >> 20
+                    ),
+                    vec![victim],
                 ))
             }
             other => anyhow::bail!("unknown nemesis {other}"),
         }
     }
 
-    async fn partition(&mut self, db: &mut Db) -> anyhow::Result<String> {
+    /// Cuts the network; the faulted members are those on the minority side.
+    async fn partition(&mut self, db: &mut Db) -> anyhow::Result<(String, Vec<u64>)> {
         let mut members: Vec<u64> = db.members.iter().copied().collect();
         members.shuffle(&mut self.rng);
         let leader = db.leader().await;
@@ -242,7 +262,7 @@ impl Schedule {
             ("isolate-leader", Some(l)) => {
                 let rest: Vec<u64> = members.iter().copied().filter(|m| *m != l).collect();
                 cut(&[l], &rest)?;
-                Ok(format!("leader {l} cut off from {rest:?}"))
+                Ok((format!("leader {l} cut off from {rest:?}"), vec![l]))
             }
             ("bridge", _) if members.len() >= 3 => {
                 // One node sees both sides; the sides do not see each other.
@@ -250,12 +270,19 @@ impl Schedule {
                 let rest = &members[1..];
                 let (a, b) = rest.split_at(rest.len() / 2);
                 cut(a, b)?;
-                Ok(format!("bridge: {a:?} | {b:?}, node {bridge} sees both"))
+                // Every side still reaches a majority through the bridge.
+                Ok((
+                    format!("bridge: {a:?} | {b:?}, node {bridge} sees both"),
+                    Vec::new(),
+                ))
             }
             _ => {
                 let (a, b) = members.split_at(members.len() / 2);
                 cut(a, b)?;
-                Ok(format!("halves: {a:?} | {b:?} (leader was {leader:?})"))
+                Ok((
+                    format!("halves: {a:?} | {b:?} (leader was {leader:?})"),
+                    a.to_vec(),
+                ))
             }
         }
     }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::check::CheckResult;
 use crate::history::{pairs, Op, OpType};
+use crate::monitor::{Elections, Obs};
 use crate::nemesis::Window;
 
 #[derive(Clone, Debug, Serialize)]
@@ -25,14 +26,35 @@ pub struct WindowStats {
     /// The longest stretch without an acknowledged write from the fault's start until the
     /// first acknowledgement after it ended.
     pub longest_gap_s: f64,
+    /// The members the fault stopped or cut off from the majority.
+    pub faulted: Vec<u64>,
+    /// Whether the leader was among them (`None` when the fault touched no member).
+    pub leader_faulted: Option<bool>,
+    /// Who led before and after, and the terms the group went through.
+    pub elections: Elections,
+}
+
+impl WindowStats {
+    /// The row this fault counts in: its kind, and for faults of members whether they hit the
+    /// leader or only followers.
+    pub fn class(&self) -> String {
+        match self.leader_faulted {
+            Some(true) => format!("{} (leader)", self.kind),
+            Some(false) => format!("{} (follower)", self.kind),
+            None => self.kind.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct KindStats {
     pub faults: usize,
     pub first_ack_p50_s: Option<f64>,
+    pub first_ack_p99_s: Option<f64>,
     pub first_ack_max_s: Option<f64>,
     pub longest_gap_max_s: f64,
+    /// Faults during or after which the group changed its term.
+    pub with_elections: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -41,6 +63,7 @@ pub struct Availability {
     pub longest_gap_s: f64,
     pub longest_gap_from_s: f64,
     pub windows: Vec<WindowStats>,
+    /// By [`WindowStats::class`].
     pub by_kind: BTreeMap<String, KindStats>,
 }
 
@@ -48,8 +71,17 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Computes the availability figures from the history's acknowledged writes.
-pub fn availability(history: &[Op], windows: &[Window], until: u64) -> Availability {
+/// The `p` quantile of sorted `v` (nearest rank).
+pub fn quantile(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    Some(v[((v.len() as f64 - 1.0) * p).round() as usize])
+}
+
+/// Computes the availability figures from the history's acknowledged writes, and the elections
+/// of each fault from the leader observations.
+pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs]) -> Availability {
     // (invoked, completed) of every acknowledged write, by completion.
     let mut acks: Vec<(u64, u64)> = pairs(history)
         .iter()
@@ -88,6 +120,7 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64) -> Availabil
             points.push(until.max(w.end));
         }
         let gap = points.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
+        let elections = crate::monitor::elections(obs, w.start, w.end);
         a.windows.push(WindowStats {
             kind: w.kind.clone(),
             detail: w.detail.clone(),
@@ -95,22 +128,28 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64) -> Availabil
             end_s: secs(w.end),
             first_ack_s: first.map(|t| secs(t - w.effective)),
             longest_gap_s: secs(gap),
+            faulted: w.faulted.clone(),
+            leader_faulted: (!w.faulted.is_empty())
+                .then(|| w.faulted.contains(&elections.leader_before)),
+            elections,
         });
     }
     for w in &a.windows {
-        let k = a.by_kind.entry(w.kind.clone()).or_default();
+        let k = a.by_kind.entry(w.class()).or_default();
         k.faults += 1;
         k.longest_gap_max_s = k.longest_gap_max_s.max(w.longest_gap_s);
+        k.with_elections += usize::from(w.elections.terms > 0);
     }
-    for (kind, k) in a.by_kind.iter_mut() {
+    for (class, k) in a.by_kind.iter_mut() {
         let mut firsts: Vec<f64> = a
             .windows
             .iter()
-            .filter(|w| &w.kind == kind)
+            .filter(|w| &w.class() == class)
             .filter_map(|w| w.first_ack_s)
             .collect();
         firsts.sort_by(f64::total_cmp);
-        k.first_ack_p50_s = firsts.get(firsts.len() / 2).copied();
+        k.first_ack_p50_s = quantile(&firsts, 0.5);
+        k.first_ack_p99_s = quantile(&firsts, 0.99);
         k.first_ack_max_s = firsts.last().copied();
     }
     a
@@ -208,15 +247,20 @@ impl Results {
             }
         }
         for w in &self.availability.windows {
+            let e = &w.elections;
             s.push_str(&format!(
-                "  fault {:>5.1}s..{:>5.1}s {:<9} first ack after {} longest gap {:.2}s: {}\n",
+                "  fault {:>5.1}s..{:>5.1}s {:<20} first ack after {} longest gap {:.2}s, \
+                 leader {} -> {} in {} terms: {}\n",
                 w.start_s,
                 w.end_s,
-                w.kind,
+                w.class(),
                 w.first_ack_s
                     .map(|f| format!("{f:.2}s"))
                     .unwrap_or_else(|| "never".into()),
                 w.longest_gap_s,
+                e.leader_before,
+                e.leader_after,
+                e.terms,
                 w.detail
             ));
         }
@@ -235,7 +279,14 @@ impl Results {
 }
 
 /// Draws every completed operation's latency over time, nemesis windows shaded.
-pub fn plot(path: &Path, history: &[Op], windows: &[Window], title: &str) -> anyhow::Result<()> {
+/// Each fault's shading is labelled with its class, the time to the first acknowledgement after
+/// it, and the terms it cost.
+pub fn plot(
+    path: &Path,
+    history: &[Op],
+    windows: &[WindowStats],
+    title: &str,
+) -> anyhow::Result<()> {
     let ops = pairs(history);
     let points: Vec<(f64, f64, OpType)> = ops
         .iter()
@@ -248,7 +299,7 @@ pub fn plot(path: &Path, history: &[Op], windows: &[Window], title: &str) -> any
     let t_max = points
         .iter()
         .map(|p| p.0)
-        .chain(windows.iter().map(|w| secs(w.end)))
+        .chain(windows.iter().map(|w| w.end_s))
         .fold(1.0f64, f64::max)
         * 1.02;
     let y_max = points.iter().map(|p| p.1).fold(10.0f64, f64::max) * 1.5;
@@ -282,14 +333,23 @@ pub fn plot(path: &Path, history: &[Op], windows: &[Window], title: &str) -> any
             .unwrap_or(0);
         let color = shades[i % shades.len()];
         chart.draw_series(std::iter::once(Rectangle::new(
-            [(secs(w.start), 0.05), (secs(w.end), y_max)],
+            [(w.start_s, 0.05), (w.end_s, y_max)],
             color.mix(0.6).filled(),
         )))?;
-        chart.draw_series(std::iter::once(Text::new(
-            w.kind.clone(),
-            (secs(w.start), y_max / 1.6),
-            ("sans-serif", 12),
-        )))?;
+        let first = w
+            .first_ack_s
+            .map_or_else(|| "none".to_string(), |f| format!("{f:.2}s"));
+        for (text, y) in [
+            (w.class(), y_max / 1.6),
+            (format!("ack {first}"), y_max / 2.6),
+            (format!("{} terms", w.elections.terms), y_max / 4.2),
+        ] {
+            chart.draw_series(std::iter::once(Text::new(
+                text,
+                (w.start_s, y),
+                ("sans-serif", 11),
+            )))?;
+        }
     }
     for (kind, color, label) in [
         (OpType::Ok, RGBColor(40, 90, 200), "ok"),
