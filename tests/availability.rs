@@ -115,10 +115,18 @@ async fn a_leader_without_a_quorum_steps_down_and_answers_what_it_holds() {
     for f in &followers {
         cluster.resume(*f).expect("resume a follower");
     }
-    cluster
+    let now = cluster
         .wait_leader(Duration::from_secs(30))
         .await
         .expect("a leader once the followers are back");
+    // The stepped-down leader accepts whoever the others elected: nobody is deposed once the
+    // group has agreed (a stepping-down vote that outranked the next term's leader did that).
+    let term = status(&cluster, now).await.term;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in 1..=3 {
+        let s = status(&cluster, n).await;
+        assert_eq!((s.leader_id, s.term), (now, term), "node {n}: {s:?}");
+    }
     // The write the old leader held may or may not have committed: the same idempotency key
     // settles it, on whichever node leads now.
     let head = client.snapshot(volume).await.expect("head");

@@ -32,10 +32,12 @@ use serde::{Deserialize, Serialize};
 use crate::network::Network;
 use crate::GroupTypes;
 
-/// The node a stepping-down leader grants its vote to: no member has this id (node ids are
-/// checked to be below it), so nobody can win with that vote, and the group elects a leader at a
-/// later term as usual.
-pub const STEP_DOWN_CANDIDATE: u64 = u64::MAX;
+/// The node a stepping-down leader grants its vote to: no member has this id (node ids start at
+/// 1), so nobody wins with that vote. openraft (without its `single-term-leader` feature) orders
+/// votes by (term, node id): a vote for node 0 at term t + 1 is above the old leader's own at
+/// term t, so it leaves the leader state, and below every real candidate's at t + 1, so it still
+/// votes for one of them and accepts the group's next leader.
+pub const STEP_DOWN_CANDIDATE: u64 = 0;
 
 /// A group's election timings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +269,10 @@ async fn run<C: GroupTypes>(raft: openraft::Raft<C>, network: Network<C>, me: u6
     // Leaders and non-voters only look at quorum acknowledgements; the rest wait for their
     // timeout, which every heartbeat pushes back.
     let mut last_warned: Option<Instant> = None;
+    // Pre-vote rounds refused in a row: the wait before the next one grows with them, up to the
+    // lease, so that a node cut off for long sends few requests (each one that times out is a
+    // reset stream its peers count against the connection when it comes back).
+    let mut refused = 0u32;
     // The term this node leads and since when: a new leader gets a check-quorum time before its
     // first acknowledgement counts against it.
     let mut leading: Option<(u64, Instant)> = None;
@@ -338,9 +344,10 @@ async fn run<C: GroupTypes>(raft: openraft::Raft<C>, network: Network<C>, me: u6
                 }
                 // Ask again soon: the others' leases may end a moment after this node's
                 // timeout, and asking is cheap and changes nothing.
-                let lo = timing.heartbeat;
-                let wait = lo + lo.mul_f64(rand::rng().random::<f64>());
-                tokio::time::sleep(wait).await;
+                refused = refused.saturating_add(1);
+                let step = (timing.heartbeat * 2u32.pow(refused.min(4) - 1)).min(timing.lease());
+                let wait = step.mul_f64(1.0 + rand::rng().random::<f64>()) / 2;
+                tokio::time::sleep(wait.max(timing.heartbeat / 2)).await;
             }
         }
     }
@@ -417,7 +424,10 @@ async fn step_down<C: GroupTypes>(raft: &openraft::Raft<C>, term: u64, ack: Opti
     );
     let req = VoteRequest::new(
         Vote::new(term + 1, STEP_DOWN_CANDIDATE),
-        Some(LogId::new(CommittedLeaderId::new(u64::MAX, 0), u64::MAX)),
+        Some(LogId::new(
+            CommittedLeaderId::new(u64::MAX, u64::MAX),
+            u64::MAX,
+        )),
     );
     match raft.vote(req).await {
         Ok(r) if r.vote_granted => {}
@@ -503,6 +513,19 @@ mod tests {
             assert!(why.contains("behind"), "{why}");
         }
         assert_eq!(decide(&view, &req(log(8, 1)), T), Ok(()));
+    }
+
+    #[test]
+    fn a_stepped_down_leader_still_accepts_and_elects_the_next_leader() {
+        let old = Vote::new_committed(4, 2);
+        let down = Vote::new(5, STEP_DOWN_CANDIDATE);
+        assert!(down > old, "stepping down leaves the leader state");
+        for n in 1..=7 {
+            // Its vote for node 0 neither outranks a real candidate of the next term nor that
+            // term's leader.
+            assert!(Vote::new(5, n) > down);
+            assert!(Vote::new_committed(5, n) > down);
+        }
     }
 
     #[test]

@@ -106,20 +106,14 @@ pub trait NodeConfig: DeserializeOwned {
 
     /// Every check a config must pass before the node starts.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id() == 0 || self.node_id() == crate::elect::STEP_DOWN_CANDIDATE {
-            return Err(ConfigError::Invalid(format!(
-                "node_id must be at least 1 and below {}",
-                crate::elect::STEP_DOWN_CANDIDATE
-            )));
+        if self.node_id() == 0 {
+            return Err(ConfigError::Invalid("node_id must be at least 1".into()));
         }
         let members = self.initial_members();
         let mut ids: Vec<_> = members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        if ids.len() != members.len()
-            || ids.contains(&0)
-            || ids.contains(&crate::elect::STEP_DOWN_CANDIDATE)
-        {
+        if ids.len() != members.len() || ids.contains(&0) {
             return Err(ConfigError::Invalid(
                 "initial_members ids must be distinct and at least 1".into(),
             ));
