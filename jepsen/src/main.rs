@@ -549,6 +549,7 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
     let mut firsts: HashMap<String, Vec<f64>> = HashMap::new();
     let mut gaps: HashMap<String, Vec<f64>> = HashMap::new();
     let mut elected: HashMap<String, usize> = HashMap::new();
+    let mut new_leaders: HashMap<String, Vec<f64>> = HashMap::new();
     let mut planned = plan(runs, seed, &workloads, &kinds, smoke);
     if let Some(t) = op_timeout_ms {
         planned.iter_mut().for_each(|p| p.op_timeout_ms = t);
@@ -656,7 +657,10 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
                 .or_default()
                 .push(w["longest_gap_s"].as_f64().unwrap_or(0.0));
             let terms = w["elections"]["terms"].as_u64().unwrap_or(0);
-            *elected.entry(class).or_default() += usize::from(terms > 0);
+            *elected.entry(class.clone()).or_default() += usize::from(terms > 0);
+            if let Some(t) = w["elections"]["new_leader_s"].as_f64() {
+                new_leaders.entry(class).or_default().push(t);
+            }
         }
         table.push_str(&format!(
             "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {lost} | {} | {} |\n",
@@ -680,8 +684,8 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
     );
     s.push_str(&table);
     s.push_str(
-        "\n| fault | faults | first ack after fault p50 (s) | p99 (s) | max (s) | longest gap max (s) | faults with an election |\n\
-         |---|---|---|---|---|---|---|\n",
+        "\n| fault | faults | first ack after fault p50 (s) | p99 (s) | max (s) | longest gap max (s) | faults with an election | new leader after p50 (s) | max (s) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     let mut kinds_seen: Vec<&String> = firsts.keys().collect();
     kinds_seen.sort();
@@ -690,13 +694,18 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
         f.sort_by(f64::total_cmp);
         let q = |p: f64| report::quantile(&f, p).unwrap_or(0.0);
         let g = gaps[k].iter().copied().fold(0.0f64, f64::max);
+        let mut nl = new_leaders.get(k).cloned().unwrap_or_default();
+        nl.sort_by(f64::total_cmp);
+        let show = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |t| format!("{t:.2}"));
         s.push_str(&format!(
-            "| {k} | {} | {:.2} | {:.2} | {:.2} | {g:.2} | {} |\n",
+            "| {k} | {} | {:.2} | {:.2} | {:.2} | {g:.2} | {} | {} | {} |\n",
             f.len(),
             q(0.5),
             q(0.99),
             q(1.0),
-            elected.get(k).copied().unwrap_or(0)
+            elected.get(k).copied().unwrap_or(0),
+            show(report::quantile(&nl, 0.5)),
+            show(nl.last().copied()),
         ));
     }
     std::fs::write(dir.join("campaign.md"), &s)?;

@@ -78,7 +78,7 @@ impl Monitor {
 }
 
 /// What the observations say about one fault window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Elections {
     /// The leader most recently reported before the fault began (0: none known).
     pub leader_before: u64,
@@ -87,10 +87,15 @@ pub struct Elections {
     /// Terms the group went through from the fault's start until `SETTLE` after its end: the
     /// highest term reported then, less the highest reported before.
     pub terms: u64,
+    /// When a member first reported a leader at a higher term than before the fault, in seconds
+    /// after `from` (the fault taking effect): the failover as the servers see it, whatever
+    /// clients still wait for.
+    pub new_leader_s: Option<f64>,
 }
 
-/// [`Elections`] for a window from `start` to `end` (nanoseconds since the run started).
-pub fn elections(obs: &[Obs], start: u64, end: u64) -> Elections {
+/// [`Elections`] for a window from `start` to `end` (nanoseconds since the run started) that
+/// took effect at `from`.
+pub fn elections(obs: &[Obs], start: u64, from: u64, end: u64) -> Elections {
     let settle = end + SETTLE.as_nanos() as u64;
     let before: Vec<&Obs> = obs.iter().filter(|o| o.t < start).collect();
     let during: Vec<&Obs> = obs
@@ -105,10 +110,15 @@ pub fn elections(obs: &[Obs], start: u64, end: u64) -> Elections {
             .find(|o| o.leader != 0)
             .map_or(0, |o| o.leader)
     };
+    let new_leader_s = during
+        .iter()
+        .find(|o| o.term > term_before && o.leader != 0)
+        .map(|o| o.t.saturating_sub(from) as f64 / 1e9);
     Elections {
         leader_before: last_leader(&before),
         leader_after: last_leader(&during),
         terms: term_after.saturating_sub(term_before),
+        new_leader_s,
     }
 }
 
@@ -133,13 +143,14 @@ mod tests {
             o(2000, 2, 3, 1),
             o(9000, 3, 3, 1),
         ];
-        let e = elections(&obs, 1_000_000_000, 4_000_000_000);
+        let e = elections(&obs, 1_000_000_000, 1_000_000_000, 4_000_000_000);
         assert_eq!(
             e,
             Elections {
                 leader_before: 1,
                 leader_after: 1,
-                terms: 0
+                terms: 0,
+                new_leader_s: None,
             }
         );
     }
@@ -154,13 +165,14 @@ mod tests {
             // Long after the settle time: not this window's.
             o(20_000, 2, 9, 3),
         ];
-        let e = elections(&obs, 1_000_000_000, 4_000_000_000);
+        let e = elections(&obs, 1_000_000_000, 1_100_000_000, 4_000_000_000);
         assert_eq!(
             e,
             Elections {
                 leader_before: 1,
                 leader_after: 2,
-                terms: 2
+                terms: 2,
+                new_leader_s: Some(0.5),
             }
         );
     }

@@ -55,6 +55,9 @@ pub struct KindStats {
     pub longest_gap_max_s: f64,
     /// Faults during or after which the group changed its term.
     pub with_elections: usize,
+    /// From the fault taking effect to a new leader reported, over faults that had one.
+    pub new_leader_p50_s: Option<f64>,
+    pub new_leader_max_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -120,7 +123,7 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
             points.push(until.max(w.end));
         }
         let gap = points.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
-        let elections = crate::monitor::elections(obs, w.start, w.end);
+        let elections = crate::monitor::elections(obs, w.start, w.effective, w.end);
         a.windows.push(WindowStats {
             kind: w.kind.clone(),
             detail: w.detail.clone(),
@@ -151,6 +154,15 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
         k.first_ack_p50_s = quantile(&firsts, 0.5);
         k.first_ack_p99_s = quantile(&firsts, 0.99);
         k.first_ack_max_s = firsts.last().copied();
+        let mut leaders: Vec<f64> = a
+            .windows
+            .iter()
+            .filter(|w| &w.class() == class)
+            .filter_map(|w| w.elections.new_leader_s)
+            .collect();
+        leaders.sort_by(f64::total_cmp);
+        k.new_leader_p50_s = quantile(&leaders, 0.5);
+        k.new_leader_max_s = leaders.last().copied();
     }
     a
 }
@@ -250,7 +262,7 @@ impl Results {
             let e = &w.elections;
             s.push_str(&format!(
                 "  fault {:>5.1}s..{:>5.1}s {:<20} first ack after {} longest gap {:.2}s, \
-                 leader {} -> {} in {} terms: {}\n",
+                 leader {} -> {} in {} terms{}: {}\n",
                 w.start_s,
                 w.end_s,
                 w.class(),
@@ -261,6 +273,9 @@ impl Results {
                 e.leader_before,
                 e.leader_after,
                 e.terms,
+                e.new_leader_s
+                    .map(|t| format!(" (new leader after {t:.2}s)"))
+                    .unwrap_or_default(),
                 w.detail
             ));
         }

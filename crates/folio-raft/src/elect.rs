@@ -392,15 +392,22 @@ async fn pre_vote<C: GroupTypes>(
     for ask in asks {
         set.spawn(ask);
     }
+    // Done as soon as a majority said yes: a voter that does not answer (paused, cut off) must
+    // not hold the round for its whole time limit, or the other followers' timers run out
+    // meanwhile and they all stand at once, splitting the vote.
     let mut yes = 1;
     let mut no = Vec::new();
-    while let Some(Ok((id, a))) = set.join_next().await {
+    while yes * 2 <= voters.len() {
+        let Some(Ok((id, a))) = set.join_next().await else {
+            break;
+        };
         match a {
             Ok(r) if r.granted => yes += 1,
             Ok(r) => no.push(format!("node {id}: {}", r.reason)),
             Err(e) => no.push(format!("node {id}: {e}")),
         }
     }
+    set.abort_all();
     if yes * 2 > voters.len() {
         Ok(())
     } else {
