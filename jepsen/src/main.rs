@@ -389,12 +389,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     checks.push(check::durable::check(&check_client, &volumes, &acked, "restarted").await);
 
     let panics = db.panics();
-    let availability = report::availability(
-        &history,
-        &windows,
-        until.as_nanos() as u64,
-        &monitor.snapshot(),
-    );
+    let leaders = monitor.snapshot();
+    let availability = report::availability(&history, &windows, until.as_nanos() as u64, &leaders);
     let results = report::Results {
         valid: checks.iter().all(|c| c.valid) && panics.is_empty() && errors.is_empty(),
         workload: args.workload.clone(),
@@ -410,6 +406,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         errors,
     };
     history::write_jsonl(&out.join("history.jsonl"), &history)?;
+    monitor::write_jsonl(&out.join("leaders.jsonl"), &leaders)?;
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&results)?,

@@ -77,15 +77,29 @@ impl Monitor {
     }
 }
 
+/// Writes the observations as JSON lines (`leaders.jsonl` beside the history), so a run's
+/// elections can be looked at again.
+pub fn write_jsonl(path: &std::path::Path, obs: &[Obs]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for o in obs {
+        serde_json::to_writer(&mut f, o)?;
+        f.write_all(b"\n")?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
 /// What the observations say about one fault window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Elections {
     /// The leader most recently reported before the fault began (0: none known).
     pub leader_before: u64,
-    /// The leader most recently reported [`SETTLE`] after the fault was healed.
+    /// The leader most recently reported [`SETTLE`] after the fault was healed (or just before
+    /// the next fault, if that began sooner).
     pub leader_after: u64,
-    /// Terms the group went through from the fault's start until `SETTLE` after its end: the
-    /// highest term reported then, less the highest reported before.
+    /// Terms the group went through from the fault's start until `SETTLE` after its end (or the
+    /// next fault's start): the highest term reported then, less the highest reported before.
     pub terms: u64,
     /// When a member first reported a leader at a higher term than before the fault, in seconds
     /// after `from` (the fault taking effect): the failover as the servers see it, whatever
@@ -94,9 +108,10 @@ pub struct Elections {
 }
 
 /// [`Elections`] for a window from `start` to `end` (nanoseconds since the run started) that
-/// took effect at `from`.
-pub fn elections(obs: &[Obs], start: u64, from: u64, end: u64) -> Elections {
-    let settle = end + SETTLE.as_nanos() as u64;
+/// took effect at `from`; `next` is when the next fault began, if one did: what follows it is
+/// that fault's.
+pub fn elections(obs: &[Obs], start: u64, from: u64, end: u64, next: Option<u64>) -> Elections {
+    let settle = (end + SETTLE.as_nanos() as u64).min(next.unwrap_or(u64::MAX));
     let before: Vec<&Obs> = obs.iter().filter(|o| o.t < start).collect();
     let during: Vec<&Obs> = obs
         .iter()
@@ -143,7 +158,7 @@ mod tests {
             o(2000, 2, 3, 1),
             o(9000, 3, 3, 1),
         ];
-        let e = elections(&obs, 1_000_000_000, 1_000_000_000, 4_000_000_000);
+        let e = elections(&obs, 1_000_000_000, 1_000_000_000, 4_000_000_000, None);
         assert_eq!(
             e,
             Elections {
@@ -165,7 +180,7 @@ mod tests {
             // Long after the settle time: not this window's.
             o(20_000, 2, 9, 3),
         ];
-        let e = elections(&obs, 1_000_000_000, 1_100_000_000, 4_000_000_000);
+        let e = elections(&obs, 1_000_000_000, 1_100_000_000, 4_000_000_000, None);
         assert_eq!(
             e,
             Elections {
@@ -175,5 +190,14 @@ mod tests {
                 new_leader_s: Some(0.5),
             }
         );
+        // The next fault began before the election: it is that fault's, not this one's.
+        let e = elections(
+            &obs,
+            200_000_000,
+            200_000_000,
+            1_000_000_000,
+            Some(1_400_000_000),
+        );
+        assert_eq!((e.terms, e.new_leader_s), (0, None));
     }
 }

@@ -101,7 +101,7 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
         }
         prev = *t;
     }
-    for w in windows {
+    for (i, w) in windows.iter().enumerate() {
         // Measured from when the fault had taken effect: a write invoked while the rules were
         // still going in may be acknowledged before the fault bites.
         let first = acks
@@ -123,7 +123,8 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
             points.push(until.max(w.end));
         }
         let gap = points.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
-        let elections = crate::monitor::elections(obs, w.start, w.effective, w.end);
+        let next = windows.get(i + 1).map(|n| n.start);
+        let elections = crate::monitor::elections(obs, w.start, w.effective, w.end, next);
         a.windows.push(WindowStats {
             kind: w.kind.clone(),
             detail: w.detail.clone(),
