@@ -310,8 +310,17 @@ async fn run<C: GroupTypes>(raft: openraft::Raft<C>, network: Network<C>, me: u6
             .await;
         let Ok(since) = since else { return };
         let idle = since.unwrap_or(started.elapsed()).min(started.elapsed());
-        if idle < timeout {
-            tokio::time::sleep((timeout - idle).max(poll(timing))).await;
+        // A lone voter has nobody to wait for (`folio dev`, a one-node group): it stands as soon
+        // as it is not leading, once per poll so that its own election can finish.
+        let wait = if voters.len() == 1 {
+            poll(timing)
+        } else {
+            timeout
+        };
+        if idle < wait {
+            // It hears from a leader (or just stood): a later silence starts afresh.
+            refused = 0;
+            tokio::time::sleep((wait - idle).max(poll(timing))).await;
             continue;
         }
         let granted = if voters.len() == 1 {
