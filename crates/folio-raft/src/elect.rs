@@ -276,10 +276,15 @@ async fn run<C: GroupTypes>(raft: openraft::Raft<C>, network: Network<C>, me: u6
     // The term this node leads and since when: a new leader gets a check-quorum time before its
     // first acknowledgement counts against it.
     let mut leading: Option<(u64, Instant)> = None;
+    // The core drops its end when it stops, shut down or failed: this task then ends, and with
+    // it the log store it holds (a node restarted in the same process must reopen RocksDB).
+    let metrics = raft.metrics();
     loop {
+        if metrics.has_changed().is_err() {
+            return;
+        }
         let (state, voters, term, ack) = {
-            let m = raft.metrics();
-            let m = m.borrow();
+            let m = metrics.borrow();
             if m.running_state.is_err() {
                 return;
             }

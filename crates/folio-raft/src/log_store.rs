@@ -52,6 +52,26 @@ impl<C: GroupTypes> LogStore<C> {
         }
     }
 
+    /// Reads the log's last id for pre-votes without keeping the database open: the election
+    /// task outlives a node's shutdown by up to a poll, and a node restarted in the same process
+    /// must be able to open RocksDB again at once. `None` once the database is closed.
+    pub(crate) fn last_log_weak(&self) -> crate::elect::LastLog {
+        let db = Arc::downgrade(&self.db);
+        Arc::new(move || {
+            let db = db.upgrade();
+            Box::pin(async move {
+                let mut store = LogStore::<C>::new(db?);
+                match store.get_log_state().await {
+                    Ok(s) => s.last_log_id,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the log's end for a pre-vote");
+                        None
+                    }
+                }
+            })
+        })
+    }
+
     fn meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
         let v = self
             .db

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use folio_core::GroupId;
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::storage::RaftStateMachine;
 
-use crate::elect::{LastLog, Timing, Voter};
+use crate::elect::{Timing, Voter};
 use crate::LogStore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -463,19 +463,7 @@ where
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let network = Network::new(group, security.client.clone());
-    let reader = log.clone();
-    let last_log: LastLog = Arc::new(move || {
-        let mut reader = reader.clone();
-        Box::pin(async move {
-            match reader.get_log_state().await {
-                Ok(s) => s.last_log_id,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the log's end for a pre-vote");
-                    None
-                }
-            }
-        })
-    });
+    let last_log = log.last_log_weak();
     let raft = openraft::Raft::new(
         cfg.node_id(),
         Arc::new(raft_config),
