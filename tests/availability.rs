@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use folio_client::{Client, Error, RetryPolicy};
-use folio_core::{Lsn, PAGE_SIZE};
+use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_system_tests::folio_bin;
 use folio_testkit::Cluster;
 
@@ -39,25 +39,42 @@ async fn status(cluster: &Cluster, id: u64) -> folio_proto::admin::v1::StatusRes
         .unwrap_or_else(|e| panic!("status of node {id}: {e}"))
 }
 
-async fn started() -> (Cluster, u64, Vec<u64>) {
+/// A running group (its leader and followers), a client, and a volume with one commit (its LSN).
+type Started = (Cluster, u64, Vec<u64>, Client, VolumeId, Lsn);
+
+async fn started() -> Started {
     let cluster = Cluster::start(folio_bin(), 3).expect("start the group");
     let leader = cluster
         .wait_leader(Duration::from_secs(30))
         .await
         .expect("a leader");
     let followers = (1..=3).filter(|n| *n != leader).collect();
-    (cluster, leader, followers)
+    let client = cluster.client();
+    let volume = client.create_volume(None).await.expect("create a volume");
+    let first = client
+        .commit(volume, Lsn(0), vec![(0, page(1))], "before")
+        .await
+        .expect("commit before the fault")
+        .lsn;
+    (cluster, leader, followers, client, volume, first)
+}
+
+/// Every member reports `leader` at `term`.
+async fn all_follow(cluster: &Cluster, leader: u64, term: u64) {
+    for n in 1..=3 {
+        let s = status(cluster, n).await;
+        assert_eq!(
+            (s.leader_id, s.term),
+            (leader, term),
+            "node {n}: {s:?}\n{}",
+            cluster.log_of(n)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
-    let (cluster, leader, followers) = started().await;
-    let client = cluster.client();
-    let volume = client.create_volume(None).await.expect("create a volume");
-    let c = client
-        .commit(volume, Lsn(0), vec![(0, page(1))], "before")
-        .await
-        .expect("commit before the pause");
+    let (cluster, leader, followers, client, volume, first) = started().await;
     let term = status(&cluster, leader).await.term;
 
     // Paused for many election timeouts (400-800 ms): on resuming, its election timer has long
@@ -69,36 +86,22 @@ async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     // Long enough for it to time out, ask, be refused and ask again several times.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    for n in 1..=3 {
-        let s = status(&cluster, n).await;
-        assert_eq!(
-            (s.leader_id, s.term),
-            (leader, term),
-            "node {n} after node {victim} resumed: {s:?}\n{}",
-            cluster.log_of(victim)
-        );
-    }
+    all_follow(&cluster, leader, term).await;
     client
-        .commit(volume, c.lsn, vec![(0, page(2))], "after")
+        .commit(volume, first, vec![(0, page(2))], "after")
         .await
         .expect("commit after the pause");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_without_a_quorum_steps_down_and_answers_what_it_holds() {
-    let (cluster, leader, followers) = started().await;
-    let client = cluster.client();
-    let volume = client.create_volume(None).await.expect("create a volume");
-    let c = client
-        .commit(volume, Lsn(0), vec![(0, page(1))], "before")
-        .await
-        .expect("commit before the pause");
+    let (cluster, leader, followers, client, volume, first) = started().await;
 
     for f in &followers {
         cluster.pause(*f).expect("pause a follower");
     }
     let held = one_attempt(&cluster, leader)
-        .commit(volume, c.lsn, vec![(0, page(2))], "cut-off")
+        .commit(volume, first, vec![(0, page(2))], "cut-off")
         .await;
     let msg = match held {
         Err(Error::Unavailable { last, .. }) => last,
@@ -123,33 +126,24 @@ async fn a_leader_without_a_quorum_steps_down_and_answers_what_it_holds() {
     // group has agreed (a stepping-down vote that outranked the next term's leader did that).
     let term = status(&cluster, now).await.term;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for n in 1..=3 {
-        let s = status(&cluster, n).await;
-        assert_eq!((s.leader_id, s.term), (now, term), "node {n}: {s:?}");
-    }
+    all_follow(&cluster, now, term).await;
     // The write the old leader held may or may not have committed: the same idempotency key
     // settles it, on whichever node leads now.
     let head = client.snapshot(volume).await.expect("head");
-    assert!(head.0 >= c.lsn.0, "nothing acknowledged was lost");
+    assert!(head.0 >= first.0, "nothing acknowledged was lost");
     let again = client
-        .commit(volume, c.lsn, vec![(0, page(2))], "cut-off")
+        .commit(volume, first, vec![(0, page(2))], "cut-off")
         .await;
     match again {
-        Ok(r) => assert!(r.lsn.0 > c.lsn.0),
-        Err(Error::Conflict { current, .. }) => assert!(current.0 > c.lsn.0),
+        Ok(r) => assert!(r.lsn.0 > first.0),
+        Err(Error::Conflict { current, .. }) => assert!(current.0 > first.0),
         Err(e) => panic!("retrying the held write: {e}"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_forwarded_while_the_leader_is_paused_is_not_held_there() {
-    let (cluster, leader, followers) = started().await;
-    let client = cluster.client();
-    let volume = client.create_volume(None).await.expect("create a volume");
-    let c = client
-        .commit(volume, Lsn(0), vec![(0, page(1))], "before")
-        .await
-        .expect("commit before the pause");
+    let (cluster, leader, followers, client, volume, first) = started().await;
     let via = followers[0];
     let applied = status(&cluster, leader).await.applied_index;
     cluster
@@ -159,12 +153,12 @@ async fn a_write_forwarded_while_the_leader_is_paused_is_not_held_there() {
 
     cluster.pause(leader).expect("pause the leader");
     let res = one_attempt(&cluster, via)
-        .commit(volume, c.lsn, vec![(0, page(2))], "during")
+        .commit(volume, first, vec![(0, page(2))], "during")
         .await;
     // Either the follower sent it where leadership went (Ok), or it said at once that it has
     // no leader to send it to; never held on the paused leader until the deadline.
     match &res {
-        Ok(r) => assert_eq!(r.lsn.0, c.lsn.0 + 1),
+        Ok(r) => assert_eq!(r.lsn.0, first.0 + 1),
         Err(Error::Unavailable { last, .. }) => assert!(
             last.contains("not heard from leader")
                 || last.contains("no leader is known")
