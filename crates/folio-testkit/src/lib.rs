@@ -79,22 +79,41 @@ pub mod moto;
 pub mod proxy;
 pub mod registry;
 
-/// Reserves a free port on 127.0.0.1 by binding port 0 and releasing it. A port is never handed
-/// out twice in one process: a released port can come back from the kernel before the process
-/// it was meant for binds it, and two nodes would then fight over it.
+/// Reserves a free port on 127.0.0.1 for a node to bind later. A port is never handed out twice
+/// in one process. Ports come from below the kernel's ephemeral range when there is room: ports
+/// in that range are also handed to outgoing connections (any test's clients and peers), and one
+/// could take the port between this reservation and the node's bind (seen in CI: "serve metrics
+/// on 127.0.0.1:41627: Address already in use").
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = (ephemeral_low > 11_000).then_some(10_000..ephemeral_low);
+    for attempt in 0u32.. {
+        let port = match &below {
+            Some(r) if attempt < 1_000 => {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u32(attempt);
+                r.start + (h.finish() % u64::from(r.end - r.start)) as u16
+            }
+            _ => 0,
+        };
+        let Ok(port) = std::net::TcpListener::bind(("127.0.0.1", port))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
-            .expect("bind an ephemeral port on 127.0.0.1");
+        else {
+            continue;
+        };
         let mut given = GIVEN.lock().expect("port list lock is never poisoned");
         if !given.contains(&port) {
             given.push(port);
             return port;
         }
     }
+    unreachable!("the loop returns")
 }
 
 /// A tool the tests run that `scripts/setup.sh` installs (helm, grpcurl): from the environment
