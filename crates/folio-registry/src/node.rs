@@ -126,13 +126,12 @@ impl RegistryConfig {
     }
 
     fn openraft(&self) -> anyhow::Result<openraft::Config> {
-        let mut c = openraft::Config {
+        let c = openraft::Config {
             cluster_name: "folio-registry".into(),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
             max_in_snapshot_log_to_keep: 1_000,
             ..Default::default()
         };
-        self.timing().apply(&mut c);
         Ok(c.validate()?)
     }
 }

@@ -83,9 +83,11 @@ impl Batcher {
 }
 
 /// How a proposal ended.
-enum Proposed<T> {
+// Lives for one await on the stack; boxing the large variant would allocate once per batch.
+#[allow(clippy::large_enum_variant)]
+enum Proposed {
     /// openraft answered, or the proposal timed out (`Err`).
-    Done(Result<T, tokio::time::error::Elapsed>),
+    Done(Result<Written, tokio::time::error::Elapsed>),
     /// This node stopped leading the term it proposed at before openraft answered.
     Lost(u64),
 }
@@ -94,11 +96,11 @@ enum Proposed<T> {
 /// longer than this node leads the term it proposed at: a leader that steps down (check-quorum,
 /// or a higher term) keeps its pending entries in openraft until a later leader commits or
 /// overwrites them, which may be only when a partition heals.
-async fn propose_while_leading(raft: &Raft, leaders: &Leaders, req: Request) -> Proposed<Written> {
+async fn propose_while_leading(raft: &Raft, me: u64, leaders: &Leaders, req: Request) -> Proposed {
     let mut leaders = leaders.clone();
     let view = *leaders.borrow_and_update();
     let write = tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(req));
-    if view.leader != Some(raft.metrics().borrow().id) {
+    if view.leader != Some(me) {
         // Not leading: openraft answers at once, naming the leader it knows.
         return Proposed::Done(write.await);
     }
@@ -119,6 +121,7 @@ type Written = Result<
 >;
 
 async fn run(raft: Raft, leading: Leaders, limits: Limits, mut rx: mpsc::Receiver<Pending>) {
+    let me = raft.metrics().borrow().id;
     let inflight = Arc::new(Semaphore::new(limits.inflight_batches_max));
     // A request taken from the queue that did not fit in the previous batch.
     let mut carry: Option<Pending> = None;
@@ -163,7 +166,7 @@ async fn run(raft: Raft, leading: Leaders, limits: Limits, mut rx: mpsc::Receive
                 segment_bytes_max,
                 commands,
             };
-            let res = match propose_while_leading(&raft, &leading, req).await {
+            let res = match propose_while_leading(&raft, me, &leading, req).await {
                 Proposed::Done(r) => r,
                 Proposed::Lost(term) => {
                     drop(permit);

@@ -527,8 +527,8 @@ impl Config {
         )
     }
 
-    /// The openraft configuration derived from this one, with its election settings from
-    /// [`Config::timing`].
+    /// The openraft configuration derived from this one, but for the election settings, which
+    /// `start_raft` sets from [`Config::timing`].
     pub fn openraft(&self) -> Result<openraft::Config, ConfigError> {
         let r = &self.raft;
         let c = openraft::Config {
@@ -541,8 +541,6 @@ impl Config {
             purge_batch_size: r.purge_batch_size.max(1),
             ..Default::default()
         };
-        let mut c = c;
-        self.timing().apply(&mut c);
         c.validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }

@@ -61,16 +61,26 @@ impl Edge {
     /// node has not heard from within the election timeout is not forwarded to: the call is
     /// refused at once rather than held on a leader that may be gone.
     pub fn route(&self, md: &MetadataMap) -> Result<Route, Status> {
-        let leader = self.leader();
-        let route =
-            self.forward
-                .route(self.id, leader.clone(), md, "this node is not the leader")?;
-        if let (Route::Forward(_), Some((l, _))) = (&route, leader) {
-            if let Some(s) = self.silent_leader(l) {
+        self.route_to(self.leader(), md).map(|(r, _)| r)
+    }
+
+    /// [`Edge::route`] given the leader this node knows; also returns that leader's id when the
+    /// call is to be forwarded to it.
+    fn route_to(
+        &self,
+        leader: Option<(u64, Option<String>)>,
+        md: &MetadataMap,
+    ) -> Result<(Route, u64), Status> {
+        let id = leader.as_ref().map_or(0, |(l, _)| *l);
+        let route = self
+            .forward
+            .route(self.id, leader, md, "this node is not the leader")?;
+        if let Route::Forward(_) = route {
+            if let Some(s) = self.silent_leader(id) {
                 return Err(s);
             }
         }
-        Ok(route)
+        Ok((route, id))
     }
 
     /// UNAVAILABLE when this node has not heard from leader `l` within the election timeout.
@@ -90,17 +100,14 @@ impl Edge {
 
     /// [`Edge::route`], keeping a copy of `msg` only when it is to be forwarded.
     pub(super) fn target<Req: Clone>(&self, md: &MetadataMap, msg: &Req) -> Target<Req> {
-        match self.route(md) {
-            Ok(Route::Local) => Target::Local,
-            Ok(Route::Forward(channel)) => match self.leader() {
-                Some((leader, _)) => Target::Forward(Forwarding {
-                    leader,
-                    channel,
-                    msg: msg.clone(),
-                    md: md.clone(),
-                }),
-                None => Target::Refused(status::not_leader(None, "the leader just changed")),
-            },
+        match self.route_to(self.leader(), md) {
+            Ok((Route::Local, _)) => Target::Local,
+            Ok((Route::Forward(channel), leader)) => Target::Forward(Forwarding {
+                leader,
+                channel,
+                msg: msg.clone(),
+                md: md.clone(),
+            }),
             Err(s) => Target::Refused(s),
         }
     }
