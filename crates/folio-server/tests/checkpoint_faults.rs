@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::TempDir;
+use common::{wait_leader, TempDir};
 use folio_client::{Client, RetryPolicy};
 use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_objstore::{FaultyStore, MemoryStore, ObjectStore};
@@ -25,25 +25,13 @@ const COMMITS: u64 = 60;
 const PAGES: u32 = 6;
 
 fn config(dir: &std::path::Path, port: u16) -> Config {
-    let addr = format!("127.0.0.1:{port}");
-    let text = format!(
-        "node_id = 1\ngroup_id = 9\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\n\
-         [[initial_members]]\nid = 1\naddr = \"{addr}\"\n\
-         [object_store]\nkind = \"local\"\npath = \"{}\"\n\
-         [flush]\ninterval_ms = 50\nretry_backoff_max_ms = 200\n\
+    common::single_node(
+        dir,
+        port,
+        9,
+        "[flush]\ninterval_ms = 50\nretry_backoff_max_ms = 200\n\
          [checkpoint]\ninterval_ms = 100\nentries_max = 16\n",
-        dir.join("node").display(),
-        dir.join("unused").display()
-    );
-    toml::from_str(&text).expect("valid config")
-}
-
-async fn wait_leader(node: &Node) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while node.raft.metrics().borrow().current_leader != Some(1) {
-        assert!(tokio::time::Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    )
 }
 
 fn page(lsn: u64, idx: u32) -> Bytes {
@@ -87,11 +75,7 @@ async fn check(client: &Client, vols: &[(VolumeId, States)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_history_is_lost_when_the_store_fails_at_every_step() {
     let dir = TempDir::new("checkpoint-faults");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::port();
     let (faulty, faults) = FaultyStore::new(MemoryStore::new());
     let store: Arc<dyn ObjectStore> = Arc::new(faulty);
     let cfg = config(dir.path(), port);

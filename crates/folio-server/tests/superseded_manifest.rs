@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::TempDir;
+use common::{wait_leader, TempDir};
 use folio_client::{Client, Error, RetryPolicy};
 use folio_core::{GroupId, Lsn, PageIdx, PAGE_SIZE};
 use folio_objstore::{MemoryStore, ObjectKey, ObjectStore, PutOutcome};
@@ -22,7 +22,6 @@ use folio_server::node::Node;
 const GROUP: u64 = 9;
 
 fn config(dir: &std::path::Path, port: u16, checkpoints: bool) -> Config {
-    let addr = format!("127.0.0.1:{port}");
     // Once stopped, the node must not move its pointer itself: no checkpoints, no lifecycle.
     let checkpoint = if checkpoints {
         "[checkpoint]\ninterval_ms = 50\nentries_max = 8\n"
@@ -30,23 +29,12 @@ fn config(dir: &std::path::Path, port: u16, checkpoints: bool) -> Config {
         "[checkpoint]\ninterval_ms = 3600000\nentries_max = 100000\n\
          [lifecycle]\ninterval_ms = 3600000\n"
     };
-    let text = format!(
-        "node_id = 1\ngroup_id = {GROUP}\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\n\
-         [[initial_members]]\nid = 1\naddr = \"{addr}\"\n\
-         [object_store]\nkind = \"local\"\npath = \"{}\"\n\
-         [flush]\ninterval_ms = 20\n{checkpoint}",
-        dir.join("node").display(),
-        dir.join("unused").display()
-    );
-    toml::from_str(&text).expect("valid config")
-}
-
-async fn wait_leader(node: &Node) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while node.raft.metrics().borrow().current_leader != Some(1) {
-        assert!(tokio::time::Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::single_node(
+        dir,
+        port,
+        GROUP,
+        &format!("[flush]\ninterval_ms = 20\n{checkpoint}"),
+    )
 }
 
 fn page(lsn: u64) -> Bytes {
@@ -56,11 +44,7 @@ fn page(lsn: u64) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_the_groups_gc_answers_unavailable_not_internal() {
     let dir = TempDir::new("superseded-manifest");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::port();
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let node = Node::start_with_store(config(dir.path(), port, true), store.clone())
         .await
