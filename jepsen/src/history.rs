@@ -191,11 +191,11 @@ impl Recorder {
     }
 }
 
-/// Writes a history as JSON lines.
-pub fn write_jsonl(path: &Path, history: &[Op]) -> anyhow::Result<()> {
+/// Writes records (a history, the leader observations) as JSON lines.
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, records: &[T]) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for op in history {
-        serde_json::to_writer(&mut f, op)?;
+    for r in records {
+        serde_json::to_writer(&mut f, r)?;
         f.write_all(b"\n")?;
     }
     f.flush()?;

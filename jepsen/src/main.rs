@@ -406,7 +406,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         errors,
     };
     history::write_jsonl(&out.join("history.jsonl"), &history)?;
-    monitor::write_jsonl(&out.join("leaders.jsonl"), &leaders)?;
+    history::write_jsonl(&out.join("leaders.jsonl"), &leaders)?;
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&results)?,
@@ -639,12 +639,11 @@ fn campaign(args: CampaignArgs) -> anyhow::Result<()> {
             .into_iter()
             .flatten()
         {
-            let kind = w["kind"].as_str().unwrap_or("?");
-            let class = match w["leader_faulted"].as_bool() {
-                Some(true) => format!("{kind} (leader)"),
-                Some(false) => format!("{kind} (follower)"),
-                None => kind.to_string(),
-            };
+            let class = w["class"]
+                .as_str()
+                .or(w["kind"].as_str())
+                .unwrap_or("?")
+                .to_string();
             // A fault with no acknowledgement before the end of the run counts as its length.
             let first = w["first_ack_s"].as_f64().unwrap_or_else(|| {
                 w["end_s"].as_f64().unwrap_or(0.0) - w["start_s"].as_f64().unwrap_or(0.0)

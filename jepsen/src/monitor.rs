@@ -77,19 +77,6 @@ impl Monitor {
     }
 }
 
-/// Writes the observations as JSON lines (`leaders.jsonl` beside the history), so a run's
-/// elections can be looked at again.
-pub fn write_jsonl(path: &std::path::Path, obs: &[Obs]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for o in obs {
-        serde_json::to_writer(&mut f, o)?;
-        f.write_all(b"\n")?;
-    }
-    f.flush()?;
-    Ok(())
-}
-
 /// What the observations say about one fault window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Elections {

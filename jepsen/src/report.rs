@@ -30,20 +30,11 @@ pub struct WindowStats {
     pub faulted: Vec<u64>,
     /// Whether the leader was among them (`None` when the fault touched no member).
     pub leader_faulted: Option<bool>,
+    /// The row this fault counts in: its kind, and for faults of members whether they hit the
+    /// leader or only followers ("pause (leader)"). Campaigns group by it.
+    pub class: String,
     /// Who led before and after, and the terms the group went through.
     pub elections: Elections,
-}
-
-impl WindowStats {
-    /// The row this fault counts in: its kind, and for faults of members whether they hit the
-    /// leader or only followers.
-    pub fn class(&self) -> String {
-        match self.leader_faulted {
-            Some(true) => format!("{} (leader)", self.kind),
-            Some(false) => format!("{} (follower)", self.kind),
-            None => self.kind.clone(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -125,6 +116,8 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
         let gap = points.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
         let next = windows.get(i + 1).map(|n| n.start);
         let elections = crate::monitor::elections(obs, w.start, w.effective, w.end, next);
+        let leader_faulted =
+            (!w.faulted.is_empty()).then(|| w.faulted.contains(&elections.leader_before));
         a.windows.push(WindowStats {
             kind: w.kind.clone(),
             detail: w.detail.clone(),
@@ -133,13 +126,17 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
             first_ack_s: first.map(|t| secs(t - w.effective)),
             longest_gap_s: secs(gap),
             faulted: w.faulted.clone(),
-            leader_faulted: (!w.faulted.is_empty())
-                .then(|| w.faulted.contains(&elections.leader_before)),
+            leader_faulted,
+            class: match leader_faulted {
+                Some(true) => format!("{} (leader)", w.kind),
+                Some(false) => format!("{} (follower)", w.kind),
+                None => w.kind.clone(),
+            },
             elections,
         });
     }
     for w in &a.windows {
-        let k = a.by_kind.entry(w.class()).or_default();
+        let k = a.by_kind.entry(w.class.clone()).or_default();
         k.faults += 1;
         k.longest_gap_max_s = k.longest_gap_max_s.max(w.longest_gap_s);
         k.with_elections += usize::from(w.elections.terms > 0);
@@ -148,7 +145,7 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
         let mut firsts: Vec<f64> = a
             .windows
             .iter()
-            .filter(|w| &w.class() == class)
+            .filter(|w| &w.class == class)
             .filter_map(|w| w.first_ack_s)
             .collect();
         firsts.sort_by(f64::total_cmp);
@@ -158,7 +155,7 @@ pub fn availability(history: &[Op], windows: &[Window], until: u64, obs: &[Obs])
         let mut leaders: Vec<f64> = a
             .windows
             .iter()
-            .filter(|w| &w.class() == class)
+            .filter(|w| &w.class == class)
             .filter_map(|w| w.elections.new_leader_s)
             .collect();
         leaders.sort_by(f64::total_cmp);
@@ -266,7 +263,7 @@ impl Results {
                  leader {} -> {} in {} terms{}: {}\n",
                 w.start_s,
                 w.end_s,
-                w.class(),
+                w.class,
                 w.first_ack_s
                     .map(|f| format!("{f:.2}s"))
                     .unwrap_or_else(|| "never".into()),
@@ -356,7 +353,7 @@ pub fn plot(
             .first_ack_s
             .map_or_else(|| "none".to_string(), |f| format!("{f:.2}s"));
         for (text, y) in [
-            (w.class(), y_max / 1.6),
+            (w.class.clone(), y_max / 1.6),
             (format!("ack {first}"), y_max / 2.6),
             (format!("{} terms", w.elections.terms), y_max / 4.2),
         ] {
