@@ -8,6 +8,9 @@
 //!   holds with UNAVAILABLE, instead of holding them until the followers come back.
 //! - A write sent to a follower while the leader is paused is not held on the silent leader: it
 //!   is answered by a new leader (re-routed) or refused with UNAVAILABLE.
+//! - A client whose leader stops answering does not wait out its attempt on it: after
+//!   `hedge_after` it tries the next member too, and commits while the old leader is still
+//!   stopped.
 
 use std::time::Duration;
 
@@ -176,4 +179,40 @@ async fn a_write_forwarded_while_the_leader_is_paused_is_not_held_there() {
     if let Ok(r) = res {
         assert!(client.snapshot(volume).await.expect("head").0 >= r.lsn.0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_paused_leader_commits_elsewhere_while_it_is_stopped() {
+    let (cluster, leader, followers, _, volume, first) = started().await;
+    // The leader first, so that is where the client's calls go; its attempts would outlast the
+    // test, so only trying another member can end the commit while the leader is stopped.
+    let mut addrs = vec![cluster.node(leader).addr.clone()];
+    addrs.extend(followers.iter().map(|f| cluster.node(*f).addr.clone()));
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_secs(120),
+        total_timeout: Duration::from_secs(120),
+        hedge_after: Some(Duration::from_millis(300)),
+        ..RetryPolicy::default()
+    };
+    let client = Client::new(addrs, policy).expect("addresses");
+    // A call on the leader's connection, so the commit below finds it open, not refused.
+    assert_eq!(client.snapshot(volume).await.expect("head").0, first.0);
+
+    cluster.pause(leader).expect("pause the leader");
+    let res = client
+        .commit(volume, first, vec![(0, page(2))], "hedged")
+        .await;
+    cluster.resume(leader).expect("resume the leader");
+    let done = res.expect("a commit while the leader is stopped");
+    assert_eq!(done.lsn.0, first.0 + 1);
+    // The attempt left at the stopped leader carries the same key: it cannot commit twice.
+    cluster
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .expect("one leader after the resume");
+    let again = client
+        .commit(volume, first, vec![(0, page(2))], "hedged")
+        .await
+        .expect("the same commit again");
+    assert_eq!((again.lsn, again.deduplicated), (done.lsn, true));
 }

@@ -181,6 +181,7 @@ fn policy(op_timeout: Duration) -> RetryPolicy {
         attempt_timeout: Duration::from_secs(2),
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(400),
+        hedge_after: Some(Duration::from_secs(1)),
     }
 }
 

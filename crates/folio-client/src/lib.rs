@@ -14,7 +14,7 @@ pub mod volume;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::Retryable;
+use backon::BackoffBuilder;
 use bytes::Bytes;
 pub use folio_auth::{ClientTls, TokenSource};
 use folio_core::limits::MAX_CLIENT_MESSAGE_BYTES;
@@ -224,13 +224,21 @@ impl Conn {
 
     /// The address to try next. Unusable ones (say, a bad leader hint) are skipped, each skip
     /// counting as an attempt; once every address has proved unusable the call fails for good.
+    /// `busy` (an address with an attempt of this call still in flight) is passed over once
+    /// when there is another address to go to.
     fn pick(
         &self,
         attempt: &mut u32,
         bad_addrs: &mut usize,
+        busy: Option<&str>,
     ) -> std::result::Result<(String, Channel), Failed> {
+        let mut passed_busy = false;
         loop {
             match self.channel() {
+                Ok((addr, _)) if !passed_busy && busy == Some(addr.as_str()) => {
+                    passed_busy = true;
+                    self.redirect(&addr, None);
+                }
                 Ok(x) => return Ok(x),
                 Err((addr, e)) => {
                     *bad_addrs += 1;
@@ -253,6 +261,8 @@ impl Conn {
     /// `max_attempts` attempts, each bounded by `attempt_timeout`, and no retry once
     /// `total_timeout` has passed since the call began. A retryable failure moves on to the
     /// leader the node named (tried at once) or to the next address (after the policy's backoff).
+    /// An attempt with no answer after `hedge_after` stays in flight while the call moves on to
+    /// the next address; the first success of either ends the call.
     pub(crate) async fn retrying<T, F, Fut>(
         &self,
         mut call: F,
@@ -261,55 +271,75 @@ impl Conn {
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Status>>,
     {
+        let policy = &self.policy;
         let started = tokio::time::Instant::now();
         let mut attempt = 0u32;
         let mut bad_addrs = 0usize;
         let mut last = LastFailure::default();
-        let attempt_timeout = self.policy.attempt_timeout;
-        let outcome = (|| {
+        let mut waits = policy.backoff().build();
+        // The hedged attempt, once one has been: the address it went to and its answer to come.
+        let mut straggler = None;
+        loop {
             attempt += 1;
-            let picked = self
-                .pick(&mut attempt, &mut bad_addrs)
-                .map(|(addr, ch)| (addr, call(ch)));
-            let attempt = attempt;
-            async move {
-                let (addr, answer) = picked?;
-                let status = match tokio::time::timeout(attempt_timeout, answer).await {
-                    Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(s)) => s,
-                    Err(_) => Status::deadline_exceeded(format!(
-                        "no answer from {addr} within {attempt_timeout:?}"
-                    )),
+            let busy = straggler.as_ref().map(|(a, _): &(String, _)| a.clone());
+            let (addr, ch) = match self.pick(&mut attempt, &mut bad_addrs, busy.as_deref()) {
+                Ok(x) => x,
+                Err(f) => return Err((f.status, f.attempt)),
+            };
+            let mut current = Box::pin(timed(
+                addr.clone(),
+                call(ch),
+                policy.attempt_timeout,
+                attempt,
+            ));
+            // A hedge is one more attempt: only within the budget, and only with somewhere else
+            // to send it.
+            let hedge_at = policy
+                .hedge_after
+                .map(|d| tokio::time::Instant::now() + d)
+                .filter(|at| {
+                    attempt < policy.max_attempts
+                        && *at < started + policy.total_timeout
+                        && self.addr_count() > 1
+                });
+            let failed = loop {
+                let event = tokio::select! {
+                    biased;
+                    r = &mut current => Event::Answer(r),
+                    r = straggling(&mut straggler) => Event::Straggler(r),
+                    _ = until(hedge_at), if straggler.is_none() => Event::Hedge,
                 };
-                let leader = status
-                    .metadata()
-                    .get(meta::LEADER_ADDR)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-                    .filter(|l| *l != addr);
-                Err(Failed {
-                    addr,
-                    status,
-                    attempt,
-                    leader,
-                })
-            }
-        })
-        .retry(self.policy.backoff())
-        .sleep(retry::pause)
-        .when(|f: &Failed| {
+                match event {
+                    Event::Answer(Ok(v)) | Event::Straggler(Ok(v)) => return Ok(v),
+                    Event::Answer(Err(f)) => break Some(f),
+                    Event::Straggler(Err(f)) => {
+                        straggler = None;
+                        if retry::retryable(f.status.code()) {
+                            last.record(&f.status);
+                        }
+                    }
+                    Event::Hedge => break None,
+                }
+            };
+            let Some(f) = failed else {
+                tracing::debug!(%addr, attempt, "no answer yet; trying the next member as well");
+                self.redirect(&addr, None);
+                straggler = Some((addr, current));
+                continue;
+            };
             if !retry::retryable(f.status.code()) {
-                return false;
+                return Err((f.status, f.attempt));
             }
             self.redirect(&f.addr, f.leader.clone());
             last.record(&f.status);
-            f.attempt < self.policy.max_attempts && started.elapsed() < self.policy.total_timeout
-        })
-        .adjust(|f: &Failed, wait| match f.leader {
-            Some(_) => wait.map(|_| Duration::ZERO),
-            None => wait,
-        })
-        .notify(|f: &Failed, wait| {
+            let wait = match waits.next() {
+                Some(_) if f.leader.is_some() => Duration::ZERO,
+                Some(w) => w,
+                None => return Err((last.or(f.status), f.attempt)),
+            };
+            if f.attempt >= policy.max_attempts || started.elapsed() >= policy.total_timeout {
+                return Err((last.or(f.status), f.attempt));
+            }
             tracing::debug!(
                 addr = %f.addr,
                 code = ?f.status.code(),
@@ -318,15 +348,76 @@ impl Conn {
                 ?wait,
                 "retrying"
             );
-        })
-        .await;
-        outcome.map_err(|f| {
-            if retry::retryable(f.status.code()) {
-                (last.or(f.status), f.attempt)
-            } else {
-                (f.status, f.attempt)
+            // The wait between attempts still takes the straggler's answer, should it come.
+            let resume = tokio::time::Instant::now() + wait;
+            while !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(resume) => break,
+                    r = straggling(&mut straggler) => match r {
+                        Ok(v) => return Ok(v),
+                        Err(f) => {
+                            straggler = None;
+                            if retry::retryable(f.status.code()) {
+                                last.record(&f.status);
+                            }
+                        }
+                    },
+                }
             }
-        })
+        }
+    }
+}
+
+/// What ended one wait of [`Conn::retrying`].
+enum Event<T> {
+    /// The latest attempt answered.
+    Answer(std::result::Result<T, Failed>),
+    /// The hedged attempt answered.
+    Straggler(std::result::Result<T, Failed>),
+    /// The latest attempt has been waiting for `hedge_after`.
+    Hedge,
+}
+
+/// One attempt at `addr`: its answer, or DEADLINE_EXCEEDED after `timeout`. A failure names
+/// the leader the node named, when that is another node.
+async fn timed<T>(
+    addr: String,
+    answer: impl std::future::Future<Output = std::result::Result<T, Status>>,
+    timeout: Duration,
+    attempt: u32,
+) -> std::result::Result<T, Failed> {
+    let status = match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(s)) => s,
+        Err(_) => Status::deadline_exceeded(format!("no answer from {addr} within {timeout:?}")),
+    };
+    let leader = status
+        .metadata()
+        .get(meta::LEADER_ADDR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|l| *l != addr);
+    Err(Failed {
+        addr,
+        status,
+        attempt,
+        leader,
+    })
+}
+
+/// The answer of the hedged attempt, if there is one in flight; otherwise never.
+async fn straggling<A, F: std::future::Future + Unpin>(s: &mut Option<(A, F)>) -> F::Output {
+    match s {
+        Some((_, f)) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `at`, or forever when there is no `at`.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -22,6 +22,13 @@ pub struct RetryPolicy {
     /// of each step.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// When an attempt has had no answer for this long, the call also tries the next member,
+    /// keeping the first attempt in flight (up to `attempt_timeout`): whichever answers first
+    /// wins. A stopped or unreachable node then costs the call this much rather than a whole
+    /// attempt. At most two attempts of one call are in flight; the second one counts against
+    /// `max_attempts`. `None`: one attempt at a time. Repeating a call is safe for the same
+    /// reasons retrying one is (see [`retryable`]).
+    pub hedge_after: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -32,6 +39,7 @@ impl Default for RetryPolicy {
             attempt_timeout: Duration::from_secs(5),
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
+            hedge_after: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -102,15 +110,6 @@ impl LastFailure {
     /// The failure to report, or `latest` when none was recorded.
     pub fn or(self, latest: Status) -> Status {
         self.status.unwrap_or(latest)
-    }
-}
-
-/// The client's backon sleeper: tokio's sleep, except that a zero wait (after a redirect to a
-/// named leader) goes on at once, where a zero-length tokio sleep would wait for the next
-/// timer tick.
-pub(crate) async fn pause(wait: Duration) {
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
     }
 }
 

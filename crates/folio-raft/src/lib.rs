@@ -2,7 +2,9 @@
 //! volume registry) whatever their state machine: the [`GroupTypes`] every group's type
 //! configuration satisfies, the RocksDB [`LogStore`], peer traffic over tonic ([`network`]),
 //! the MessagePack [`codec`] for entries and metadata, one-time [`bootstrap_once`],
-//! [`leader_of`], elections with pre-vote and check-quorum ([`elect`]), and a node's liveness and readiness ([`health`]). This crate knows no state machine: a group's crate brings its own.
+//! [`leader_of`], elections with pre-vote and check-quorum ([`elect`]), a node's liveness and
+//! readiness ([`health`]), and what a member watches while it forwards a call to its leader
+//! ([`leadership`]). This crate knows no state machine: a group's crate brings its own.
 
 // openraft's storage traits return its `StorageError` by value; its size is not ours to choose.
 #![allow(clippy::result_large_err)]
@@ -11,6 +13,7 @@ pub mod codec;
 pub mod elect;
 pub mod health;
 pub mod keys;
+pub mod leadership;
 pub mod log_store;
 pub mod metrics;
 pub mod network;

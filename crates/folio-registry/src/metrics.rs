@@ -3,7 +3,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
+    IntGauge,
+};
 
 pub static GROUPS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
@@ -24,6 +27,15 @@ pub static PLACEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "CreateVolume and ForkVolume outcomes on this registry leader: placed, retried (an \
          earlier placement answered), refused (no such region or no healthy group), forked",
         &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+pub static FORWARDS_REROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "folio_registry_forwards_rerouted_total",
+        "Forwarded calls sent on (or run here) because registry leadership moved while they \
+         waited at the old leader"
     )
     .expect("metric registers once")
 });
@@ -55,4 +67,5 @@ pub fn register() {
     LazyLock::force(&PLACEMENTS);
     LazyLock::force(&HEARTBEATS);
     LazyLock::force(&RESOLVES);
+    LazyLock::force(&FORWARDS_REROUTED);
 }

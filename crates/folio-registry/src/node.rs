@@ -243,9 +243,10 @@ impl RegistryNode {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
             group_timeout: Duration::from_millis(cfg.group_timeout_ms),
         };
+        let timing = voter.timing();
         let health = folio_raft::health::spawn(
             raft.clone(),
-            voter.timing(),
+            timing,
             READY_LAG_ENTRIES,
             cfg.metrics_addr.is_some(),
         );
@@ -269,6 +270,12 @@ impl RegistryNode {
                 raft.clone(),
                 shared,
                 live,
+                folio_raft::leadership::Leadership::new(
+                    folio_raft::leader_watch(raft.clone()),
+                    health.clone(),
+                    timing.timeout_max,
+                    crate::service::LEADER,
+                ),
                 &security,
             ))
             .add_optional_service(peers_here)

@@ -11,11 +11,12 @@ use folio_auth::{Here, Need, NodeIdentity, Principal, VolumeOp, VolumeRef};
 use folio_client::{Client, RetryPolicy};
 use folio_core::VolumeId;
 use folio_proto::channels::{Channel, Security};
-use folio_proto::forward::{Forwarder, Route};
+use folio_proto::forward::{client_timeout, forward_timeout, Forwarder, Route};
 use folio_proto::forwarded;
 use folio_proto::registry::v1 as pb;
 use folio_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use folio_proto::registry::v1::registry_service_server::{RegistryService, RegistryServiceServer};
+use folio_raft::leadership::{Leadership, Watched};
 use folio_raft::node::NodeSecurity;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tonic::metadata::MetadataMap;
@@ -50,6 +51,8 @@ pub struct RegistrySvc {
     live: Liveness,
     heard: Mutex<Heard>,
     forward: Forwarder,
+    /// Who leads, and whether this node still hears from it, for forwarding.
+    leadership: Leadership,
     /// Retry policy for creating volumes on groups.
     group_policy: RetryPolicy,
     /// How this node calls groups and its leader.
@@ -60,6 +63,9 @@ pub struct RegistrySvc {
     /// The node's security, in one line, for Status.
     mode: String,
 }
+
+/// How this service names its leader in refusals.
+pub const LEADER: &str = "registry leader";
 
 fn members_pb(m: &[(u64, String)]) -> Vec<pb::GroupMember> {
     m.iter()
@@ -74,12 +80,21 @@ fn client(ch: Channel) -> RegistryServiceClient<Channel> {
     RegistryServiceClient::new(ch)
 }
 
+/// Where [`RegistrySvc::at_leader`] left a call.
+enum AtLeader<Req, Resp> {
+    /// This node leads: the handler runs it.
+    Here(Request<Req>),
+    /// The leader answered it.
+    Answered(Response<Resp>),
+}
+
 impl RegistrySvc {
     pub fn server(
         id: u64,
         raft: RegRaft,
         state: SharedState,
         live: Liveness,
+        leadership: Leadership,
         security: &NodeSecurity,
     ) -> RegistryServiceServer<RegistrySvc> {
         RegistryServiceServer::new(RegistrySvc {
@@ -88,7 +103,8 @@ impl RegistrySvc {
             state,
             live,
             heard: Mutex::default(),
-            forward: Forwarder::new("registry leader", security.client.clone()),
+            forward: Forwarder::new(LEADER, security.client.clone()),
+            leadership,
             group_policy: RetryPolicy {
                 total_timeout: Duration::from_secs(10),
                 ..RetryPolicy::default()
@@ -149,13 +165,65 @@ impl RegistrySvc {
         folio_raft::leader_of(&self.raft)
     }
 
-    fn route(&self, md: &MetadataMap) -> Result<Route, Status> {
-        self.forward.route(
-            self.id,
-            self.leader(),
-            md,
-            "this registry node is not the leader",
-        )
+    /// Where a call with metadata `md` runs: here (`None`), or at the leader (its id and the
+    /// channel to it). A leader this node has not heard from within the election timeout is not
+    /// forwarded to: the call is refused at once rather than held on a leader that may be gone.
+    fn forwarding(&self, md: &MetadataMap) -> Result<Option<(u64, Channel)>, Status> {
+        let leader = self.leader();
+        let id = leader.as_ref().map_or(0, |(l, _)| *l);
+        match self
+            .forward
+            .route(self.id, leader, md, "this registry node is not the leader")?
+        {
+            Route::Local => Ok(None),
+            Route::Forward(ch) => match self.leadership.silent(id) {
+                Some(s) => Err(s),
+                None => Ok(Some((id, ch))),
+            },
+        }
+    }
+
+    /// Runs a call on the registry leader: gives `req` back when this node leads, or answers it
+    /// with the leader's answer to `call`. The forwarded call gets three quarters of the
+    /// client's time and is given up on if the leader falls silent; if leadership moves while
+    /// the call is there, it goes where leadership went, once: back to the handler when this
+    /// node now leads, else to the new leader. That repeats the call, as a client's own retry
+    /// would (every registry call is safe to repeat).
+    async fn at_leader<Req: Clone, Resp>(
+        &self,
+        req: Request<Req>,
+        call: impl AsyncFn(
+            RegistryServiceClient<Channel>,
+            Request<Req>,
+        ) -> Result<Response<Resp>, Status>,
+    ) -> Result<AtLeader<Req, Resp>, Status> {
+        let Some(to) = self.forwarding(req.metadata())? else {
+            return Ok(AtLeader::Here(req));
+        };
+        let (md, ext, msg) = req.into_parts();
+        let timeout = forward_timeout(client_timeout(&md));
+        let send = async |(l, ch): (u64, Channel)| {
+            let mut r = forwarded(msg.clone());
+            r.set_timeout(timeout);
+            self.leadership.watch(l, call(client(ch), r)).await
+        };
+        match send(to).await {
+            Watched::Answered(r) => return r.map(AtLeader::Answered),
+            Watched::Abandoned(s) => return Err(s),
+            Watched::NewLeader => {}
+        }
+        metrics::FORWARDS_REROUTED.inc();
+        let Some(to) = self.forwarding(&md)? else {
+            return Ok(AtLeader::Here(Request::from_parts(md, ext, msg)));
+        };
+        match send(to).await {
+            Watched::Answered(r) => r.map(AtLeader::Answered),
+            Watched::Abandoned(s) => Err(s),
+            Watched::NewLeader => Err(self.forward.not_leader(
+                self.leader(),
+                "registry leadership moved twice while the call was forwarded",
+            )),
+        }
     }
 
     /// The leader's view of group liveness, reset when the term changes.
@@ -371,9 +439,13 @@ impl RegistryService for RegistrySvc {
             volume_bytes(&req.get_ref().volume_id)?;
         }
         self.authorize(req.extensions(), &[Need::Create(&req.get_ref().region)])?;
-        if let Route::Forward(ch) = self.route(req.metadata())? {
-            return client(ch).create_volume(forwarded(req.into_inner())).await;
-        }
+        let req = match self
+            .at_leader(req, async |mut c, r| c.create_volume(r).await)
+            .await?
+        {
+            AtLeader::Here(req) => req,
+            AtLeader::Answered(r) => return Ok(r),
+        };
         let msg = req.into_inner();
         let region = msg.region;
         let volume = if msg.volume_id.is_empty() {
@@ -477,8 +549,11 @@ impl RegistryService for RegistrySvc {
             metrics::RESOLVES.with_label_values(&["local"]).inc();
             return Ok(Response::new(loc));
         }
-        if let Route::Forward(ch) = self.route(req.metadata())? {
-            return client(ch).resolve_volume(forwarded(req.into_inner())).await;
+        if let AtLeader::Answered(r) = self
+            .at_leader(req, async |mut c, r| c.resolve_volume(r).await)
+            .await?
+        {
+            return Ok(r);
         }
         self.read_index().await?;
         let found = self.location(&volume);
@@ -505,8 +580,11 @@ impl RegistryService for RegistrySvc {
     ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
         let vb = volume_bytes(&req.get_ref().volume_id)?;
         self.authorize_volume(req.extensions(), &vb, VolumeOp::Write)?;
-        if let Route::Forward(ch) = self.route(req.metadata())? {
-            return client(ch).delete_volume(forwarded(req.into_inner())).await;
+        if let AtLeader::Answered(r) = self
+            .at_leader(req, async |mut c, r| c.delete_volume(r).await)
+            .await?
+        {
+            return Ok(r);
         }
         let volume = VolumeId::from_slice(&vb).expect("16 bytes");
         self.read_index().await?;
@@ -553,9 +631,13 @@ impl RegistryService for RegistrySvc {
         if let Some(region) = self.region_of(&source) {
             self.authorize(req.extensions(), &[Need::Create(&region)])?;
         }
-        if let Route::Forward(ch) = self.route(req.metadata())? {
-            return client(ch).fork_volume(forwarded(req.into_inner())).await;
-        }
+        let req = match self
+            .at_leader(req, async |mut c, r| c.fork_volume(r).await)
+            .await?
+        {
+            AtLeader::Here(req) => req,
+            AtLeader::Answered(r) => return Ok(r),
+        };
         let msg = req.into_inner();
         let volume = if msg.volume_id.is_empty() {
             VolumeId::new_random()
@@ -643,8 +725,11 @@ impl RegistryService for RegistrySvc {
         req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         self.authorize(req.extensions(), &[Need::Admin])?;
-        if let Route::Forward(ch) = self.route(req.metadata())? {
-            return client(ch).list_groups(forwarded(req.into_inner())).await;
+        if let AtLeader::Answered(r) = self
+            .at_leader(req, async |mut c, r| c.list_groups(r).await)
+            .await?
+        {
+            return Ok(r);
         }
         self.read_index().await?;
         let s = self.state.read().expect("registry state lock");
@@ -679,9 +764,13 @@ impl RegistryService for RegistrySvc {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         validate_heartbeat(req.get_ref())?;
         self.authorize_heartbeat(&req)?;
-        if let Route::Forward(ch) = self.route(req.metadata())? {
-            return client(ch).heartbeat(forwarded(req.into_inner())).await;
-        }
+        let req = match self
+            .at_leader(req, async |mut c, r| c.heartbeat(r).await)
+            .await?
+        {
+            AtLeader::Here(req) => req,
+            AtLeader::Answered(r) => return Ok(r),
+        };
         let m = req.into_inner();
         let mut members: Vec<(u64, String)> =
             m.members.into_iter().map(|x| (x.node_id, x.addr)).collect();

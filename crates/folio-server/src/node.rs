@@ -139,11 +139,12 @@ impl Node {
                 client: security.client.clone(),
                 mode: security.mode.clone(),
             },
-            crate::edge::Leadership {
+            folio_raft::leadership::Leadership::new(
                 leaders,
-                health: health.clone(),
-                silence_max: voter.timing().timeout_max,
-            },
+                health.clone(),
+                voter.timing().timeout_max,
+                crate::edge::status::LEADER,
+            ),
         ));
         let writes = WritePath::new(batcher, history.clone(), cfg.flush.clone(), demand.clone());
         let pages = PageReader::new(

@@ -36,18 +36,7 @@ pub struct Edge {
     /// The volume registry, when the group is linked to one.
     registry: Option<Arc<RegistryLink>>,
     pub access: Access,
-    leadership: Leadership,
-}
-
-/// What the edge watches while it forwards a call to the leader.
-#[derive(Clone)]
-pub struct Leadership {
-    /// Leader changes ([`folio_raft::leader_watch`]).
-    pub leaders: crate::batcher::Leaders,
-    /// When this node last heard from its leader.
-    pub health: folio_raft::health::Health,
-    /// A leader not heard from for this long is not forwarded to (the election timeout).
-    pub silence_max: std::time::Duration,
+    leadership: folio_raft::leadership::Leadership,
 }
 
 /// What the edge checks callers against.
@@ -129,7 +118,7 @@ impl Edge {
         raft: Raft,
         registry: Option<Arc<RegistryLink>>,
         access: Access,
-        leadership: Leadership,
+        leadership: folio_raft::leadership::Leadership,
     ) -> Edge {
         Edge {
             id,

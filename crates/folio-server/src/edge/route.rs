@@ -4,6 +4,7 @@
 use folio_proto::channels::Channel;
 use folio_proto::forward::Route;
 use folio_proto::forwarded;
+use folio_raft::leadership::Watched;
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
 
@@ -31,16 +32,6 @@ pub(super) struct Forwarding<Req> {
     channel: Channel,
     msg: Req,
     md: MetadataMap,
-}
-
-/// How a forwarded call ended.
-enum Watched<Resp> {
-    /// The leader answered.
-    Answered(Result<Resp, Status>),
-    /// Leadership moved on while the call was at the old leader.
-    NewLeader,
-    /// Given up on, with this status.
-    Abandoned(Status),
 }
 
 impl Edge {
@@ -76,26 +67,11 @@ impl Edge {
             .forward
             .route(self.id, leader, md, "this node is not the leader")?;
         if let Route::Forward(_) = route {
-            if let Some(s) = self.silent_leader(id) {
+            if let Some(s) = self.leadership.silent(id) {
                 return Err(s);
             }
         }
         Ok((route, id))
-    }
-
-    /// UNAVAILABLE when this node has not heard from leader `l` within the election timeout.
-    fn silent_leader(&self, l: u64) -> Option<Status> {
-        let lead = &self.leadership;
-        let why = match lead.health.since_heard_from(l) {
-            Some(d) if d <= lead.silence_max => return None,
-            Some(d) => format!(
-                "this node has not heard from leader {l} for {} ms (more than an election \
-                 timeout), so it forwards nothing there",
-                d.as_millis()
-            ),
-            None => format!("this node has not heard from leader {l} yet"),
-        };
-        Some(status::not_leader(None, &why))
     }
 
     /// [`Edge::route`], keeping a copy of `msg` only when it is to be forwarded.
@@ -134,27 +110,14 @@ impl Edge {
         Req: Clone,
         F: AsyncFn(Channel, Request<Req>) -> Result<Response<Resp>, Status>,
     {
-        let mut leaders = self.leadership.leaders.clone();
         let mut req = forwarded(f.msg.clone());
         req.set_timeout(folio_proto::forward::forward_timeout(client));
-        let silence = async {
-            let every = (self.leadership.silence_max / 4).max(Duration::from_millis(10));
-            loop {
-                tokio::time::sleep(every).await;
-                if let Some(s) = self.silent_leader(f.leader) {
-                    return s;
-                }
-            }
+        let call = async {
+            forward(f.channel.clone(), req)
+                .await
+                .map(Response::into_inner)
         };
-        tokio::select! {
-            biased;
-            r = forward(f.channel.clone(), req) => Watched::Answered(r.map(Response::into_inner)),
-            moved = leaders.wait_for(|v| v.leader != Some(f.leader)) => match moved {
-                Ok(_) => Watched::NewLeader,
-                Err(_) => Watched::Abandoned(Status::unavailable("this node is shutting down")),
-            },
-            s = silence => Watched::Abandoned(s),
-        }
+        self.leadership.watch(f.leader, call).await
     }
 }
 
