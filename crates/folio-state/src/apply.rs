@@ -2,7 +2,7 @@
 //! records in the open segment, sealing, and dropping flushed segments from the buffer. Every
 //! decision depends only on the entry and the replicated state, so every replica decides the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -35,6 +35,8 @@ struct ApplyTx<'a> {
     commits: HashMap<(VolumeId, Lsn), CommitRecord>,
     slots: HashMap<(SegmentId, u64), (VolumeId, PageIdx)>,
     idem_lsn: HashMap<(VolumeId, Lsn), Option<Bytes>>,
+    /// Volumes whose head this batch changed, whose watchers are woken once it is written.
+    changed: HashSet<VolumeId>,
     /// A checkpoint dropped index entries: compact once the batch is written.
     compact: bool,
 }
@@ -49,6 +51,7 @@ impl<'a> ApplyTx<'a> {
             commits: HashMap::new(),
             slots: HashMap::new(),
             idem_lsn: HashMap::new(),
+            changed: HashSet::new(),
             compact: false,
         }
     }
@@ -77,6 +80,7 @@ impl<'a> ApplyTx<'a> {
         self.batch
             .put_cf(cf(self.db, CF_VOLUMES), v.as_bytes(), encode(&h));
         self.heads.insert(v, Some(h));
+        self.changed.insert(v);
     }
 
     fn idem(&mut self, v: VolumeId, key: &Bytes) -> Result<Option<IdemRecord>, StoreError> {
@@ -868,6 +872,7 @@ impl StateMachine {
             compact_history(self.db.clone());
         }
         self.publish();
+        self.volumes.raise(&tx.changed);
         metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         Ok(out)
     }

@@ -17,6 +17,7 @@ pub mod metrics;
 mod reader;
 pub mod runs;
 mod segment_object;
+mod signals;
 pub mod snapshot;
 pub mod state;
 
@@ -29,6 +30,7 @@ pub use db::{open_store, StoreError};
 pub use machine::StateMachine;
 pub use reader::StateReader;
 pub use segment_object::SegmentObject;
+pub use signals::{VolumeSignals, VolumeWatch};
 
 openraft::declare_raft_types!(
     /// Folio's openraft types: one log entry carries one [`Request`], a batch of client commands.

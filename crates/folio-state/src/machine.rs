@@ -49,6 +49,8 @@ pub struct StateMachine {
     pub(crate) applied_bytes: Arc<AtomicU64>,
     /// Odd while a snapshot is being installed; readers check it around every read.
     pub(crate) installs: Arc<AtomicU64>,
+    /// Raised for each volume whose head an applied batch changed, for its watchers.
+    pub(crate) volumes: crate::VolumeSignals,
 }
 
 impl StateMachine {
@@ -72,6 +74,7 @@ impl StateMachine {
             shared,
             applied_bytes: Arc::new(AtomicU64::new(0)),
             installs: Arc::new(AtomicU64::new(0)),
+            volumes: crate::VolumeSignals::default(),
         })
     }
 
@@ -82,6 +85,7 @@ impl StateMachine {
             self.shared.clone(),
             self.applied_bytes.clone(),
             self.installs.clone(),
+            self.volumes.clone(),
         )
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::db::{corrupt, StoreError};
 use crate::keys::*;
+use crate::signals::{VolumeSignals, VolumeWatch};
 use crate::state::{CommitRecord, GroupState, VolumeHead};
 
 /// The exclusive upper bound of every key that starts with `prefix`.
@@ -30,6 +31,7 @@ pub struct StateReader {
     group: watch::Sender<Arc<GroupState>>,
     applied_bytes: Arc<AtomicU64>,
     installs: Arc<AtomicU64>,
+    volumes: VolumeSignals,
 }
 
 impl StateReader {
@@ -38,12 +40,14 @@ impl StateReader {
         group: watch::Sender<Arc<GroupState>>,
         applied_bytes: Arc<AtomicU64>,
         installs: Arc<AtomicU64>,
+        volumes: VolumeSignals,
     ) -> Self {
         StateReader {
             db,
             group,
             applied_bytes,
             installs,
+            volumes,
         }
     }
 
@@ -233,6 +237,17 @@ impl StateReader {
     /// A receiver that sees every new group state, to wait for seals and flushes.
     pub fn watch_group(&self) -> watch::Receiver<Arc<GroupState>> {
         self.group.subscribe()
+    }
+
+    /// A watch on `volume`'s changes (its head moving, on this replica) from now on; it wakes
+    /// for this volume only, not for every applied entry of the group.
+    pub fn watch_volume(&self, volume: VolumeId) -> VolumeWatch {
+        self.volumes.subscribe(volume)
+    }
+
+    /// Volumes with at least one watch on this replica.
+    pub fn watched_volumes(&self) -> usize {
+        self.volumes.len()
     }
 
     /// Bytes of commands this replica applied since it started.

@@ -661,6 +661,7 @@ impl StateMachine {
         self.meta = load_meta(&self.db)
             .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)))?;
         self.publish();
+        self.volumes.raise_all();
         metrics::SNAPSHOTS_INSTALLED.inc();
         tracing::info!(snapshot = %meta.snapshot_id, bytes, "installed snapshot from leader");
         Ok(())

@@ -1,6 +1,7 @@
-//! WatchVolume: a task per subscriber pages through the volume's applied commits and waits on the
-//! group-state channel for more, with a bounded channel to the subscriber. A stream ends with
-//! UNAVAILABLE when the node's Raft core stops, so no subscriber waits on a node that cannot
+//! WatchVolume: a task per subscriber pages through the volume's applied commits and waits on its
+//! volume's change signal ([`folio_state::VolumeWatch`]) for more, with a bounded channel to the
+//! subscriber: an applied entry wakes only the watchers of the volumes it changed. A stream ends
+//! with UNAVAILABLE when the node's Raft core stops, so no subscriber waits on a node that cannot
 //! apply anything more.
 
 use std::sync::Arc;
@@ -105,10 +106,10 @@ impl Watches {
         let ended = tx.clone();
         let mut stopped = self.stopped.clone();
         let stream = async move {
-            let mut changes = reader.watch_group();
+            let mut changes = reader.watch_volume(volume);
             let mut next = since.next();
             loop {
-                changes.borrow_and_update();
+                changes.mark_seen();
                 let batch = match history.commits(volume, next, WATCH_BUFFER).await {
                     Ok(b) => b,
                     Err(e) => {
@@ -130,9 +131,9 @@ impl Watches {
                     next = c.lsn.next();
                 }
                 if batch.len() < WATCH_BUFFER {
-                    // Caught up: wait for the next applied entry (or notice a gone subscriber).
+                    // Caught up: wait for the volume's next change (or notice a gone subscriber).
                     tokio::select! {
-                        r = changes.changed() => if r.is_err() { return },
+                        _ = changes.changed() => {}
                         _ = tx.closed() => return,
                     }
                 }
