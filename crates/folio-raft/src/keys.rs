@@ -34,3 +34,13 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name)
         .expect("every column family is created at open")
 }
+
+/// Options for the compactions Folio asks for itself (of purged log ranges, of checkpointed
+/// history). Not exclusive: RocksDB's default pauses every automatic compaction of the database
+/// while a manual one runs, and on a slow disk that lets level-0 files pile up until writes
+/// stall, the log's synced appends among them.
+pub fn manual_compaction() -> rocksdb::CompactOptions {
+    let mut o = rocksdb::CompactOptions::default();
+    o.set_exclusive_manual_compaction(false);
+    o
+}

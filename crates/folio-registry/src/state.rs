@@ -302,7 +302,8 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
         let mut batch = WriteBatch::default();
         let mut out = Vec::new();
         // In place, under the write lock (no await while it is held). If the write below fails,
-        // memory is ahead of disk; openraft treats a storage error as fatal and stops this
+        // memory is ahead of disk (readers may have seen it: nothing is lost, as the log holds
+        // every applied entry); openraft treats a storage error as fatal and stops this
         // node, and a restart loads the state from disk again.
         let mut s = self.state.write().expect("registry state lock");
         for entry in entries {
@@ -317,10 +318,13 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
             });
         }
         self.write_meta(&mut batch, &s);
+        publish(&s);
+        // Readers wait on the lock, so it is not held across the disk write (which may queue
+        // behind a synced log append sharing the WAL).
+        drop(s);
         self.db
             .write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        publish(&s);
         Ok(out)
     }
 
@@ -374,12 +378,10 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
                 body: bytes,
             }),
         );
-        let mut s = self.state.write().expect("registry state lock");
         db.write_opt(batch, &synced())
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         publish(&next);
-        *s = next;
-        drop(s);
+        *self.state.write().expect("registry state lock") = next;
         tracing::info!(snapshot = %meta.snapshot_id, "installed registry snapshot from leader");
         Ok(())
     }

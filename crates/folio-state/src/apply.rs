@@ -176,7 +176,12 @@ fn compact_history(db: std::sync::Arc<DB>) {
     }
     std::thread::spawn(move || {
         for name in [CF_PAGES, CF_COMMITS, CF_SLOTS, CF_SEG_COMMITS] {
-            db.compact_range_cf(cf(&db, name), None::<&[u8]>, None::<&[u8]>);
+            db.compact_range_cf_opt(
+                cf(&db, name),
+                None::<&[u8]>,
+                None::<&[u8]>,
+                &folio_raft::keys::manual_compaction(),
+            );
         }
         drop(db);
         COMPACTING.store(false, Ordering::SeqCst);
