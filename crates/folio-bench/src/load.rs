@@ -47,7 +47,7 @@ pub struct OpSample {
 }
 
 impl OpSample {
-    fn plain(latency: Duration) -> OpSample {
+    pub fn plain(latency: Duration) -> OpSample {
         OpSample {
             latency,
             conflicts: 0,
@@ -178,7 +178,7 @@ pub fn payload(seed: u64, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-fn page_writes(seed: u64, first_idx: u32, pages: u32) -> Vec<pb::PageWrite> {
+pub(crate) fn page_writes(seed: u64, first_idx: u32, pages: u32) -> Vec<pb::PageWrite> {
     (0..pages)
         .map(|j| pb::PageWrite {
             page_idx: first_idx + j,

@@ -11,6 +11,7 @@
 //! sample after its warm-up.
 
 mod etcd;
+mod fanout;
 mod footprint;
 mod group;
 mod history;

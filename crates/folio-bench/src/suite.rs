@@ -19,6 +19,7 @@ use folio_core::{Lsn, VolumeId, PAGE_SIZE};
 use folio_proto::volume::v1 as pb;
 
 use crate::etcd::{self, EtcdCluster, EtcdWriter};
+use crate::fanout;
 use crate::group::{LocalGroup, LocalRunArgs, S3Args, StoreSpec};
 use crate::latency::summarize;
 use crate::load::{self, Budget, CommitWriter, ContendWriter, ReadWriter, Writer};
@@ -103,12 +104,27 @@ impl SuiteArgs {
 enum Kind {
     Fsync,
     Rpc,
-    Commit { writers: usize, pages: u32 },
-    Contend { writers: usize },
+    Commit {
+        writers: usize,
+        pages: u32,
+    },
+    Contend {
+        writers: usize,
+    },
     ReadCold,
     ReadCached,
-    ObjectStore { writers: usize, early_seal: bool },
-    Etcd { writers: usize, value_bytes: usize },
+    ObjectStore {
+        writers: usize,
+        early_seal: bool,
+    },
+    Etcd {
+        writers: usize,
+        value_bytes: usize,
+    },
+    /// Watch fan-out: Folio's WatchVolume, or etcd's watch.
+    Fanout {
+        etcd: bool,
+    },
 }
 
 struct Spec {
@@ -153,6 +169,10 @@ fn catalogue() -> Vec<Spec> {
         name: "folio-read-cached".into(),
         kind: Kind::ReadCached,
     });
+    v.push(Spec {
+        name: "folio-fanout".into(),
+        kind: Kind::Fanout { etcd: false },
+    });
     for (tag, early_seal) in [("early", true), ("1s", false)] {
         for writers in OBJECT_STORE_WRITERS {
             v.push(Spec {
@@ -182,6 +202,10 @@ fn catalogue() -> Vec<Spec> {
             },
         });
     }
+    v.push(Spec {
+        name: "etcd-fanout".into(),
+        kind: Kind::Fanout { etcd: true },
+    });
     v
 }
 
@@ -284,12 +308,37 @@ fn shape(kind: Kind) -> Shape {
             pages_per_op: None,
             durability: None,
         },
+        Kind::Fanout { etcd } => {
+            let (system, what) = if etcd {
+                ("etcd", "keys, 4 KiB puts, 3-member etcd")
+            } else {
+                ("folio", "volumes, 1-page QUORUM commits")
+            };
+            Shape {
+                system,
+                description: format!(
+                    "{} watchers on each of {} {what} (watches spread over the members), {} \
+                     writers; latency from a write's acknowledgement to its delivery on the \
+                     last of its watchers",
+                    fanout::WATCHERS_PER_VOLUME,
+                    fanout::VOLUMES,
+                    fanout::WRITERS
+                ),
+                writers: fanout::WRITERS,
+                bytes_per_op: page,
+                pages_per_op: (!etcd).then_some(1),
+                durability: (!etcd).then_some("QUORUM"),
+            }
+        }
     }
 }
 
 /// Whether a workload runs against a Folio group (started here unless `--addr` names one).
 fn needs_group(kind: Kind) -> bool {
-    !matches!(kind, Kind::Fsync | Kind::Etcd { .. })
+    !matches!(
+        kind,
+        Kind::Fsync | Kind::Etcd { .. } | Kind::Fanout { etcd: true }
+    )
 }
 
 /// The workloads `list` names, in the catalogue's order.
@@ -328,6 +377,8 @@ fn select(list: &str) -> anyhow::Result<Vec<Spec>> {
 /// A group the workloads run against: started here, or external.
 struct Target {
     leader: String,
+    /// Every member's address.
+    addrs: Vec<String>,
     client: Arc<Client>,
     /// How the workloads reach it (TLS and a token, for an external group that needs them).
     security: Security,
@@ -341,6 +392,7 @@ impl Target {
         addrs.extend(group.addrs.iter().filter(|a| **a != group.leader).cloned());
         Ok(Target {
             leader: group.leader.clone(),
+            addrs: group.addrs.clone(),
             client: Arc::new(Client::new(addrs, RetryPolicy::default())?),
             security: Security::default(),
             probe: Probe {
@@ -370,6 +422,7 @@ impl Target {
         all.extend(addrs.iter().filter(|a| **a != leader).cloned());
         Ok(Target {
             leader,
+            addrs: addrs.to_vec(),
             client: Arc::new(Client::secured(
                 all,
                 RetryPolicy::default(),
@@ -833,6 +886,61 @@ impl Suite {
                 }
                 r
             }
+            Kind::Fanout { etcd: false } => {
+                let t = self.main().await?;
+                let volumes = t.volumes(fanout::VOLUMES).await?;
+                let tracker = fanout::Tracker::new(fanout::WATCHERS_PER_VOLUME);
+                let mut watchers = fanout::watch_folio(
+                    &t.addrs,
+                    &t.security,
+                    &volumes,
+                    fanout::WATCHERS_PER_VOLUME,
+                    &tracker,
+                )
+                .await?;
+                let ws: Vec<Box<dyn Writer>> = (0..fanout::WRITERS)
+                    .map(|w| {
+                        Box::new(fanout::FolioFanoutWriter::new(
+                            t.client.clone(),
+                            tracker.clone(),
+                            &volumes,
+                            w,
+                            format!("{}-{w}", spec.name),
+                        )) as Box<dyn Writer>
+                    })
+                    .collect();
+                let m = load::closed_loop(ws, &budget, Some(&t.probe)).await?;
+                let delivered = tracker.drain(&mut watchers).await?;
+                fanout_result(&spec.name, &shape, m, &delivered)?
+            }
+            Kind::Fanout { etcd: true } => {
+                let Some((leader, probe)) = self.etcd().await? else {
+                    return Ok(self.skip(&spec.name, "needs --etcd-bin or --etcd"));
+                };
+                let endpoints = self.etcd.as_ref().expect("just found").0.clone();
+                let tracker = fanout::Tracker::new(fanout::WATCHERS_PER_VOLUME);
+                let mut watchers = fanout::watch_etcd(
+                    &endpoints,
+                    fanout::VOLUMES,
+                    fanout::WATCHERS_PER_VOLUME,
+                    &tracker,
+                )
+                .await?;
+                let client = etcd::connect(&leader).await?;
+                let ws: Vec<Box<dyn Writer>> = (0..fanout::WRITERS)
+                    .map(|w| {
+                        Box::new(fanout::EtcdFanoutWriter::new(
+                            &client,
+                            tracker.clone(),
+                            fanout::VOLUMES,
+                            w,
+                        )) as Box<dyn Writer>
+                    })
+                    .collect();
+                let m = load::closed_loop(ws, &budget, Some(&probe)).await?;
+                let delivered = tracker.drain(&mut watchers).await?;
+                fanout_result(&spec.name, &shape, m, &delivered)?
+            }
         };
         if external && matches!(result.system.as_str(), "folio" | "grpc") {
             result
@@ -884,6 +992,27 @@ async fn commit_load(
         })
         .collect();
     load::closed_loop(ws, budget, Some(&t.probe)).await
+}
+
+/// A fan-out workload's result: the delivery latencies, with the writers' own latencies in a
+/// note.
+fn fanout_result(
+    name: &str,
+    shape: &Shape,
+    m: load::Measured,
+    delivered: &crate::latency::Latencies,
+) -> anyhow::Result<WorkloadResult> {
+    let writes = summarize(&m.latencies)?;
+    let mut r = WorkloadResult::new(name, shape, &summarize(delivered)?, m.secs, m.usage, None);
+    r.notes.push(format!(
+        "{} writes delivered to all {} watchers of their volume; the writes themselves: p50 \
+         {:.0} µs, p99 {:.0} µs",
+        delivered.count(),
+        fanout::WATCHERS_PER_VOLUME,
+        writes.p50.as_secs_f64() * 1e6,
+        writes.p99.as_secs_f64() * 1e6
+    ));
+    Ok(r)
 }
 
 fn result_of(
