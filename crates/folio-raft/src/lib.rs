@@ -9,6 +9,7 @@
 // openraft's storage traits return its `StorageError` by value; its size is not ours to choose.
 #![allow(clippy::result_large_err)]
 
+pub mod blocking;
 pub mod codec;
 pub mod elect;
 pub mod health;

@@ -4,6 +4,9 @@
 //! fsync'd before the write returns), and openraft is told an append is flushed only after that.
 //! The committed log id is not synced: losing it only means waiting for the leader to say it
 //! again.
+//!
+//! No RocksDB call runs inline on an async worker: synced writes go to a blocking thread, reads
+//! and the unsynced write run through [`crate::blocking::in_place`].
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -17,6 +20,7 @@ use openraft::{
 };
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
+use crate::blocking::in_place;
 use crate::codec::{decode, encode};
 use crate::keys::{
     cf, log_index, log_key, CF_LOG, CF_RAFT_META, META_COMMITTED, META_PURGED, META_VOTE,
@@ -73,9 +77,7 @@ impl<C: GroupTypes> LogStore<C> {
     }
 
     fn meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
-        let v = self
-            .db
-            .get_cf(cf(&self.db, CF_RAFT_META), key)
+        let v = in_place(|| self.db.get_cf(cf(&self.db, CF_RAFT_META), key))
             .map_err(|e| StorageIOError::read(&e))?;
         v.map(|b| decode(&b).map_err(|e| StorageIOError::read(&e).into()))
             .transpose()
@@ -110,6 +112,41 @@ impl<C: GroupTypes> LogStore<C> {
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(format!("log write task failed: {e}"))))
     }
+
+    /// The write that appends `entries`.
+    fn append_batch(&self, entries: impl IntoIterator<Item = Entry<C>>) -> WriteBatch {
+        let mut b = WriteBatch::default();
+        let log = cf(&self.db, CF_LOG);
+        for e in entries {
+            b.put_cf(log, log_key(e.log_id.index), encode(&e));
+        }
+        b
+    }
+
+    /// Writes an append durably, then reports the outcome to `flushed`: never before the synced
+    /// write has returned, so openraft never counts this node towards a quorum for an entry
+    /// that a power loss could still take away. The entries become readable and durable
+    /// together.
+    async fn append_durably(
+        &self,
+        batch: WriteBatch,
+        flushed: impl FnOnce(Result<(), std::io::Error>) + Send,
+    ) -> Result<(), SErr> {
+        let started = Instant::now();
+        let res = self.write_synced(batch).await;
+        metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+        match res {
+            Ok(()) => {
+                flushed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(&e);
+                flushed(Err(e));
+                Err(err.into())
+            }
+        }
+    }
 }
 
 impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
@@ -122,23 +159,25 @@ impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
-        let mut out = Vec::new();
-        let it = self.db.iterator_cf(
-            cf(&self.db, CF_LOG),
-            IteratorMode::From(&log_key(start), Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let idx = log_index(&k)
-                .ok_or_else(|| StorageIOError::read_logs(AnyError::error("bad log key")))?;
-            if !range.contains(&idx) {
-                break;
+        in_place(|| {
+            let mut out = Vec::new();
+            let it = self.db.iterator_cf(
+                cf(&self.db, CF_LOG),
+                IteratorMode::From(&log_key(start), Direction::Forward),
+            );
+            for item in it {
+                let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+                let idx = log_index(&k)
+                    .ok_or_else(|| StorageIOError::read_logs(AnyError::error("bad log key")))?;
+                if !range.contains(&idx) {
+                    break;
+                }
+                let entry: Entry<C> =
+                    decode(&v).map_err(|e| StorageIOError::read_log_at_index(idx, &e))?;
+                out.push(entry);
             }
-            let entry: Entry<C> =
-                decode(&v).map_err(|e| StorageIOError::read_log_at_index(idx, &e))?;
-            out.push(entry);
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
@@ -147,15 +186,17 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, SErr> {
         let last_purged: Option<LogId<u64>> = self.meta(META_PURGED)?;
-        let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
-        let last = match it.next() {
-            Some(item) => {
-                let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let e: Entry<C> = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
-                Some(e.log_id)
+        let last = in_place(|| {
+            let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
+            match it.next() {
+                Some(item) => {
+                    let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+                    let e: Entry<C> = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                    Ok::<_, SErr>(Some(e.log_id))
+                }
+                None => Ok(last_purged),
             }
-            None => last_purged,
-        };
+        })?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -181,13 +222,14 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
         // Not synced: losing it only means waiting for the leader to tell us again.
-        self.db
-            .put_cf(
+        in_place(|| {
+            self.db.put_cf(
                 cf(&self.db, CF_RAFT_META),
                 META_COMMITTED,
                 encode(&committed),
             )
-            .map_err(|e| StorageIOError::write(&e))?;
+        })
+        .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
@@ -200,27 +242,9 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let started = Instant::now();
-        let mut b = WriteBatch::default();
-        let log = cf(&self.db, CF_LOG);
-        for e in entries {
-            b.put_cf(log, log_key(e.log_id.index), encode(&e));
-        }
-        // The entries become readable and durable together: the callback fires only after the
-        // synced write, so openraft never counts this node towards a quorum too early.
-        let res = self.write_synced(b).await;
-        metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                let err = StorageIOError::write_logs(&e);
-                callback.log_io_completed(Err(e));
-                Err(err.into())
-            }
-        }
+        let batch = self.append_batch(entries);
+        self.append_durably(batch, |r| callback.log_io_completed(r))
+            .await
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
@@ -251,5 +275,83 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
             .map_err(|e| StorageIOError::write_logs(&e))?;
         self.reclaim(log_id.index + 1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use rocksdb::statistics::Ticker;
+    use rocksdb::{Options, DB};
+
+    use super::LogStore;
+    use crate::keys::{cf, log_key, CF_LOG, LOG_CFS};
+
+    openraft::declare_raft_types!(
+        Types:
+            D = u64,
+            R = (),
+            NodeId = u64,
+            Node = crate::RaftNode,
+            Entry = openraft::Entry<Types>,
+            SnapshotData = std::io::Cursor<Vec<u8>>,
+            AsyncRuntime = openraft::TokioRuntime,
+    );
+
+    fn entry(i: u64) -> Entry<Types> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
+            payload: EntryPayload::Normal(i),
+        }
+    }
+
+    /// What durable means for the log is that RocksDB fsync'd its WAL for the write: its
+    /// `rocksdb.wal.synced` ticker moves then, and only then. Each append must be reported
+    /// after that, with its entries readable; an unsynced write, or a report sent before the
+    /// write returned, fails here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_is_reported_only_once_the_wal_is_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.enable_statistics();
+        let db = Arc::new(DB::open_cf(&opts, dir.path(), LOG_CFS).unwrap());
+        let store = LogStore::<Types>::new(db.clone());
+        let synced = || opts.get_ticker_count(Ticker::WalFileSynced);
+
+        // The ticker is a real witness: an unsynced write does not move it.
+        let before = synced();
+        db.put_cf(cf(&db, CF_LOG), b"probe", b"x").unwrap();
+        assert_eq!(synced(), before, "an unsynced write fsyncs nothing");
+
+        for round in 1..=3u64 {
+            let first = round * 10;
+            let before = synced();
+            let seen = Mutex::new(None);
+            let batch = store.append_batch((first..first + 5).map(entry));
+            store
+                .append_durably(batch, |r| {
+                    let readable = db
+                        .get_cf(cf(&db, CF_LOG), log_key(first + 4))
+                        .unwrap()
+                        .is_some();
+                    *seen.lock().unwrap() = Some((r.is_ok(), synced(), readable));
+                })
+                .await
+                .unwrap();
+            let (ok, at_report, readable) = seen.lock().unwrap().take().expect("reported");
+            assert!(ok, "round {round}: the append succeeded");
+            assert!(
+                at_report > before,
+                "round {round}: reported before the WAL was fsync'd"
+            );
+            assert!(
+                readable,
+                "round {round}: reported before the entries were readable"
+            );
+        }
     }
 }

@@ -322,8 +322,7 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
         // Readers wait on the lock, so it is not held across the disk write (which may queue
         // behind a synced log append sharing the WAL).
         drop(s);
-        self.db
-            .write(batch)
+        folio_raft::blocking::in_place(|| self.db.write(batch))
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         Ok(out)
     }
@@ -378,7 +377,7 @@ impl RaftStateMachine<RegTypes> for RegistryStore {
                 body: bytes,
             }),
         );
-        db.write_opt(batch, &synced())
+        folio_raft::blocking::in_place(|| db.write_opt(batch, &synced()))
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         publish(&next);
         *self.state.write().expect("registry state lock") = next;
@@ -403,8 +402,7 @@ pub struct SnapshotBuilder {
 }
 
 fn stored_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, SErr> {
-    let b = db
-        .get_cf(cf(db, CF_REG_META), META_SNAPSHOT)
+    let b = folio_raft::blocking::in_place(|| db.get_cf(cf(db, CF_REG_META), META_SNAPSHOT))
         .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
     b.map(|b| {
         decode(&b).map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)).into())
@@ -444,14 +442,16 @@ impl RaftSnapshotBuilder<RegTypes> for SnapshotBuilder {
             body: body.clone(),
         };
         // Synced: openraft purges the log behind a snapshot it was told is built.
-        self.db
-            .put_cf_opt(
-                cf(&self.db, CF_REG_META),
+        let db = &self.db;
+        folio_raft::blocking::in_place(|| {
+            db.put_cf_opt(
+                cf(db, CF_REG_META),
                 META_SNAPSHOT,
                 encode(&stored),
                 &synced(),
             )
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        })
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(body)),

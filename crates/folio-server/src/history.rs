@@ -21,12 +21,15 @@ use folio_segment::table::{Block, TableFooter, TableIndex, TABLE_FOOTER_LEN};
 use folio_state::runs;
 use folio_state::state::{CommitRecord, ForkBase, VolumeHead, MAX_FORK_DEPTH};
 use folio_state::StateReader;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use moka::future::Cache;
 
 use crate::pages::{hedged_get_range, ReadError};
 
 /// Commit records one step of a roll-up reads.
 const ROLLUP_BATCH: usize = 1024;
+/// Page lookups of one call in the runs and fork sources in flight at once.
+const LOOKUP_CONCURRENCY: usize = 32;
 /// Lookups started again on a newer manifest after the one they began on was collected.
 const SUPERSEDED_RETRIES: u32 = 3;
 
@@ -108,23 +111,36 @@ impl History {
         }
     }
 
-    /// The version of page `idx` of `v` visible at `lsn`: the LSN that wrote it, where its
-    /// bytes are, and the volume that wrote them (a fork's source, for a page the fork
-    /// inherited); `None` when the page was never written as of `lsn`.
+    /// The version of each page of `idxs` of `v` visible at `lsn`, in order: the LSN that wrote
+    /// it, where its bytes are, and the volume that wrote them (a fork's source, for a page the
+    /// fork inherited); `None` when the page was never written as of `lsn`.
     ///
-    /// Unchecked: `None` may also mean retention dropped the version, so the caller calls
-    /// [`History::check_retained`] after its lookups (once for a batch of pages) and before it
-    /// answers.
-    pub async fn version_at(
+    /// The node's own index is read for all the pages at once, then the runs (for the pages it
+    /// does not hold) and the fork's sources, page by page and concurrently. Every page's runs
+    /// lookup starts after its local read, as the module's note on checkpoints requires.
+    ///
+    /// Unchecked: `None` may also mean retention dropped the version, so the caller checks the
+    /// volume's horizon ([`History::check_retained`]) after its lookups and before it answers.
+    pub async fn versions_at(
         &self,
         v: VolumeId,
-        idx: PageIdx,
+        idxs: &[PageIdx],
         lsn: Lsn,
-    ) -> Result<Option<(Lsn, PageLocation, VolumeId)>, ReadError> {
-        Ok(match self.find_page(v, idx, lsn).await? {
-            Some((written, loc)) => Some((written, loc, v)),
-            None => self.inherited(v, idx).await?,
-        })
+    ) -> Result<Vec<Option<(Lsn, PageLocation, VolumeId)>>, ReadError> {
+        let local = self.state.pages_at(v, idxs, lsn).map_err(local)?;
+        stream::iter(idxs.iter().copied().zip(local))
+            .map(|(idx, here)| async move {
+                if let Some((written, loc)) = here {
+                    return Ok(Some((written, loc, v)));
+                }
+                Ok(match self.find_in_runs(v, idx, lsn).await? {
+                    Some((written, loc)) => Some((written, loc, v)),
+                    None => self.inherited(v, idx).await?,
+                })
+            })
+            .buffered(LOOKUP_CONCURRENCY)
+            .try_collect()
+            .await
     }
 
     /// A page a fork never wrote: its source's as of the fork point, up the chain of sources.
@@ -162,6 +178,17 @@ impl History {
         if let Some(found) = self.state.page_at(v, idx, lsn).map_err(local)? {
             return Ok(Some(found));
         }
+        self.find_in_runs(v, idx, lsn).await
+    }
+
+    /// The version of page `idx` of `v` at `lsn` in the group's index runs. Called after the
+    /// local index was read for it.
+    async fn find_in_runs(
+        &self,
+        v: VolumeId,
+        idx: PageIdx,
+        lsn: Lsn,
+    ) -> Result<Option<(Lsn, PageLocation)>, ReadError> {
         let key = runs::page_key(v, idx, lsn);
         // The page's key without the LSN: a floor entry with another prefix is another page.
         let prefix = &key[..21];

@@ -135,60 +135,84 @@ impl PageReader {
 
     /// Pages `idxs` of `volume` as of `lsn`, in request order. The caller has checked that this
     /// replica has applied `lsn` (snapshots are immutable, so any such replica answers the same).
+    ///
+    /// The node's own state is read in two batches whatever the number of pages (the index
+    /// lookups, then the buffered bytes), each off the async worker's queue.
     pub async fn read(
         &self,
         volume: VolumeId,
         lsn: Lsn,
         idxs: &[PageIdx],
     ) -> Result<Vec<PageVersion>, ReadError> {
-        let found: Vec<_> = stream::iter(idxs.iter().copied())
-            .map(|idx| async move {
-                let version = self.history.version_at(volume, idx, lsn).await?;
-                Ok::<_, ReadError>((idx, version))
-            })
-            .buffered(FETCH_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await?;
+        let found = self.history.versions_at(volume, idxs, lsn).await?;
         // Once for the whole batch, after every lookup: a version missing because retention
         // dropped it is refused here rather than answered as zeros.
         self.history.check_retained(volume, lsn)?;
-        stream::iter(found)
-            .map(|(idx, version)| async move {
-                match version {
-                    None => Ok(PageVersion {
-                        idx,
-                        written: Lsn(0),
-                        data: self.zeros.clone(),
-                    }),
-                    Some((written, loc, owner)) => Ok(PageVersion {
-                        idx,
-                        written,
-                        data: self.fetch(owner, loc).await?,
-                    }),
+        let mut out = Vec::with_capacity(found.len());
+        // Versions whose bytes are not in the cache: (position in `out`, owner, location).
+        let mut uncached = Vec::new();
+        for (&idx, version) in idxs.iter().zip(found) {
+            let (written, data) = match version {
+                None => (Lsn(0), Some(self.zeros.clone())),
+                Some((written, loc, owner)) => {
+                    let cached = self.pages.get(&(loc.segment, loc.offset)).await;
+                    if cached.is_some() {
+                        metrics::PAGE_READS.with_label_values(&["cache"]).inc();
+                    } else {
+                        uncached.push((out.len(), owner, loc));
+                    }
+                    (written, cached)
                 }
+            };
+            out.push((idx, written, data));
+        }
+        if !uncached.is_empty() {
+            let slots: Vec<_> = uncached
+                .iter()
+                .map(|(_, _, loc)| (loc.segment, loc.offset))
+                .collect();
+            let buffered = self
+                .state
+                .buffered_pages(&slots)
+                .map_err(ReadError::from_local)?;
+            // Flushed (possibly just now, between the index lookup and the buffer read): read
+            // the segments.
+            let mut flushed = Vec::new();
+            for ((at, owner, loc), bytes) in uncached.into_iter().zip(buffered) {
+                match bytes {
+                    // Not cached: the buffer is local and the bytes may be dropped after the flush.
+                    Some(b) => {
+                        metrics::PAGE_READS.with_label_values(&["buffer"]).inc();
+                        out[at].2 = Some(b);
+                    }
+                    None => flushed.push((at, owner, loc)),
+                }
+            }
+            let fetched: Vec<(usize, Bytes)> = stream::iter(flushed)
+                .map(|(at, owner, loc)| async move {
+                    Ok::<_, ReadError>((at, self.fetch(owner, loc).await?))
+                })
+                .buffered(FETCH_CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await?;
+            for (at, b) in fetched {
+                out[at].2 = Some(b);
+            }
+        }
+        out.into_iter()
+            .map(|(idx, written, data)| {
+                let data = data.ok_or_else(|| {
+                    ReadError::Local(format!("page {idx} was neither cached, buffered nor read"))
+                })?;
+                Ok(PageVersion { idx, written, data })
             })
-            .buffered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await
+            .collect()
     }
 
-    /// One page version's bytes: cache, then local buffer, then the object store.
+    /// One flushed page version's bytes from its segment in the object store, verified against
+    /// the segment's index, and cached.
     async fn fetch(&self, volume: VolumeId, loc: PageLocation) -> Result<Bytes, ReadError> {
         let key = (loc.segment, loc.offset);
-        if let Some(b) = self.pages.get(&key).await {
-            metrics::PAGE_READS.with_label_values(&["cache"]).inc();
-            return Ok(b);
-        }
-        if let Some(b) = self
-            .state
-            .buffered_page(loc.segment, loc.offset)
-            .map_err(ReadError::from_local)?
-        {
-            // Not cached: the buffer is local and the bytes may be dropped after the flush.
-            metrics::PAGE_READS.with_label_values(&["buffer"]).inc();
-            return Ok(b);
-        }
-        // Flushed (possibly just now, between the index lookup and here): read the segment.
         let index = self.index(loc.segment).await?;
         let entry = index
             .get(volume, loc.idx, loc.offset)

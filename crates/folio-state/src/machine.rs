@@ -4,7 +4,8 @@
 //!
 //! Durability: state-machine writes are not synced. The applied log id is written in the same
 //! atomic batch as the state it describes, so after a crash the state machine is consistent with
-//! some earlier applied id and openraft re-applies the durable log from there.
+//! some earlier applied id and openraft re-applies the durable log from there. Applying runs off
+//! the async worker's queue, like every RocksDB call ([`folio_raft::blocking::in_place`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -139,7 +140,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.apply_entries(entries)
+        // Off the async worker's queue: a large batch, or a checkpoint dropping thousands of
+        // index entries, must not hold up the tasks queued behind it (heartbeats among them).
+        folio_raft::blocking::in_place(|| self.apply_entries(entries))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -1,11 +1,16 @@
 //! The read side: volume heads, commit history, the PullChanges roll-up, listing, and the
 //! multi-version page index, served from this replica's applied state.
+//!
+//! Every read runs through [`folio_raft::blocking::in_place`], so a read that waits on the disk
+//! does not hold up the other tasks of the async worker that asked for it. Reads a request makes
+//! many of (page lookups, buffered pages) come in batches, one hand-off for the batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use folio_core::{Lsn, PageIdx, PageLocation, SegmentId, VolumeId};
+use folio_raft::blocking::in_place;
 use folio_raft::codec::decode;
 use folio_raft::keys::cf;
 use rocksdb::{Direction, IteratorMode, ReadOptions, DB};
@@ -51,8 +56,8 @@ impl StateReader {
         }
     }
 
-    /// Runs a read, refusing it when a snapshot install overlapped it (a seqlock: the counter is
-    /// odd during an install and moves on when one ends).
+    /// Runs a read, off the async worker's queue, refusing it when a snapshot install overlapped
+    /// it (a seqlock: the counter is odd during an install and moves on when one ends).
     pub(crate) fn consistent<T>(
         &self,
         read: impl FnOnce() -> Result<T, StoreError>,
@@ -61,7 +66,7 @@ impl StateReader {
         if before % 2 == 1 {
             return Err(StoreError::Installing);
         }
-        let out = read()?;
+        let out = in_place(read)?;
         if self.installs.load(Ordering::SeqCst) != before {
             return Err(StoreError::Installing);
         }
@@ -146,19 +151,21 @@ impl StateReader {
             Some(a) => IteratorMode::From(a.as_bytes(), Direction::Forward),
             None => IteratorMode::Start,
         };
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf(&self.db, CF_VOLUMES), mode) {
-            let (k, val) = item?;
-            let id = VolumeId::from_slice(&k).map_err(|e| corrupt(CF_VOLUMES, e))?;
-            if Some(id) == after {
-                continue;
+        in_place(|| {
+            let mut out = Vec::new();
+            for item in self.db.iterator_cf(cf(&self.db, CF_VOLUMES), mode) {
+                let (k, val) = item?;
+                let id = VolumeId::from_slice(&k).map_err(|e| corrupt(CF_VOLUMES, e))?;
+                if Some(id) == after {
+                    continue;
+                }
+                if out.len() >= limit {
+                    break;
+                }
+                out.push((id, decode(&val).map_err(|e| corrupt(CF_VOLUMES, e))?));
             }
-            if out.len() >= limit {
-                break;
-            }
-            out.push((id, decode(&val).map_err(|e| corrupt(CF_VOLUMES, e))?));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The version of page `idx` of `v` visible at snapshot `lsn`: the LSN that wrote it and
@@ -170,6 +177,20 @@ impl StateReader {
         lsn: Lsn,
     ) -> Result<Option<(Lsn, PageLocation)>, StoreError> {
         self.consistent(|| self.page_at_unchecked(v, idx, lsn))
+    }
+
+    /// [`StateReader::page_at`] for each of `idxs`, in order, in one read.
+    pub fn pages_at(
+        &self,
+        v: VolumeId,
+        idxs: &[PageIdx],
+        lsn: Lsn,
+    ) -> Result<Vec<Option<(Lsn, PageLocation)>>, StoreError> {
+        self.consistent(|| {
+            idxs.iter()
+                .map(|&idx| self.page_at_unchecked(v, idx, lsn))
+                .collect()
+        })
     }
 
     fn page_at_unchecked(
@@ -226,6 +247,23 @@ impl StateReader {
                 .db
                 .get_cf(cf(&self.db, CF_BUFFER), slot_key(segment, offset))?
                 .map(Bytes::from))
+        })
+    }
+
+    /// [`StateReader::buffered_page`] for each of `slots` (segment, offset), in order, in one
+    /// read.
+    pub fn buffered_pages(
+        &self,
+        slots: &[(SegmentId, u64)],
+    ) -> Result<Vec<Option<Bytes>>, StoreError> {
+        self.consistent(|| {
+            let buffer = cf(&self.db, CF_BUFFER);
+            let keys: Vec<[u8; 24]> = slots.iter().map(|&(s, o)| slot_key(s, o)).collect();
+            self.db
+                .batched_multi_get_cf(buffer, &keys, false)
+                .into_iter()
+                .map(|r| Ok(r?.map(|b| Bytes::copy_from_slice(&b))))
+                .collect()
         })
     }
 

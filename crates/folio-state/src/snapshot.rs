@@ -658,7 +658,7 @@ impl StateMachine {
                 InstallError::Persist(e) => StorageIOError::write_snapshot(sig, &e),
                 InstallError::Apply(e) => StorageIOError::write_state_machine(AnyError::error(e)),
             })?;
-        self.meta = load_meta(&self.db)
+        self.meta = folio_raft::blocking::in_place(|| load_meta(&self.db))
             .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)))?;
         self.publish();
         self.volumes.raise_all();
