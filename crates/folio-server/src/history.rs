@@ -331,7 +331,7 @@ impl History {
                 tracing::debug!(%gone, seq, "manifest superseded during a lookup: looking again");
                 continue;
             }
-            if now == Some(seq) && self.manifest(seq + 1).await.is_ok() {
+            if now == Some(seq) && self.newer_manifest_exists(seq).await {
                 return Err(ReadError::Busy(format!(
                     "object {gone} of checkpoint manifest {seq} is gone: this replica's view of \
                      the group's history is older than garbage collection keeps \
@@ -339,6 +339,25 @@ impl History {
                 )));
             }
             return Err(ReadError::Store(StoreError::NotFound(gone)));
+        }
+    }
+
+    /// Whether the bucket holds a manifest version after `seq`: then a replica whose pointer is
+    /// still `seq` is behind its group. Any later version counts, not only `seq + 1`, which
+    /// garbage collection may have deleted too when the replica lags by more than one.
+    async fn newer_manifest_exists(&self, seq: u64) -> bool {
+        let after = ObjectKey::Manifest {
+            group: self.group,
+            seq,
+        }
+        .to_string();
+        let prefix = ObjectKey::manifests_prefix(self.group);
+        match self.store.list(&prefix, Some(&after), 1).await {
+            Ok(later) => !later.is_empty(),
+            Err(e) => {
+                tracing::debug!(error = %e, "listing manifests to tell a lagging replica");
+                false
+            }
         }
     }
 

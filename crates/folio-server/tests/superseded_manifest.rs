@@ -3,7 +3,7 @@
 //! stalled that long) answers reads that need the object store with UNAVAILABLE, so clients
 //! go to another member, and not with INTERNAL as if history were lost. Set up directly: a
 //! node whose history of LSN 1 lives only in the runs is stopped; its pointer's manifest is
-//! deleted and the next version written, as a leader's GC round would leave the bucket.
+//! deleted and a version two later written, as a leader's GC rounds would leave the bucket.
 
 mod common;
 
@@ -75,15 +75,16 @@ async fn a_replica_behind_the_groups_gc_answers_unavailable_not_internal() {
     let pointer = node.reader.manifest().unwrap().expect("a manifest");
     node.shutdown().await.unwrap();
 
-    // What a GC round leaves once the pointer's manifest has been superseded for longer than
-    // the grace period: the next version, and not this one.
+    // What a GC round leaves once the pointer's manifest and the version after it have been
+    // superseded for longer than the grace period (the replica lags by two versions): a later
+    // version, and neither of these.
     let group = GroupId(GROUP);
     let old = ObjectKey::Manifest {
         group,
         seq: pointer.seq,
     };
     let mut next = Manifest::decode(&store.get(&old).await.unwrap()).unwrap();
-    next.seq += 1;
+    next.seq += 2;
     let next_key = ObjectKey::Manifest {
         group,
         seq: next.seq,
