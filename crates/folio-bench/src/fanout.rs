@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::task::JoinSet;
 
 use crate::latency::Latencies;
-use crate::load::{page_writes, OpFuture, OpSample, Writer};
+use crate::load::{commit_request, page_writes, OpFuture, OpSample, Writer};
 
 /// Volumes (etcd: keys) watched and written.
 pub const VOLUMES: usize = 1000;
@@ -233,14 +233,14 @@ impl Writer for FolioFanoutWriter {
         Box::pin(async move {
             self.n += 1;
             let (v, volume, lsn) = self.volumes[self.next];
-            let req = pb::CommitRequest {
-                volume_id: Bytes::copy_from_slice(volume.as_bytes()),
-                expected_lsn: lsn.0,
-                idempotency_key: Bytes::from(format!("{}-{}", self.key_prefix, self.n)),
-                durability: pb::Durability::Quorum as i32,
-                pages: self.pages.clone(),
-                refs: vec![],
-            };
+            let req = commit_request(
+                volume,
+                lsn,
+                &self.key_prefix,
+                self.n,
+                pb::Durability::Quorum,
+                &self.pages,
+            );
             let t = Instant::now();
             let r = tokio::time::timeout(WRITE_TIMEOUT, self.client.commit_request(req))
                 .await

@@ -187,6 +187,26 @@ pub(crate) fn page_writes(seed: u64, first_idx: u32, pages: u32) -> Vec<pb::Page
         .collect()
 }
 
+/// The request every commit workload sends: `pages` on `volume`'s head `expected`, under the
+/// idempotency key `{key_prefix}-{n}`.
+pub fn commit_request(
+    volume: VolumeId,
+    expected: Lsn,
+    key_prefix: &str,
+    n: u64,
+    durability: pb::Durability,
+    pages: &[pb::PageWrite],
+) -> pb::CommitRequest {
+    pb::CommitRequest {
+        volume_id: Bytes::copy_from_slice(volume.as_bytes()),
+        expected_lsn: expected.0,
+        idempotency_key: Bytes::from(format!("{key_prefix}-{n}")),
+        durability: durability as i32,
+        pages: pages.to_vec(),
+        refs: vec![],
+    }
+}
+
 /// Commits `pages` pages at a time on its own volume, always on the head it last committed.
 pub struct CommitWriter {
     client: Arc<Client>,
@@ -223,14 +243,14 @@ impl Writer for CommitWriter {
     fn op(&mut self) -> OpFuture<'_> {
         Box::pin(async move {
             self.n += 1;
-            let req = pb::CommitRequest {
-                volume_id: Bytes::copy_from_slice(self.volume.as_bytes()),
-                expected_lsn: self.lsn.0,
-                idempotency_key: Bytes::from(format!("{}-{}", self.key_prefix, self.n)),
-                durability: self.durability as i32,
-                pages: self.pages.clone(),
-                refs: vec![],
-            };
+            let req = commit_request(
+                self.volume,
+                self.lsn,
+                &self.key_prefix,
+                self.n,
+                self.durability,
+                &self.pages,
+            );
             let t = Instant::now();
             let r = self.client.commit_request(req).await?;
             let latency = t.elapsed();

@@ -19,6 +19,7 @@ mod history_report;
 mod latency;
 mod lifecycle;
 mod load;
+mod logdisk;
 mod probe;
 mod report;
 mod sqlite;
@@ -114,6 +115,20 @@ enum BenchCmd {
     /// SQLite file (synchronous=FULL) in `--dir`, and a cold open plus first query of a large
     /// database, lazily against downloading it whole.
     Sqlite(sqlite::SqliteArgs),
+    /// What making one Raft log entry durable costs on the disk under `dir`, by each way a log
+    /// could be kept (a plain file, a preallocated one, RocksDB's WAL as Folio uses it and tuned
+    /// otherwise); one line per variant. For RFC 0009's choice of log, not part of the suite.
+    LogDisk {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+        /// Variants to run (all when not given).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        variants: Vec<logdisk::Variant>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a trivial gRPC call (admin Status) to one node: the loopback floor.
     Rpc {
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -238,6 +253,28 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::History(args) => history::run(args).await,
         BenchCmd::Lifecycle(args) => lifecycle::run(args).await,
         BenchCmd::Sqlite(a) => sqlite::run(a).await,
+        BenchCmd::LogDisk {
+            dir,
+            count,
+            variants,
+            json,
+        } => {
+            anyhow::ensure!(count > 0, "count must be positive");
+            let variants = if variants.is_empty() {
+                <logdisk::Variant as clap::ValueEnum>::value_variants().to_vec()
+            } else {
+                variants
+            };
+            for v in variants {
+                let d = dir.clone();
+                let samples = tokio::task::spawn_blocking(move || {
+                    logdisk::samples(&d, v, count, SUBCOMMAND_TIME_LIMIT)
+                })
+                .await??;
+                summarize(&samples)?.print(&v.name(), json);
+            }
+            Ok(())
+        }
         BenchCmd::Rpc { addr, count, json } => {
             anyhow::ensure!(count > 0, "count must be positive");
             let samples =
