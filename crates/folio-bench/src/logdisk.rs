@@ -131,33 +131,26 @@ pub fn samples(
                 slot = (slot + 1) % slots;
             }
         }
-        Variant::RocksSynced | Variant::RocksRecycledWal => {
+        Variant::RocksSynced | Variant::RocksRecycledWal | Variant::RocksManualFlush => {
             let mut opts = folio_like_options();
             if variant == Variant::RocksRecycledWal {
                 opts.set_recycle_log_file_num(4);
                 opts.set_write_buffer_size(SMALL_MEMTABLE_BYTES);
                 opts.set_db_write_buffer_size(SMALL_MEMTABLE_BYTES);
             }
+            let manual = variant == Variant::RocksManualFlush;
+            opts.set_manual_wal_flush(manual);
             let db = open(&opts, &scratch.0.join("db"), &["log"])?;
             let log = db.cf_handle("log").context("log column family")?;
             let mut i = 0u64;
             while more(&out) {
                 let t = Instant::now();
-                db.put_cf_opt(log, i.to_be_bytes(), &entry, &synced())?;
-                out.record(t.elapsed());
-                i += 1;
-            }
-        }
-        Variant::RocksManualFlush => {
-            let mut opts = folio_like_options();
-            opts.set_manual_wal_flush(true);
-            let db = open(&opts, &scratch.0.join("db"), &["log"])?;
-            let log = db.cf_handle("log").context("log column family")?;
-            let mut i = 0u64;
-            while more(&out) {
-                let t = Instant::now();
-                db.put_cf(log, i.to_be_bytes(), &entry)?;
-                db.flush_wal(true)?;
+                if manual {
+                    db.put_cf(log, i.to_be_bytes(), &entry)?;
+                    db.flush_wal(true)?;
+                } else {
+                    db.put_cf_opt(log, i.to_be_bytes(), &entry, &synced())?;
+                }
                 out.record(t.elapsed());
                 i += 1;
             }

@@ -242,12 +242,7 @@ impl StateReader {
         segment: SegmentId,
         offset: u64,
     ) -> Result<Option<Bytes>, StoreError> {
-        self.consistent(|| {
-            Ok(self
-                .db
-                .get_cf(cf(&self.db, CF_BUFFER), slot_key(segment, offset))?
-                .map(Bytes::from))
-        })
+        Ok(self.buffered_pages(&[(segment, offset)])?.pop().flatten())
     }
 
     /// [`StateReader::buffered_page`] for each of `slots` (segment, offset), in order, in one
