@@ -1,6 +1,7 @@
 # Shared by the benchmark scripts: build, a work directory torn down on exit, and a 3-node group
 # of release-built `folio server` processes on 127.0.0.1. Source it from the repository root.
-#   BIN, BENCH          the release-built `folio` and `folio-bench` (the measurements)
+#   BIN, BENCH          the release-built `folio` and `folio-bench` (the measurements); set
+#                       FOLIO_BIN to run the group on another `folio` binary (an A/B run)
 #   OBJECT_STORE_TOML   the [object_store] section every node gets (required by start_group)
 #   after start_group:  BIN, BENCH, WORK, addrs[], metrics[], leader, leader_metrics, follower
 #   optional:           GROUP_DIR (where the group's files go; default WORK), a function
@@ -9,7 +10,7 @@
 scripts/setup.sh
 . scripts/env.sh
 cargo build --release --workspace --bins >/dev/null
-BIN="$CARGO_TARGET_DIR/release/folio"
+BIN="${FOLIO_BIN:-$CARGO_TARGET_DIR/release/folio}"
 BENCH="$CARGO_TARGET_DIR/release/folio-bench"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/folio-bench.XXXXXX")
 pids=()

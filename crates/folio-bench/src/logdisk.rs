@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use folio_raft::seglog::{SegLog, DEFAULT_SEGMENT_BYTES};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
 use crate::latency::Latencies;
@@ -55,6 +56,11 @@ pub enum Variant {
     /// append that returns before its fsync would take).
     #[value(name = "rocksdb-manual-flush")]
     RocksManualFlush,
+    /// Folio's Raft log: `folio_raft::seglog::SegLog`, one append of one entry per sample, in
+    /// segments of 64 MiB. Its first segment is filled before sampling starts, so the samples
+    /// land in segments written in full beforehand, as a running node's do.
+    #[value(name = "segment-log")]
+    SegmentLog,
 }
 
 impl Variant {
@@ -129,6 +135,23 @@ pub fn samples(
                 fdatasync(&f)?;
                 out.record(t.elapsed());
                 slot = (slot + 1) % slots;
+            }
+        }
+        Variant::SegmentLog => {
+            let (log, _) = SegLog::open(&scratch.0, DEFAULT_SEGMENT_BYTES, 0)?;
+            let mut index = 0u64;
+            // Fill the first segment (made sparse, as a fresh node's is), in batches: after
+            // it, appends go to spares written in full in the background.
+            while index * (ENTRY_BYTES as u64) < DEFAULT_SEGMENT_BYTES {
+                let batch: Vec<_> = (index..index + 256).map(|i| (i, entry.clone())).collect();
+                log.append(&batch)?;
+                index += 256;
+            }
+            while more(&out) {
+                let t = Instant::now();
+                log.append(&[(index, entry.clone())])?;
+                out.record(t.elapsed());
+                index += 1;
             }
         }
         Variant::RocksSynced | Variant::RocksRecycledWal | Variant::RocksManualFlush => {

@@ -4,7 +4,8 @@
 
 use rocksdb::DB;
 
-/// Raft log entries: log index → entry.
+/// Raft log entries (log index → entry) as builds before the segment log kept them; a log found
+/// here is moved into the segment log when the node opens it ([`crate::LogStore::open`]).
 pub const CF_LOG: &str = "raft_log";
 /// Raft metadata: vote, committed log id, last purged log id.
 pub const CF_RAFT_META: &str = "raft_meta";

@@ -1,6 +1,7 @@
 //! Folio's Raft plumbing, shared by every Raft group it runs (the write tier's groups and the
 //! volume registry) whatever their state machine: the [`GroupTypes`] every group's type
-//! configuration satisfies, the RocksDB [`LogStore`], peer traffic over tonic ([`network`]),
+//! configuration satisfies, the [`LogStore`] (entries in a [`seglog`] of their own, the vote in
+//! RocksDB), peer traffic over tonic ([`network`]),
 //! the MessagePack [`codec`] for entries and metadata, one-time [`bootstrap_once`],
 //! [`leader_of`], elections with pre-vote and check-quorum ([`elect`]), a node's liveness and
 //! readiness ([`health`]), and what a member watches while it forwards a call to its leader
@@ -19,6 +20,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod seglog;
 
 pub use log_store::LogStore;
 

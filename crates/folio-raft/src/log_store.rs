@@ -1,40 +1,56 @@
-//! The Raft log and vote in RocksDB, shared by every Folio group.
+//! The Raft log and vote: entries in a [`SegLog`] of their own, the vote, the committed log id
+//! and the purge point in RocksDB beside the group's state machine. Shared by every Folio group.
 //!
-//! Durability: appends, votes, truncations and purges are written with `sync = true` (the WAL is
-//! fsync'd before the write returns), and openraft is told an append is flushed only after that.
-//! The committed log id is not synced: losing it only means waiting for the leader to say it
-//! again.
+//! Durability: an append returns only after the segment log has fdatasync'd every file it wrote
+//! to, and openraft is told an append is flushed only after that. Votes, truncations and purge
+//! points are durable before their calls return too. The committed log id is not synced: losing
+//! it only means waiting for the leader to say it again.
 //!
-//! No RocksDB call runs inline on an async worker: synced writes go to a blocking thread, reads
-//! and the unsynced write run through [`crate::blocking::in_place`].
+//! A node whose log is still in RocksDB (written by a build before the segment log) has it moved
+//! into the segment log when it opens: copied, fsync'd, and only then deleted from RocksDB, so a
+//! crash part way leaves the RocksDB copy whole and the next open starts the copy again.
+//!
+//! No disk call runs inline on an async worker: appends, truncations, purges and synced writes
+//! go to a blocking thread, reads and the unsynced write run through
+//! [`crate::blocking::in_place`].
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
-};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::blocking::in_place;
 use crate::codec::{decode, encode};
-use crate::keys::{
-    cf, log_index, log_key, CF_LOG, CF_RAFT_META, META_COMMITTED, META_PURGED, META_VOTE,
-};
+use crate::keys::{cf, log_key, CF_LOG, CF_RAFT_META, META_COMMITTED, META_PURGED, META_VOTE};
 use crate::metrics;
+use crate::seglog::{SegLog, DEFAULT_SEGMENT_BYTES};
 use crate::GroupTypes;
 
 type SErr = StorageError<u64>;
 
-/// The Raft log and vote, in RocksDB. Cloning shares the database. Generic over the group's
-/// type configuration, so the write tier and the registry share one log implementation; the
-/// database must have the [`CF_LOG`] and [`CF_RAFT_META`] column families.
+/// Entries copied per append while moving a log out of RocksDB.
+const MIGRATE_BATCH: usize = 1024;
+
+/// What every clone of a log store shares: the entries, and the purge point (also in RocksDB)
+/// for the log's last id once every entry is purged.
+#[derive(Debug)]
+struct Shared {
+    seg: SegLog,
+    purged: Mutex<Option<LogId<u64>>>,
+}
+
+/// The Raft log and vote. Cloning shares the log. Generic over the group's type configuration,
+/// so the write tier and the registry share one log implementation; the database must have the
+/// [`CF_LOG`] and [`CF_RAFT_META`] column families.
 pub struct LogStore<C> {
     db: Arc<DB>,
+    shared: Arc<Shared>,
     _types: PhantomData<fn() -> C>,
 }
 
@@ -42,31 +58,86 @@ impl<C> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
             db: self.db.clone(),
+            shared: self.shared.clone(),
             _types: PhantomData,
         }
     }
 }
 
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
 impl<C: GroupTypes> LogStore<C> {
-    /// A log store on `db`, which must have been opened with [`CF_LOG`] and [`CF_RAFT_META`].
-    pub fn new(db: Arc<DB>) -> Self {
-        LogStore {
-            db,
-            _types: PhantomData,
-        }
+    /// Opens the log: the vote and purge point in `db` (opened with [`CF_LOG`] and
+    /// [`CF_RAFT_META`]), the entries in a segment log in `dir`, recovered; a log still in
+    /// `db`'s [`CF_LOG`] is moved there first.
+    pub fn open(db: Arc<DB>, dir: &Path) -> std::io::Result<Self> {
+        Self::open_with(db, dir, DEFAULT_SEGMENT_BYTES)
     }
 
-    /// Reads the log's last id for pre-votes without keeping the database open: the election
-    /// task outlives a node's shutdown by up to a poll, and a node restarted in the same process
-    /// must be able to open RocksDB again at once. `None` once the database is closed.
+    /// [`Self::open`] with segments of `segment_bytes`.
+    pub fn open_with(db: Arc<DB>, dir: &Path, segment_bytes: u64) -> std::io::Result<Self> {
+        let purged: Option<LogId<u64>> = match db.get_cf(cf(&db, CF_RAFT_META), META_PURGED) {
+            Ok(Some(b)) => decode(&b).map_err(io_err)?,
+            Ok(None) => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        let first = purged.map_or(0, |p| p.index + 1);
+        let in_rocksdb = db
+            .iterator_cf(cf(&db, CF_LOG), IteratorMode::Start)
+            .next()
+            .transpose()
+            .map_err(io_err)?
+            .is_some();
+        if in_rocksdb && dir.exists() {
+            // A move that did not finish: the RocksDB copy is whole, start again from it.
+            std::fs::remove_dir_all(dir)?;
+        }
+        let (seg, rec) = SegLog::open(dir, segment_bytes, first)?;
+        if rec.discarded_segments > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                discarded = rec.discarded_segments,
+                "the Raft log ended in segments past a gap (an append that did not complete); \
+                 they were dropped"
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            segments = rec.segments,
+            entries = rec.entries,
+            "opened the Raft log"
+        );
+        if in_rocksdb {
+            migrate(&db, &seg)?;
+        }
+        Ok(LogStore {
+            db,
+            shared: Arc::new(Shared {
+                seg,
+                purged: Mutex::new(purged),
+            }),
+            _types: PhantomData,
+        })
+    }
+
+    /// Reads the log's last id for pre-votes without keeping the log open: the election task
+    /// outlives a node's shutdown by up to a poll, and a node restarted in the same process
+    /// must be able to open its log again at once. `None` once the log is closed.
     pub(crate) fn last_log_weak(&self) -> crate::elect::LastLog {
+        let shared = Arc::downgrade(&self.shared);
         let db = Arc::downgrade(&self.db);
         Arc::new(move || {
-            let db = db.upgrade();
+            let (shared, db) = (shared.upgrade(), db.upgrade());
             Box::pin(async move {
-                let mut store = LogStore::<C>::new(db?);
-                match store.get_log_state().await {
-                    Ok(s) => s.last_log_id,
+                let store = LogStore::<C> {
+                    db: db?,
+                    shared: shared?,
+                    _types: PhantomData,
+                };
+                match store.last_log_id() {
+                    Ok(last) => last,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading the log's end for a pre-vote");
                         None
@@ -83,22 +154,44 @@ impl<C: GroupTypes> LogStore<C> {
             .transpose()
     }
 
-    /// Gives the disk space of purged entries back. A range delete only writes a tombstone, and
-    /// log keys only grow, so compaction seldom revisits the files it covers: without this, the
-    /// purged log stays on disk indefinitely (measured: 2 GB after 400 k page versions with a
-    /// 256 MiB snapshot trigger). Files wholly below `end` are dropped at once; the rest of the
-    /// range is compacted in the background. Neither is needed for correctness, so failures are
-    /// only logged.
-    fn reclaim(&self, end: u64) {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let log = cf(&db, CF_LOG);
-            let (from, to) = (log_key(0), log_key(end));
-            if let Err(e) = db.delete_file_in_range_cf(log, from, to) {
-                tracing::warn!(error = %e, "could not drop purged log files");
+    /// The last entry's id, or the purge point when every entry is purged.
+    fn last_log_id(&self) -> Result<Option<LogId<u64>>, SErr> {
+        match self.shared.seg.bounds() {
+            Some((_, end)) => {
+                let last = end - 1;
+                let mut entries = self.entries(last, end)?;
+                match entries.pop() {
+                    Some(e) => Ok(Some(e.log_id)),
+                    None => Err(StorageIOError::read_log_at_index(
+                        last,
+                        &io_err("the log's last entry is missing"),
+                    )
+                    .into()),
+                }
             }
-            db.compact_range_cf_opt(log, Some(from), Some(to), &crate::keys::manual_compaction());
-        });
+            None => Ok(*self.shared.purged.lock().expect("purged lock")),
+        }
+    }
+
+    /// The entries in `from..to` that the log holds.
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<Entry<C>>, SErr> {
+        let raw = in_place(|| self.shared.seg.read(from, to))
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        raw.iter()
+            .zip(from..)
+            .map(|(b, i)| decode(b).map_err(|e| StorageIOError::read_log_at_index(i, &e).into()))
+            .collect()
+    }
+
+    /// Runs `f` on the log from a blocking thread, so no async worker waits on the disk.
+    async fn on_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SegLog) -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared.seg))
+            .await
+            .unwrap_or_else(|e| Err(io_err(format!("log task failed: {e}"))))
     }
 
     /// Writes a batch, synced, on a blocking thread so no async worker waits on the disk.
@@ -107,33 +200,27 @@ impl<C: GroupTypes> LogStore<C> {
         tokio::task::spawn_blocking(move || {
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
-            db.write_opt(batch, &wo).map_err(std::io::Error::other)
+            db.write_opt(batch, &wo).map_err(io_err)
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(format!("log write task failed: {e}"))))
+        .unwrap_or_else(|e| Err(io_err(format!("log write task failed: {e}"))))
     }
 
-    /// The write that appends `entries`.
-    fn append_batch(&self, entries: impl IntoIterator<Item = Entry<C>>) -> WriteBatch {
-        let mut b = WriteBatch::default();
-        let log = cf(&self.db, CF_LOG);
-        for e in entries {
-            b.put_cf(log, log_key(e.log_id.index), encode(&e));
-        }
-        b
-    }
-
-    /// Writes an append durably, then reports the outcome to `flushed`: never before the synced
-    /// write has returned, so openraft never counts this node towards a quorum for an entry
-    /// that a power loss could still take away. The entries become readable and durable
-    /// together.
+    /// Appends `entries` durably, then reports the outcome to `flushed`: never before the
+    /// segment log's fdatasync has returned, so openraft never counts this node towards a
+    /// quorum for an entry that a power loss could still take away. The entries become readable
+    /// before they are durable, as openraft allows.
     async fn append_durably(
         &self,
-        batch: WriteBatch,
+        entries: impl IntoIterator<Item = Entry<C>>,
         flushed: impl FnOnce(Result<(), std::io::Error>) + Send,
     ) -> Result<(), SErr> {
+        let records: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.log_id.index, encode(&e)))
+            .collect();
         let started = Instant::now();
-        let res = self.write_synced(batch).await;
+        let res = self.on_log(move |seg| seg.append(&records)).await;
         metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
         match res {
             Ok(()) => {
@@ -149,35 +236,60 @@ impl<C: GroupTypes> LogStore<C> {
     }
 }
 
+/// Moves a log written by an older build from RocksDB's [`CF_LOG`] into `seg` (empty: a
+/// partial earlier move was removed), in order, each batch fsync'd, then deletes it from
+/// RocksDB with a synced write and compacts the range away.
+fn migrate(db: &DB, seg: &SegLog) -> std::io::Result<()> {
+    let log = cf(db, CF_LOG);
+    let mut moved = 0u64;
+    let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(MIGRATE_BATCH);
+    for item in db.iterator_cf(log, IteratorMode::Start) {
+        let (k, v) = item.map_err(io_err)?;
+        let index = crate::keys::log_index(&k)
+            .ok_or_else(|| io_err("a Raft log key in RocksDB is not a log index"))?;
+        batch.push((index, v.to_vec()));
+        if batch.len() == MIGRATE_BATCH {
+            seg.append(&batch)?;
+            moved += batch.len() as u64;
+            batch.clear();
+        }
+    }
+    seg.append(&batch)?;
+    moved += batch.len() as u64;
+    let mut b = WriteBatch::default();
+    b.delete_range_cf(log, log_key(0), log_key(u64::MAX));
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    db.write_opt(b, &wo).map_err(io_err)?;
+    db.compact_range_cf_opt(
+        log,
+        None::<&[u8]>,
+        None::<&[u8]>,
+        &crate::keys::manual_compaction(),
+    );
+    tracing::info!(
+        entries = moved,
+        "moved the Raft log out of RocksDB into its segment log"
+    );
+    Ok(())
+}
+
 impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<C>>, SErr> {
-        let start = match range.start_bound() {
+        let from = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
-        in_place(|| {
-            let mut out = Vec::new();
-            let it = self.db.iterator_cf(
-                cf(&self.db, CF_LOG),
-                IteratorMode::From(&log_key(start), Direction::Forward),
-            );
-            for item in it {
-                let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let idx = log_index(&k)
-                    .ok_or_else(|| StorageIOError::read_logs(AnyError::error("bad log key")))?;
-                if !range.contains(&idx) {
-                    break;
-                }
-                let entry: Entry<C> =
-                    decode(&v).map_err(|e| StorageIOError::read_log_at_index(idx, &e))?;
-                out.push(entry);
-            }
-            Ok(out)
-        })
+        let to = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.entries(from, to)
     }
 }
 
@@ -185,21 +297,11 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
     type LogReader = LogStore<C>;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, SErr> {
-        let last_purged: Option<LogId<u64>> = self.meta(META_PURGED)?;
-        let last = in_place(|| {
-            let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
-            match it.next() {
-                Some(item) => {
-                    let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                    let e: Entry<C> = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
-                    Ok::<_, SErr>(Some(e.log_id))
-                }
-                None => Ok(last_purged),
-            }
-        })?;
+        // The purge point is copied out first: `last_log_id` takes the same lock.
+        let last_purged_log_id = *self.shared.purged.lock().expect("purged lock");
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id,
+            last_log_id: self.last_log_id()?,
         })
     }
 
@@ -242,38 +344,35 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let batch = self.append_batch(entries);
-        self.append_durably(batch, |r| callback.log_io_completed(r))
+        self.append_durably(entries, |r| callback.log_io_completed(r))
             .await
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
-        let mut b = WriteBatch::default();
-        b.delete_range_cf(
-            cf(&self.db, CF_LOG),
-            log_key(log_id.index),
-            log_key(u64::MAX),
-        );
-        self.write_synced(b)
+        let index = log_id.index;
+        self.on_log(move |seg| seg.truncate(index))
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
-        // Record the purge point first, then delete: a crash in between leaves extra entries
-        // below the purge point, which readers never ask for.
+        // Record the purge point durably first, then drop segments: a crash in between leaves
+        // extra entries at or below the purge point, which recovery drops.
         let mut b = WriteBatch::default();
         b.put_cf(
             cf(&self.db, CF_RAFT_META),
             META_PURGED,
             encode(&Some(log_id)),
         );
-        b.delete_range_cf(cf(&self.db, CF_LOG), log_key(0), log_key(log_id.index + 1));
         self.write_synced(b)
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.reclaim(log_id.index + 1);
+        *self.shared.purged.lock().expect("purged lock") = Some(log_id);
+        let index = log_id.index;
+        self.on_log(move |seg| seg.purge(index))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 }
@@ -282,12 +381,13 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-    use rocksdb::statistics::Ticker;
-    use rocksdb::{Options, DB};
+    use openraft::storage::RaftLogStorage;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
+    use rocksdb::{Options, WriteBatch, DB};
 
     use super::LogStore;
-    use crate::keys::{cf, log_key, CF_LOG, LOG_CFS};
+    use crate::codec::encode;
+    use crate::keys::{cf, log_key, CF_LOG, CF_RAFT_META, LOG_CFS, META_PURGED};
 
     openraft::declare_raft_types!(
         Types:
@@ -307,38 +407,28 @@ mod tests {
         }
     }
 
-    /// What durable means for the log is that RocksDB fsync'd its WAL for the write: its
-    /// `rocksdb.wal.synced` ticker moves then, and only then. Each append must be reported
-    /// after that, with its entries readable; an unsynced write, or a report sent before the
-    /// write returned, fails here.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_append_is_reported_only_once_the_wal_is_fsynced() {
-        let dir = tempfile::tempdir().unwrap();
+    fn db(dir: &std::path::Path) -> Arc<DB> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        opts.enable_statistics();
-        let db = Arc::new(DB::open_cf(&opts, dir.path(), LOG_CFS).unwrap());
-        let store = LogStore::<Types>::new(db.clone());
-        let synced = || opts.get_ticker_count(Ticker::WalFileSynced);
+        Arc::new(DB::open_cf(&opts, dir.join("db"), LOG_CFS).unwrap())
+    }
 
-        // The ticker is a real witness: an unsynced write does not move it.
-        let before = synced();
-        db.put_cf(cf(&db, CF_LOG), b"probe", b"x").unwrap();
-        assert_eq!(synced(), before, "an unsynced write fsyncs nothing");
-
+    /// Durable means the segment log's fdatasync returned for the write. Each append must be
+    /// reported after that, with its entries readable; a report sent before the append
+    /// returned, or an append that skipped its fsync, fails here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_is_reported_only_once_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::<Types>::open(db(dir.path()), &dir.path().join("log")).unwrap();
         for round in 1..=3u64 {
             let first = round * 10;
-            let before = synced();
+            let before = store.shared.seg.syncs();
             let seen = Mutex::new(None);
-            let batch = store.append_batch((first..first + 5).map(entry));
             store
-                .append_durably(batch, |r| {
-                    let readable = db
-                        .get_cf(cf(&db, CF_LOG), log_key(first + 4))
-                        .unwrap()
-                        .is_some();
-                    *seen.lock().unwrap() = Some((r.is_ok(), synced(), readable));
+                .append_durably((first..first + 5).map(entry), |r| {
+                    let readable = store.shared.seg.read(first + 4, first + 5).unwrap().len() == 1;
+                    *seen.lock().unwrap() = Some((r.is_ok(), store.shared.seg.syncs(), readable));
                 })
                 .await
                 .unwrap();
@@ -346,12 +436,51 @@ mod tests {
             assert!(ok, "round {round}: the append succeeded");
             assert!(
                 at_report > before,
-                "round {round}: reported before the WAL was fsync'd"
+                "round {round}: reported before the fsync"
             );
             assert!(
                 readable,
                 "round {round}: reported before the entries were readable"
             );
+            // The next round starts after a gap: purge past it, as a snapshot install would.
+            let mut s = store.clone();
+            s.purge(LogId::new(CommittedLeaderId::new(1, 0), first + 9))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A node upgraded from a build that kept its log in RocksDB opens with the same log: moved
+    /// into the segment log, gone from RocksDB, and the purge point kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_in_rocksdb_moves_into_the_segment_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("log");
+        let purged = LogId::new(CommittedLeaderId::new(1, 0), 9);
+        {
+            let db = db(dir.path());
+            let mut b = WriteBatch::default();
+            for i in 10..2500 {
+                b.put_cf(cf(&db, CF_LOG), log_key(i), encode(&entry(i)));
+            }
+            b.put_cf(cf(&db, CF_RAFT_META), META_PURGED, encode(&Some(purged)));
+            db.write(b).unwrap();
+        }
+        // A move that died part way left segments behind; they are started over.
+        std::fs::create_dir_all(&logdir).unwrap();
+        std::fs::write(logdir.join("00000001.seg"), b"half a segment").unwrap();
+        for _ in 0..2 {
+            let db = db(dir.path());
+            let mut store = LogStore::<Types>::open(db.clone(), &logdir).unwrap();
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(purged));
+            assert_eq!(state.last_log_id.map(|l| l.index), Some(2499));
+            let got = store.try_get_log_entries(10..2500).await.unwrap();
+            assert_eq!(got, (10..2500).map(entry).collect::<Vec<_>>());
+            let left = db
+                .iterator_cf(cf(&db, CF_LOG), rocksdb::IteratorMode::Start)
+                .count();
+            assert_eq!(left, 0, "the RocksDB copy is deleted");
         }
     }
 }

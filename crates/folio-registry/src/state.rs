@@ -186,8 +186,8 @@ pub struct RegistryStore {
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Opens (or creates) a registry node's RocksDB in `dir`: the Raft log store (the write tier's)
-/// and the registry state machine.
+/// Opens (or creates) a registry node's store in `dir`: the Raft log store (the write tier's; its
+/// vote in RocksDB at `dir/db`, its entries in `dir/raft-log`) and the registry state machine.
 pub fn open(dir: &Path) -> anyhow::Result<(LogStore<RegTypes>, RegistryStore)> {
     std::fs::create_dir_all(dir)?;
     let mut opts = Options::default();
@@ -205,8 +205,10 @@ pub fn open(dir: &Path) -> anyhow::Result<(LogStore<RegTypes>, RegistryStore)> {
     let db = Arc::new(DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?);
     let state = load(&db)?;
     publish(&state);
+    // The registry's entries are small: segments of 4 MiB keep its disk footprint small.
+    let log = LogStore::open_with(db.clone(), &dir.join("raft-log"), 4 << 20)?;
     Ok((
-        LogStore::new(db.clone()),
+        log,
         RegistryStore {
             db,
             state: Arc::new(RwLock::new(state)),

@@ -41,8 +41,8 @@ pub(crate) fn corrupt(cf: &'static str, e: impl ToString) -> StoreError {
     }
 }
 
-/// Opens (or creates) a node's store under `dir`: RocksDB in `dir/db`, snapshots in
-/// `dir/snapshots`.
+/// Opens (or creates) a node's store under `dir`: RocksDB in `dir/db`, the Raft log's segments
+/// in `dir/raft-log`, snapshots in `dir/snapshots`.
 pub fn open_store(
     dir: &Path,
     group: GroupId,
@@ -67,5 +67,6 @@ pub fn open_store(
     let snapshots = dir.join("snapshots");
     std::fs::create_dir_all(&snapshots)?;
     let sm = StateMachine::open(db.clone(), group, snapshots)?;
-    Ok((LogStore::new(db), sm))
+    let log = LogStore::open(db, &dir.join("raft-log"))?;
+    Ok((log, sm))
 }
