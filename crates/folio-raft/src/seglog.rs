@@ -188,6 +188,14 @@ pub struct SegLog {
     next_file: AtomicU64,
     /// fdatasyncs completed: what a test watches to see an append reported only after one.
     syncs: AtomicU64,
+    /// Set when a write or fdatasync of an append failed: what reached the disk is then
+    /// unknown (a failed fdatasync may have dropped the dirty pages it could not write), so no
+    /// later append may be reported durable on top of it. Cleared only by reopening.
+    failed: AtomicBool,
+    /// Held across an append's fdatasyncs, so that an append never reports success on the
+    /// strength of an fdatasync that ran after another one had failed (Linux reports a
+    /// write-back error to one fdatasync of a file, not to every one after it).
+    sync: Mutex<()>,
 }
 
 /// What recovery found, for the opener to log.
@@ -302,6 +310,8 @@ impl SegLog {
             next_seq: AtomicU64::new(1),
             next_file: AtomicU64::new(1),
             syncs: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            sync: Mutex::new(()),
         };
         let rec = log.recover(first)?;
         Ok((log, rec))
@@ -483,6 +493,11 @@ impl SegLog {
             return Ok(());
         };
         let mut w = self.writer.lock().expect("writer lock");
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier write to the log failed; reopen it to recover what is on disk",
+            ));
+        }
         if let Some(end) = self.index.read().expect("index lock").end() {
             if first != end {
                 return Err(invalid(format!(
@@ -541,7 +556,9 @@ impl SegLog {
                 locs.push((at, len));
                 n += 1;
             }
-            seg.file.write_all_at(&buf, head)?;
+            seg.file
+                .write_all_at(&buf, head)
+                .inspect_err(|_| self.failed.store(true, Ordering::Release))?;
             w.active = Some((seg.clone(), head + buf.len() as u64));
             {
                 let mut idx = self.index.write().expect("index lock");
@@ -557,8 +574,16 @@ impl SegLog {
             }
         }
         drop(w);
+        let _sync = self.sync.lock().expect("sync lock");
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier fdatasync of the log failed; these entries may not be durable",
+            ));
+        }
         for seg in &written {
-            seg.file.sync_data()?;
+            seg.file
+                .sync_data()
+                .inspect_err(|_| self.failed.store(true, Ordering::Release))?;
         }
         self.syncs.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -625,7 +650,9 @@ impl SegLog {
                 file.write_all_at(&header, 0)?;
                 file.sync_all()?;
                 fsync_dir(&self.dir)?;
-                self.prepare_spare();
+                // Sparse: appends into it allocate blocks as they go, as a growing file's do,
+                // until the spare prepared once it is an eighth full takes over. Writing it in
+                // full here would cost a new node a segment of writes before its first entry.
                 (path, file, capacity)
             }
         };
@@ -666,10 +693,24 @@ impl SegLog {
 }
 
 /// Writes a zero-filled segment-sized file as `n.tmp`, fsyncs it, renames it to `n.seg` and
-/// fsyncs the directory.
+/// fsyncs the directory. A failure (a full disk) removes the partial file at once, so the space
+/// it took goes back to the log's appends.
 fn write_spare(dir: &Path, n: u64, size: u64) -> io::Result<PathBuf> {
     let tmp = dir.join(format!("{n:08}.tmp"));
-    let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let written = fill_spare(&tmp, size).and_then(|()| {
+        let path = segment_path(dir, n);
+        std::fs::rename(&tmp, &path)?;
+        fsync_dir(dir)?;
+        Ok(path)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn fill_spare(tmp: &Path, size: u64) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
     let zeros = vec![0u8; 1 << 20];
     let mut off = 0;
     while off < size {
@@ -677,11 +718,7 @@ fn write_spare(dir: &Path, n: u64, size: u64) -> io::Result<PathBuf> {
         f.write_all_at(&zeros[..n], off)?;
         off += n as u64;
     }
-    f.sync_all()?;
-    let path = segment_path(dir, n);
-    std::fs::rename(&tmp, &path)?;
-    fsync_dir(dir)?;
-    Ok(path)
+    f.sync_all()
 }
 
 #[cfg(test)]
