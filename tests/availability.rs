@@ -170,6 +170,21 @@ async fn a_write_forwarded_while_the_leader_is_paused_is_not_held_there() {
         ),
         Err(e) => panic!("a write forwarded to a paused leader ended with {e}"),
     }
+    // The write may fail fast, before an election timeout has passed: keep the leader paused
+    // until the others have a leader of their own, so that what follows checks leadership
+    // moving, not how quickly the write failed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&cluster, via).await;
+        if s.leader_id != 0 && s.leader_id != leader {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two others elected no leader while the old one was paused: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cluster.resume(leader).expect("resume the leader");
     let now = cluster
         .wait_leader(Duration::from_secs(30))

@@ -151,6 +151,11 @@ struct Writer {
 struct Spares {
     files: Mutex<Vec<PathBuf>>,
     preparing: AtomicBool,
+    /// Set when the log is dropped: a spare being written stops and is removed.
+    cancel: AtomicBool,
+    /// The thread writing a spare, joined when the log is dropped, so that a log reopened in
+    /// the same process never meets a file its predecessor is still writing.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Spares {
@@ -678,42 +683,64 @@ impl SegLog {
         // The thread holds the spares list, not the log: a log dropped meanwhile leaves the
         // finished spare in its directory, where the next open finds it.
         let spares = self.spares.clone();
-        std::thread::spawn(move || {
-            match write_spare(&dir, n, size) {
+        let mut slot = self.spares.writer.lock().expect("spare writer lock");
+        if let Some(done) = slot.take() {
+            // The previous preparation has finished (`preparing` was clear): reap its thread.
+            let _ = done.join();
+        }
+        *slot = Some(std::thread::spawn(move || {
+            match write_spare(&dir, n, size, &spares.cancel) {
                 Ok(path) => {
                     if let Err(e) = spares.keep_or_delete(path, size, size) {
                         tracing::warn!(error = %e, "could not file a prepared log segment");
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => tracing::warn!(error = %e, "could not prepare a log segment"),
             }
             spares.preparing.store(false, Ordering::Release);
-        });
+        }));
     }
 }
 
-/// Writes a zero-filled segment-sized file as `n.tmp`, fsyncs it, renames it to `n.seg` and
-/// fsyncs the directory. A failure (a full disk) removes the partial file at once, so the space
-/// it took goes back to the log's appends.
-fn write_spare(dir: &Path, n: u64, size: u64) -> io::Result<PathBuf> {
+impl Drop for SegLog {
+    /// Stops a spare being written (it is removed; at most one 1 MiB write is waited for).
+    fn drop(&mut self) {
+        self.spares.cancel.store(true, Ordering::Release);
+        let writer = self.spares.writer.lock().expect("spare writer lock").take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Writes a zero-filled segment-sized file as `n.tmp`, fsyncs it, links it as `n.seg` (a link,
+/// not a rename, so that it can never replace a file of that name) and fsyncs the directory.
+/// A failure (a full disk) or a cancellation removes the partial file at once, so the space it
+/// took goes back to the log's appends.
+fn write_spare(dir: &Path, n: u64, size: u64, cancel: &AtomicBool) -> io::Result<PathBuf> {
     let tmp = dir.join(format!("{n:08}.tmp"));
-    let written = fill_spare(&tmp, size).and_then(|()| {
+    let written = fill_spare(&tmp, size, cancel).and_then(|()| {
         let path = segment_path(dir, n);
-        std::fs::rename(&tmp, &path)?;
+        std::fs::hard_link(&tmp, &path)?;
         fsync_dir(dir)?;
         Ok(path)
     });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     written
 }
 
-fn fill_spare(tmp: &Path, size: u64) -> io::Result<()> {
+fn fill_spare(tmp: &Path, size: u64, cancel: &AtomicBool) -> io::Result<()> {
     let f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
     let zeros = vec![0u8; 1 << 20];
     let mut off = 0;
     while off < size {
+        if cancel.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the log was closed",
+            ));
+        }
         let n = (size - off).min(zeros.len() as u64) as usize;
         f.write_all_at(&zeros[..n], off)?;
         off += n as u64;
@@ -841,6 +868,31 @@ mod tests {
         let (log, rec) = open(dir.path(), 595);
         assert_eq!(rec.discarded_segments, 0);
         assert_holds(&log, 595, 600, 1);
+    }
+
+    #[test]
+    fn a_log_reopened_at_once_keeps_what_it_appended() {
+        // Each round's append passes an eighth of its segment, so a spare is being written
+        // when the log is dropped and opened again: the dropped log's spare must never land on
+        // a file the reopened log has started using.
+        let dir = tempfile::tempdir().unwrap();
+        let mut end = 0;
+        for round in 0..30u64 {
+            let (log, _) = SegLog::open(dir.path(), 256 << 10, 0).unwrap();
+            assert_eq!(log.bounds().map_or(0, |b| b.1), end, "round {round}");
+            log.append(&batch(end, end + 200, 1)).unwrap();
+            end += 200;
+        }
+        let (log, _) = SegLog::open(dir.path(), 256 << 10, 0).unwrap();
+        assert_holds(&log, 0, end, 1);
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().all(|e| e
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")),
+            "no partial spare is left behind"
+        );
     }
 
     #[test]
