@@ -680,8 +680,7 @@ impl SegLog {
         }
         let n = self.next_file.fetch_add(1, Ordering::Relaxed);
         let (dir, size) = (self.dir.clone(), self.segment_bytes);
-        // The thread holds the spares list, not the log: a log dropped meanwhile leaves the
-        // finished spare in its directory, where the next open finds it.
+        // The thread holds the spares list, not the log; dropping the log cancels and joins it.
         let spares = self.spares.clone();
         let mut slot = self.spares.writer.lock().expect("spare writer lock");
         if let Some(done) = slot.take() {
