@@ -478,7 +478,10 @@ impl SegLog {
             let mut buf = vec![0u8; RECORD_HEADER_BYTES as usize + len as usize];
             seg.file.read_exact_at(&mut buf, off)?;
             let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-            let payload = buf.split_off(RECORD_HEADER_BYTES as usize);
+            // One read for header and payload; the header is dropped in place, not by
+            // allocating and copying a second buffer (this is the replication read path).
+            let mut payload = buf;
+            payload.drain(..RECORD_HEADER_BYTES as usize);
             if record_crc(seg.nonce, len, i, &payload) != crc {
                 return Err(invalid(format!(
                     "log entry {i} in {} fails its checksum",
