@@ -388,7 +388,7 @@ async fn timed<T>(
 ) -> std::result::Result<T, Failed> {
     let status = match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(v)) => return Ok(v),
-        Ok(Err(s)) => s,
+        Ok(Err(s)) => retry::classify(s),
         Err(_) => Status::deadline_exceeded(format!("no answer from {addr} within {timeout:?}")),
     };
     let leader = status

@@ -78,6 +78,31 @@ pub fn retryable(code: Code) -> bool {
     )
 }
 
+/// What a failed attempt means for the retry decision. A status that carries a source error was
+/// made by this side's transport, not sent by a server: the connection failed under the call
+/// (a GOAWAY that closed it, a reset, a read error). tonic maps some of those h2 reasons to
+/// INTERNAL (NO_ERROR among them, which is how a server closing its connections gracefully can
+/// end a call still in flight); gRPC's own clients report a broken connection as UNAVAILABLE,
+/// and it is one: the call may succeed on a new connection or another member. Statuses a
+/// server sent are kept as they are.
+pub(crate) fn classify(status: Status) -> Status {
+    let from_transport = std::error::Error::source(&status).is_some();
+    if from_transport && status.code() == Code::Internal {
+        let mut s = Status::unavailable(format!(
+            "the connection failed during the call: {}",
+            status.message()
+        ));
+        *s.metadata_mut() = status.metadata().clone();
+        // Still marked as this side's failure, for `LastFailure`.
+        s.set_source(std::sync::Arc::new(std::io::Error::other(
+            status.message().to_string(),
+        )));
+        s
+    } else {
+        status
+    }
+}
+
 /// One failed attempt of a call.
 pub(crate) struct Failed {
     /// The node it went to.
@@ -142,6 +167,31 @@ mod tests {
     #[test]
     fn once_never_waits() {
         assert_eq!(RetryPolicy::once().backoff().build().count(), 0);
+    }
+
+    #[test]
+    fn a_connection_that_fails_under_a_call_is_unavailable() {
+        // What tonic makes of a stream ended by the connection's graceful close (GOAWAY with
+        // NO_ERROR): INTERNAL, with the h2 error as its source.
+        let goaway = Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert_eq!(goaway.code(), Code::Internal);
+        let s = classify(goaway);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(retryable(s.code()));
+        assert!(s.message().contains("connection failed"), "{}", s.message());
+        assert!(
+            std::error::Error::source(&s).is_some(),
+            "still a transport failure"
+        );
+        // A server's own INTERNAL is not retried, and other codes pass through unchanged.
+        assert_eq!(classify(Status::internal("bug")).code(), Code::Internal);
+        assert!(!retryable(classify(Status::internal("bug")).code()));
+        assert_eq!(
+            classify(Status::not_found("no such volume")).code(),
+            Code::NotFound
+        );
+        let refused = Status::from_error(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert_eq!(classify(refused).code(), Code::Unavailable);
     }
 
     #[test]
