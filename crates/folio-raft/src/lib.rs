@@ -112,14 +112,23 @@ pub fn leader_of<C: GroupTypes>(raft: &openraft::Raft<C>) -> Option<(u64, Option
 /// Resolves once `raft`'s core has stopped (openraft quits it on a fatal error, such as a log
 /// write that failed with ENOSPC), with the reason. Long-lived calls select on it so that they
 /// end with UNAVAILABLE instead of waiting forever on a node that will apply nothing more.
+///
+/// It waits on openraft's server metrics, which change only with the vote, the role, the leader
+/// or the membership, and close when the core stops: not on the full metrics, which openraft
+/// publishes on every pass of its loop (several times per commit), so the waiter does not wake
+/// on every write. The reason is read from the full metrics, where the core leaves it.
 pub async fn core_stopped<C: GroupTypes>(raft: &openraft::Raft<C>) -> String {
-    let mut m = raft.metrics();
+    let reason = || match &raft.metrics().borrow().running_state {
+        Err(e) => Some(e.to_string()),
+        Ok(()) => None,
+    };
+    let mut server = raft.server_metrics();
     loop {
-        if let Err(e) = &m.borrow_and_update().running_state {
-            return e.to_string();
+        if let Some(why) = reason() {
+            return why;
         }
-        if m.changed().await.is_err() {
-            return "the Raft core has stopped".into();
+        if server.changed().await.is_err() {
+            return reason().unwrap_or_else(|| "the Raft core has stopped".into());
         }
     }
 }
@@ -145,21 +154,28 @@ pub struct LeaderView {
     pub leader: Option<u64>,
 }
 
-/// This node's [`LeaderView`], published on a watch channel by one task that watches the Raft
-/// metrics and sends only changes: waiters (writes in flight, forwarded calls) wake when the
-/// leadership changes, not on every metrics change. Once the Raft core stops, the view names no
-/// leader. Must be called inside a Tokio runtime.
+/// This node's [`LeaderView`], published on a watch channel by one task that watches openraft's
+/// server metrics (they change only with the vote, the role, the leader or the membership, not
+/// on every commit as the full metrics do) and sends only changes: waiters (writes in flight,
+/// forwarded calls) wake when the leadership changes. Once the Raft core stops, the view names
+/// no leader. Must be called inside a Tokio runtime.
 pub fn leader_watch<C: GroupTypes>(
     raft: openraft::Raft<C>,
 ) -> tokio::sync::watch::Receiver<LeaderView> {
-    let view = |m: &openraft::RaftMetrics<u64, RaftNode>| LeaderView {
-        term: m.current_term,
-        leader: m.current_leader.filter(|_| m.running_state.is_ok()),
+    let view = |m: &openraft::metrics::RaftServerMetrics<u64, RaftNode>| LeaderView {
+        term: m.vote.leader_id().get_term(),
+        leader: m.current_leader,
     };
-    let mut m = raft.metrics();
-    let (tx, rx) = tokio::sync::watch::channel(view(&m.borrow_and_update()));
+    let mut m = raft.server_metrics();
+    let stopped = raft.metrics().borrow().running_state.is_err();
+    let mut first = view(&m.borrow_and_update());
+    if stopped {
+        first.leader = None;
+    }
+    let (tx, rx) = tokio::sync::watch::channel(first);
     tokio::spawn(async move {
         loop {
+            // The core closes the channel when it stops.
             if m.changed().await.is_err() {
                 tx.send_modify(|v| v.leader = None);
                 return;
