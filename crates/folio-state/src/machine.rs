@@ -90,12 +90,18 @@ impl StateMachine {
         )
     }
 
-    /// Shows the group state to readers and metrics after every applied batch.
+    /// Shows the group state to readers and metrics after every applied batch. Readers see the
+    /// new state at once; waiters on [`StateReader::watch_group`] wake only when the segments
+    /// changed (see [`GroupState::segments_differ`]), not on every commit's page bytes.
     pub(crate) fn publish(&self) {
         let g = &self.meta.group;
         metrics::BUFFERED_BYTES.set(g.buffered_bytes as i64);
         metrics::SEALED_SEGMENTS.set(g.sealed.len() as i64);
-        self.shared.send_replace(Arc::new(g.clone()));
+        self.shared.send_if_modified(|cur| {
+            let wake = cur.segments_differ(g);
+            *cur = Arc::new(g.clone());
+            wake
+        });
     }
 }
 

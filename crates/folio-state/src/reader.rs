@@ -267,7 +267,9 @@ impl StateReader {
         self.group.borrow().clone()
     }
 
-    /// A receiver that sees every new group state, to wait for seals and flushes.
+    /// A receiver that wakes when the group's segments change (one opens, is sealed or
+    /// flushed, a checkpoint or a rebuild), to wait for seals and flushes. It does not wake for
+    /// each commit; [`StateReader::group_state`] always has the latest state.
     pub fn watch_group(&self) -> watch::Receiver<Arc<GroupState>> {
         self.group.subscribe()
     }

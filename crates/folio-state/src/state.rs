@@ -183,6 +183,19 @@ pub struct GroupState {
 }
 
 impl GroupState {
+    /// Whether the segments differ between `self` and `other`: which one is open, which are
+    /// sealed, how many were flushed, the latest checkpoint, a rebuild under way. What the
+    /// flusher and the waiters for a flush act on; the open segment's offsets and the buffered
+    /// bytes, which move with every commit, are not among them.
+    pub fn segments_differ(&self, other: &GroupState) -> bool {
+        self.open.map(|o| o.id) != other.open.map(|o| o.id)
+            || self.sealed != other.sealed
+            || self.flushed_segments != other.flushed_segments
+            || self.manifest != other.manifest
+            || self.restoring != other.restoring
+            || self.next_segment_seq != other.next_segment_seq
+    }
+
     /// Whether `segment`, which this replica has seen opened, has been flushed: it is neither
     /// open nor sealed.
     pub fn is_flushed(&self, segment: SegmentId) -> bool {

@@ -471,6 +471,36 @@ async fn seal_then_flushed_drops_the_buffer_and_both_are_idempotent() {
 }
 
 #[tokio::test]
+async fn the_group_watch_wakes_for_segment_changes_not_for_each_commit() {
+    let mut h = Harness::new();
+    let reader = h.sm.reader();
+    let mut group = reader.watch_group();
+    let v = VolumeId::new_random();
+    h.one(Command::CreateVolume { volume: v }).await;
+    h.apply(vec![commit(v, 0, "a", &[(1, 1)])]).await;
+    assert!(group.has_changed().unwrap(), "the first segment opened");
+    group.borrow_and_update();
+    let id = open_segment(&h);
+    let before = reader.group_state().buffered_bytes;
+    h.apply(vec![commit(v, 1, "b", &[(2, 2)])]).await;
+    assert!(
+        !group.has_changed().unwrap(),
+        "a commit into the open segment woke the group's waiters"
+    );
+    // The state itself is current all the same.
+    assert_eq!(
+        reader.group_state().buffered_bytes,
+        before + PAGE_SIZE as u64
+    );
+    assert_eq!(group.borrow().buffered_bytes, before + PAGE_SIZE as u64);
+    h.one(Command::Seal { segment: id }).await;
+    assert!(group.has_changed().unwrap(), "a seal wakes them");
+    group.borrow_and_update();
+    h.one(Command::Flushed { segment: id }).await;
+    assert!(group.has_changed().unwrap(), "a flush wakes them");
+}
+
+#[tokio::test]
 async fn every_replica_builds_the_same_segment_bytes() {
     let (mut a, mut b) = (Harness::new(), Harness::new());
     let v = VolumeId::new_random();

@@ -245,7 +245,8 @@ impl ReadPath {
         lsn: Lsn,
         wait: Duration,
     ) -> Result<bool, Status> {
-        let mut rx = self.reader.watch_group();
+        // The volume's own signal: a wait does not wake on every entry the group applies.
+        let mut changes = self.reader.watch_volume(volume);
         let reached = || -> Result<bool, Status> {
             Ok(self
                 .reader
@@ -255,11 +256,11 @@ impl ReadPath {
         };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            rx.borrow_and_update();
+            changes.mark_seen();
             if reached()? {
                 return Ok(true);
             }
-            if tokio::time::timeout_at(deadline, rx.changed())
+            if tokio::time::timeout_at(deadline, changes.changed())
                 .await
                 .is_err()
             {
