@@ -3,17 +3,21 @@
 //!
 //! Durability: an append returns only after the segment log has fdatasync'd every file it wrote
 //! to, and openraft is told an append is flushed only after that. Votes, truncations and purge
-//! points are durable before their calls return too. The committed log id is not synced: losing
-//! it only means waiting for the leader to say it again.
+//! points are durable before their calls return too. The committed log id is not synced, and is
+//! written at most every [`COMMITTED_WRITE_EVERY`], not on every commit: the state machine
+//! records the last applied id with each applied batch, and openraft starts from the later of
+//! the two, so a stale committed id only means re-learning the rest from the leader.
 //!
 //! A node whose log is still in RocksDB (written by a build before the segment log) has it moved
 //! into the segment log when it opens: copied, fsync'd, and only then deleted from RocksDB, so a
 //! crash part way leaves the RocksDB copy whole and the next open starts the copy again.
 //!
-//! No disk call runs inline on an async worker: appends, truncations, purges and synced writes
-//! go to a blocking thread, reads and the unsynced write run through
-//! [`crate::blocking::in_place`].
+//! No disk call runs inline on an async worker: truncations, purges and synced writes go to a
+//! blocking thread; appends (which openraft's core waits for anyway), reads and the unsynced
+//! write run through [`crate::blocking::in_place`]. Reads of the newest entries are answered
+//! from memory.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
@@ -37,12 +41,94 @@ type SErr = StorageError<u64>;
 /// Entries copied per append while moving a log out of RocksDB.
 const MIGRATE_BATCH: usize = 1024;
 
-/// What every clone of a log store shares: the entries, and the purge point (also in RocksDB)
-/// for the log's last id once every entry is purged.
+/// Least time between two writes of the committed log id. openraft reports it on every commit,
+/// on every node, before it applies the entry; a RocksDB write each time (a WAL write, and a
+/// hand-off of the async worker) was on the path of every commit, for a value that only spares
+/// a restarted node re-learning what it can also learn from its leader.
+const COMMITTED_WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The committed log id as openraft last reported it, and when it was last written.
+#[derive(Debug, Default)]
+struct Committed {
+    /// `None` until this store has been told one (then [`LogStore::read_committed`] reads the
+    /// disk's).
+    latest: Option<Option<LogId<u64>>>,
+    written_at: Option<Instant>,
+}
+
+/// Most entries, and most bytes of encoded entries, the in-memory tail of the log keeps.
+const TAIL_ENTRIES_MAX: usize = 1024;
+const TAIL_BYTES_MAX: usize = 8 << 20;
+
+/// The newest entries of the log, encoded, as appended: replication reads what was just
+/// appended, and reading it here costs neither a hand-off of the async worker, nor a read from
+/// the file, nor a checksum. It always ends where the log ends, or is empty; a read checks that
+/// before it trusts it, and falls back to the file otherwise.
+#[derive(Debug, Default)]
+struct Tail {
+    /// Index of the first record.
+    first: u64,
+    records: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn end(&self) -> u64 {
+        self.first + self.records.len() as u64
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds records appended to the log at `first` and after, then drops the oldest beyond the
+    /// bounds.
+    fn extend(&mut self, first: u64, records: impl IntoIterator<Item = Vec<u8>>) {
+        if self.records.is_empty() || self.end() != first {
+            self.clear();
+            self.first = first;
+        }
+        for r in records {
+            self.bytes += r.len();
+            self.records.push_back(r);
+        }
+        while self.records.len() > TAIL_ENTRIES_MAX
+            || (self.bytes > TAIL_BYTES_MAX && self.records.len() > 1)
+        {
+            let r = self.records.pop_front().expect("not empty");
+            self.bytes -= r.len();
+            self.first += 1;
+        }
+    }
+
+    /// Drops every record from `index` on.
+    fn truncate(&mut self, index: u64) {
+        while !self.records.is_empty() && self.end() > index {
+            let r = self.records.pop_back().expect("not empty");
+            self.bytes -= r.len();
+        }
+    }
+
+    /// Drops every record at or below `index`.
+    fn purge(&mut self, index: u64) {
+        while !self.records.is_empty() && self.first <= index {
+            let r = self.records.pop_front().expect("not empty");
+            self.bytes -= r.len();
+            self.first += 1;
+        }
+    }
+}
+
+/// What every clone of a log store shares: the entries (and the newest of them in memory), the
+/// purge point (also in RocksDB) for the log's last id once every entry is purged, and the
+/// committed log id.
 #[derive(Debug)]
 struct Shared {
     seg: SegLog,
+    tail: Mutex<Tail>,
     purged: Mutex<Option<LogId<u64>>>,
+    committed: Mutex<Committed>,
 }
 
 /// The Raft log and vote. Cloning shares the log. Generic over the group's type configuration,
@@ -116,7 +202,9 @@ impl<C: GroupTypes> LogStore<C> {
             db,
             shared: Arc::new(Shared {
                 seg,
+                tail: Mutex::new(Tail::default()),
                 purged: Mutex::new(purged),
+                committed: Mutex::new(Committed::default()),
             }),
             _types: PhantomData,
         })
@@ -173,14 +261,41 @@ impl<C: GroupTypes> LogStore<C> {
         }
     }
 
-    /// The entries in `from..to` that the log holds.
+    /// The entries in `from..to` that the log holds: from the in-memory tail when it has them
+    /// all, else from the files.
     fn entries(&self, from: u64, to: u64) -> Result<Vec<Entry<C>>, SErr> {
+        if let Some(found) = self.tail_entries(from, to) {
+            return found;
+        }
         let raw = in_place(|| self.shared.seg.read(from, to))
             .map_err(|e| StorageIOError::read_logs(&e))?;
         raw.iter()
             .zip(from..)
             .map(|(b, i)| decode(b).map_err(|e| StorageIOError::read_log_at_index(i, &e).into()))
             .collect()
+    }
+
+    /// The entries in `from..to` from the tail, if it holds every one of them the log does.
+    fn tail_entries(&self, from: u64, to: u64) -> Option<Result<Vec<Entry<C>>, SErr>> {
+        let tail = self.shared.tail.lock().expect("tail lock");
+        let log_end = self.shared.seg.bounds().map(|(_, end)| end)?;
+        if tail.records.is_empty() || tail.end() != log_end || from < tail.first {
+            return None;
+        }
+        let to = to.min(tail.end());
+        if from >= to {
+            return Some(Ok(Vec::new()));
+        }
+        let at = (from - tail.first) as usize;
+        Some(
+            tail.records
+                .range(at..at + (to - from) as usize)
+                .zip(from..)
+                .map(|(b, i)| {
+                    decode(b).map_err(|e| StorageIOError::read_log_at_index(i, &e).into())
+                })
+                .collect(),
+        )
     }
 
     /// Runs `f` on the log from a blocking thread, so no async worker waits on the disk.
@@ -220,10 +335,20 @@ impl<C: GroupTypes> LogStore<C> {
             .map(|e| (e.log_id.index, encode(&e)))
             .collect();
         let started = Instant::now();
-        let res = self.on_log(move |seg| seg.append(&records)).await;
+        // On the calling task's own thread (its async worker's other tasks handed to another
+        // thread first): openraft's core waits for this append anyway, and resuming it on the
+        // thread that did the fdatasync saves waking it from a blocking thread.
+        let res = in_place(|| self.shared.seg.append(&records));
         metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
         match res {
             Ok(()) => {
+                if let Some(&(first, _)) = records.first() {
+                    self.shared
+                        .tail
+                        .lock()
+                        .expect("tail lock")
+                        .extend(first, records.into_iter().map(|(_, r)| r));
+                }
                 flushed(Ok(()));
                 Ok(())
             }
@@ -323,7 +448,22 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
-        // Not synced: losing it only means waiting for the leader to tell us again.
+        // Not synced, and written at most every COMMITTED_WRITE_EVERY (see the module's
+        // documentation): losing it only means waiting for the leader to tell us again.
+        let write = {
+            let mut c = self.shared.committed.lock().expect("committed lock");
+            c.latest = Some(committed);
+            let due = c
+                .written_at
+                .is_none_or(|t| t.elapsed() >= COMMITTED_WRITE_EVERY);
+            if due {
+                c.written_at = Some(Instant::now());
+            }
+            due
+        };
+        if !write {
+            return Ok(());
+        }
         in_place(|| {
             self.db.put_cf(
                 cf(&self.db, CF_RAFT_META),
@@ -336,6 +476,10 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, SErr> {
+        let latest = self.shared.committed.lock().expect("committed lock").latest;
+        if let Some(c) = latest {
+            return Ok(c);
+        }
         Ok(self.meta::<Option<LogId<u64>>>(META_COMMITTED)?.flatten())
     }
 
@@ -350,6 +494,7 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
         let index = log_id.index;
+        self.shared.tail.lock().expect("tail lock").truncate(index);
         self.on_log(move |seg| seg.truncate(index))
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
@@ -370,6 +515,7 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
             .map_err(|e| StorageIOError::write_logs(&e))?;
         *self.shared.purged.lock().expect("purged lock") = Some(log_id);
         let index = log_id.index;
+        self.shared.tail.lock().expect("tail lock").purge(index);
         self.on_log(move |seg| seg.purge(index))
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
@@ -448,6 +594,123 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    fn entry_in(term: u64, i: u64) -> Entry<Types> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 0), i),
+            payload: EntryPayload::Normal(i * 1000 + term),
+        }
+    }
+
+    /// What the log answers from its in-memory tail is what its files hold, through appends,
+    /// a truncation and a new term's entries, and purges; the tail stays within its bounds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_from_the_tail_match_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::<Types>::open(db(dir.path()), &dir.path().join("log")).unwrap();
+        let from_files = |s: &LogStore<Types>, from: u64, to: u64| -> Vec<Entry<Types>> {
+            s.shared
+                .seg
+                .read(from, to)
+                .unwrap()
+                .iter()
+                .map(|b| crate::codec::decode(b).unwrap())
+                .collect()
+        };
+        let check = |s: &mut LogStore<Types>, from: u64, to: u64| {
+            let got = s.entries(from, to).unwrap();
+            assert_eq!(
+                format!("{got:?}"),
+                format!("{:?}", from_files(s, from, to)),
+                "entries {from}..{to}"
+            );
+            got.len()
+        };
+        for i in 0..1500u64 {
+            store
+                .append_durably([entry_in(1, i)], |r| r.unwrap())
+                .await
+                .unwrap();
+        }
+        {
+            let tail = store.shared.tail.lock().unwrap();
+            assert_eq!(tail.records.len(), super::TAIL_ENTRIES_MAX, "bounded");
+            assert_eq!(tail.end(), 1500);
+        }
+        assert!(
+            store.tail_entries(1400, 1500).is_some(),
+            "served from memory"
+        );
+        assert!(store.tail_entries(0, 10).is_none(), "older than the tail");
+        assert_eq!(check(&mut store, 1400, 1500), 100);
+        assert_eq!(check(&mut store, 1490, u64::MAX), 10);
+        assert_eq!(check(&mut store, 1500, u64::MAX), 0);
+        assert_eq!(check(&mut store, 0, 10), 10);
+        // A new leader's entries replace the tail of the old term.
+        store
+            .truncate(LogId::new(CommittedLeaderId::new(1, 0), 1450))
+            .await
+            .unwrap();
+        assert_eq!(check(&mut store, 1400, u64::MAX), 50);
+        store
+            .append_durably((1450..1460).map(|i| entry_in(2, i)), |r| r.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(check(&mut store, 1440, u64::MAX), 20);
+        let last = store.entries(1459, 1460).unwrap();
+        assert_eq!(last[0].log_id.leader_id.term, 2);
+        store
+            .purge(LogId::new(CommittedLeaderId::new(1, 0), 1449))
+            .await
+            .unwrap();
+        assert_eq!(check(&mut store, 1450, u64::MAX), 10);
+        // A purge past the end empties the log, and the tail with it.
+        store
+            .purge(LogId::new(CommittedLeaderId::new(2, 0), 2000))
+            .await
+            .unwrap();
+        assert!(store.shared.tail.lock().unwrap().records.is_empty());
+        store
+            .append_durably([entry_in(3, 2001)], |r| r.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(check(&mut store, 2001, u64::MAX), 1);
+    }
+
+    /// The committed id is written at once the first time, then at most every
+    /// COMMITTED_WRITE_EVERY; the store always answers with the latest it was told, and a
+    /// reopened one with what was written, never with more than it was told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_committed_id_is_written_at_a_bounded_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("log");
+        let id = |i| Some(LogId::new(CommittedLeaderId::new(1, 0), i));
+        let db = db(dir.path());
+        {
+            let mut store = LogStore::<Types>::open(db.clone(), &logdir).unwrap();
+            assert_eq!(store.read_committed().await.unwrap(), None);
+            for i in 1..=50 {
+                store.save_committed(id(i)).await.unwrap();
+                assert_eq!(store.read_committed().await.unwrap(), id(i));
+            }
+        }
+        let mut store = LogStore::<Types>::open(db.clone(), &logdir).unwrap();
+        let on_disk = store.read_committed().await.unwrap();
+        assert!(
+            on_disk >= id(1) && on_disk <= id(50),
+            "the first report was written and no later one invented: {on_disk:?}"
+        );
+        store.save_committed(id(60)).await.unwrap();
+        tokio::time::sleep(super::COMMITTED_WRITE_EVERY).await;
+        store.save_committed(id(70)).await.unwrap();
+        drop(store);
+        let mut again = LogStore::<Types>::open(db, &logdir).unwrap();
+        assert_eq!(
+            again.read_committed().await.unwrap(),
+            id(70),
+            "a report after the interval is written"
+        );
     }
 
     /// A node upgraded from a build that kept its log in RocksDB opens with the same log: moved
