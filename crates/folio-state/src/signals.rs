@@ -1,8 +1,9 @@
-//! Per-volume change signals, for WatchVolume. A watcher waits on its own volume's signal, which
-//! the apply path raises only when that volume's head changes (a commit, a deletion, a new
-//! retention horizon), instead of waking on every entry the group applies. Only volumes with a
-//! live watcher have a signal: the map holds at most one entry per watched volume, and a node
-//! serves a bounded number of watch streams.
+//! Per-volume change signals, for WatchVolume and for reads waiting until their volume reaches
+//! an LSN. A watcher waits on its own volume's signal, which the apply path raises only when
+//! that volume's head changes (a commit, a deletion, a new retention horizon), instead of waking
+//! on every entry the group applies. Only volumes with a live watcher have a signal: the map
+//! holds at most one entry per watched volume, and a node serves a bounded number of watch
+//! streams and of requests at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
