@@ -54,6 +54,8 @@ struct Committed {
     /// disk's).
     latest: Option<Option<LogId<u64>>>,
     written_at: Option<Instant>,
+    /// Writes made by this store, for a test to hold the rate to its bound.
+    writes: u64,
 }
 
 /// Most entries, and most bytes of encoded entries, the in-memory tail of the log keeps.
@@ -458,6 +460,7 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
                 .is_none_or(|t| t.elapsed() >= COMMITTED_WRITE_EVERY);
             if due {
                 c.written_at = Some(Instant::now());
+                c.writes += 1;
             }
             due
         };
@@ -546,9 +549,13 @@ mod tests {
             AsyncRuntime = openraft::TokioRuntime,
     );
 
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 0), index)
+    }
+
     fn entry(i: u64) -> Entry<Types> {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
+            log_id: log_id(1, i),
             payload: EntryPayload::Normal(i),
         }
     }
@@ -590,15 +597,13 @@ mod tests {
             );
             // The next round starts after a gap: purge past it, as a snapshot install would.
             let mut s = store.clone();
-            s.purge(LogId::new(CommittedLeaderId::new(1, 0), first + 9))
-                .await
-                .unwrap();
+            s.purge(log_id(1, first + 9)).await.unwrap();
         }
     }
 
     fn entry_in(term: u64, i: u64) -> Entry<Types> {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(term, 0), i),
+            log_id: log_id(term, i),
             payload: EntryPayload::Normal(i * 1000 + term),
         }
     }
@@ -648,10 +653,7 @@ mod tests {
         assert_eq!(check(&mut store, 1500, u64::MAX), 0);
         assert_eq!(check(&mut store, 0, 10), 10);
         // A new leader's entries replace the tail of the old term.
-        store
-            .truncate(LogId::new(CommittedLeaderId::new(1, 0), 1450))
-            .await
-            .unwrap();
+        store.truncate(log_id(1, 1450)).await.unwrap();
         assert_eq!(check(&mut store, 1400, u64::MAX), 50);
         store
             .append_durably((1450..1460).map(|i| entry_in(2, i)), |r| r.unwrap())
@@ -660,16 +662,10 @@ mod tests {
         assert_eq!(check(&mut store, 1440, u64::MAX), 20);
         let last = store.entries(1459, 1460).unwrap();
         assert_eq!(last[0].log_id.leader_id.term, 2);
-        store
-            .purge(LogId::new(CommittedLeaderId::new(1, 0), 1449))
-            .await
-            .unwrap();
+        store.purge(log_id(1, 1449)).await.unwrap();
         assert_eq!(check(&mut store, 1450, u64::MAX), 10);
         // A purge past the end empties the log, and the tail with it.
-        store
-            .purge(LogId::new(CommittedLeaderId::new(2, 0), 2000))
-            .await
-            .unwrap();
+        store.purge(log_id(2, 2000)).await.unwrap();
         assert!(store.shared.tail.lock().unwrap().records.is_empty());
         store
             .append_durably([entry_in(3, 2001)], |r| r.unwrap())
@@ -685,15 +681,24 @@ mod tests {
     async fn the_committed_id_is_written_at_a_bounded_rate() {
         let dir = tempfile::tempdir().unwrap();
         let logdir = dir.path().join("log");
-        let id = |i| Some(LogId::new(CommittedLeaderId::new(1, 0), i));
+        let id = |i| Some(log_id(1, i));
         let db = db(dir.path());
         {
             let mut store = LogStore::<Types>::open(db.clone(), &logdir).unwrap();
             assert_eq!(store.read_committed().await.unwrap(), None);
+            let started = std::time::Instant::now();
             for i in 1..=50 {
                 store.save_committed(id(i)).await.unwrap();
                 assert_eq!(store.read_committed().await.unwrap(), id(i));
             }
+            // However long the saves took, no more writes than one per interval begun.
+            let intervals = started.elapsed().as_nanos() / super::COMMITTED_WRITE_EVERY.as_nanos();
+            let writes = store.shared.committed.lock().unwrap().writes;
+            assert!(writes >= 1, "the first report is written");
+            assert!(
+                u128::from(writes) <= intervals + 1,
+                "{writes} writes in {intervals} full intervals"
+            );
         }
         let mut store = LogStore::<Types>::open(db.clone(), &logdir).unwrap();
         let on_disk = store.read_committed().await.unwrap();
@@ -719,7 +724,7 @@ mod tests {
     async fn a_log_in_rocksdb_moves_into_the_segment_log() {
         let dir = tempfile::tempdir().unwrap();
         let logdir = dir.path().join("log");
-        let purged = LogId::new(CommittedLeaderId::new(1, 0), 9);
+        let purged = log_id(1, 9);
         {
             let db = db(dir.path());
             let mut b = WriteBatch::default();

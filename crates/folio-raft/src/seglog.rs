@@ -544,8 +544,15 @@ impl SegLog {
                     (seg, HEADER_BYTES)
                 }
             };
-            let mut buf = Vec::new();
-            let mut locs = Vec::new();
+            // Sized once for what can go into this segment: no regrowth (and copy) of the
+            // buffer as records are added, on every append.
+            let wanted: u64 = rest
+                .iter()
+                .map(|(_, p)| RECORD_HEADER_BYTES + p.as_ref().len() as u64)
+                .sum();
+            let room = seg.capacity - head;
+            let mut buf = Vec::with_capacity(wanted.min(room) as usize);
+            let mut locs = Vec::with_capacity(rest.len());
             let mut n = 0;
             for (i, payload) in rest {
                 let payload = payload.as_ref();
