@@ -26,7 +26,7 @@ use folio_core::{GroupId, SegmentId};
 use folio_objstore::{ObjectKey, ObjectStore, PutOutcome, StoreError};
 use folio_segment::manifest::{Identity, Manifest, RunRef};
 use folio_segment::table::{merge, Table};
-use folio_state::{CheckpointPlan, Command, CommandResult, Raft, StateReader};
+use folio_state::{CheckpointPlan, Command, CommandResult, PlanCounts, Raft, StateReader};
 
 use crate::config::{CheckpointConfig, LifecycleConfig};
 use crate::history::History;
@@ -96,11 +96,14 @@ impl Checkpointer {
         let lifecycle_every = Duration::from_millis(self.lifecycle.interval_ms);
         let mut next_round = Instant::now() + lifecycle_every;
         let mut lifecycle = LifecycleState::default();
+        // What earlier plans counted, so that a plan reads only what was flushed since.
+        let mut counts = PlanCounts::default();
         loop {
             tokio::time::sleep(wait).await;
             wait = TICK;
             if !self.is_leader() || self.reader().group_state().restoring {
                 pending = None;
+                counts = PlanCounts::default();
                 continue;
             }
             if Instant::now() >= next_round {
@@ -115,7 +118,9 @@ impl Checkpointer {
                 }
                 next_round = Instant::now() + lifecycle_every;
             }
-            let plan = match self.plan().await {
+            let (planned, counted) = self.plan(counts).await;
+            counts = counted;
+            let plan = match planned {
                 Ok(Some(p)) => p,
                 Ok(None) => {
                     pending = None;
@@ -160,13 +165,24 @@ impl Checkpointer {
         }
     }
 
-    async fn plan(&self) -> Result<Option<CheckpointPlan>, CheckpointError> {
+    /// The next checkpoint's plan, and `counts` with what it counted (empty if the plan
+    /// failed: the next one counts afresh).
+    async fn plan(
+        &self,
+        mut counts: PlanCounts,
+    ) -> (Result<Option<CheckpointPlan>, CheckpointError>, PlanCounts) {
         let reader = self.reader().clone();
         let max = self.cfg.entries_max;
-        tokio::task::spawn_blocking(move || reader.checkpoint_plan(max))
-            .await
-            .map_err(local)?
-            .map_err(local)
+        let planned = tokio::task::spawn_blocking(move || {
+            let plan = reader.checkpoint_plan_counted(max, &mut counts);
+            (plan, counts)
+        })
+        .await;
+        match planned {
+            Ok((Ok(plan), counts)) => (Ok(plan), counts),
+            Ok((Err(e), _)) => (Err(local(e)), PlanCounts::default()),
+            Err(e) => (Err(local(e)), PlanCounts::default()),
+        }
     }
 
     /// Writes and proposes the checkpoint `plan` describes. Ok(false) when the state moved on

@@ -32,6 +32,25 @@ pub struct CheckpointPlan {
     pub entries: u64,
 }
 
+/// Index entries per flushed segment that no checkpoint covers yet, as counted by earlier
+/// plans ([`StateReader::checkpoint_plan_counted`]). Holds only segments waiting for a
+/// checkpoint: a plan forgets those before its first segment.
+#[derive(Debug, Default)]
+pub struct PlanCounts {
+    entries: BTreeMap<SegmentId, u64>,
+}
+
+impl PlanCounts {
+    /// Segments counted.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// An index run ready to upload.
 #[derive(Clone, Debug)]
 pub struct BuiltRun {
@@ -117,14 +136,49 @@ impl StateReader {
     /// before one that is not flushed and once `entries_max` entries are reached (always at
     /// least one segment). `None` when there is nothing to checkpoint.
     pub fn checkpoint_plan(&self, entries_max: u64) -> Result<Option<CheckpointPlan>, StoreError> {
+        self.checkpoint_plan_counted(entries_max, &mut PlanCounts::default())
+    }
+
+    /// [`Self::checkpoint_plan`], reading the commit records only of the segments `counts` has
+    /// not counted yet, and counting them into it. A planner that plans every tick keeps one
+    /// [`PlanCounts`] across its plans, so each plan reads what was flushed since the last one
+    /// instead of everything waiting for a checkpoint.
+    pub fn checkpoint_plan_counted(
+        &self,
+        entries_max: u64,
+        counts: &mut PlanCounts,
+    ) -> Result<Option<CheckpointPlan>, StoreError> {
         let view = self.view();
         let g = view.group()?;
         let mut plan: Option<CheckpointPlan> = None;
+        // The segment being counted (not in `counts` yet) and its entries so far.
+        let mut tally: Option<(SegmentId, u64)> = None;
         view.flushed_records(&g, |s, v, lsn| {
-            let pages = if is_volume_event(lsn) {
-                0
-            } else {
-                view.commit(v, lsn)?.pages.len() as u64
+            if let Some(p) = &plan {
+                if p.through != s && p.entries >= entries_max {
+                    return Ok(false);
+                }
+            }
+            // Every record of a segment comes before the next segment's: one seen whole is
+            // counted for good (a flushed segment gets no more records).
+            if let Some((t, n)) = tally.filter(|(t, _)| *t != s) {
+                counts.entries.insert(t, n);
+                tally = None;
+            }
+            let first_of_segment = plan.as_ref().is_none_or(|p| p.through != s);
+            let add = match counts.entries.get(&s) {
+                Some(n) if first_of_segment => *n,
+                Some(_) => 0,
+                None => {
+                    let pages = if is_volume_event(lsn) {
+                        0
+                    } else {
+                        view.commit(v, lsn)?.pages.len() as u64
+                    };
+                    let t = tally.get_or_insert((s, 0));
+                    t.1 += 1 + pages;
+                    1 + pages
+                }
             };
             match &mut plan {
                 None => {
@@ -133,20 +187,29 @@ impl StateReader {
                         first: s,
                         through: s,
                         segments: 1,
-                        entries: 1 + pages,
+                        entries: add,
                     })
                 }
-                Some(p) if p.through != s && p.entries >= entries_max => return Ok(false),
                 Some(p) => {
                     if p.through != s {
                         p.through = s;
                         p.segments += 1;
                     }
-                    p.entries += 1 + pages;
+                    p.entries += add;
                 }
             }
             Ok(true)
         })?;
+        // The iteration ends at a segment boundary (a cut, the first unflushed segment, or the
+        // end), so the last segment counted was seen whole.
+        if let Some((t, n)) = tally {
+            counts.entries.insert(t, n);
+        }
+        // Segments a checkpoint covered since are gone from the state: forget them.
+        match &plan {
+            Some(p) => counts.entries.retain(|s, _| *s >= p.first),
+            None => counts.entries.clear(),
+        }
         Ok(plan)
     }
 

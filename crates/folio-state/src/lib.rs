@@ -22,7 +22,7 @@ pub mod snapshot;
 pub mod state;
 
 pub use apply::wait_for_background_compaction;
-pub use checkpoint::{BuiltRun, CheckpointPlan};
+pub use checkpoint::{BuiltRun, CheckpointPlan, PlanCounts};
 pub use command::{
     Command, CommandResult, Rejection, Request, Response, RestoreStep, RestoredCommit,
 };

@@ -552,6 +552,74 @@ async fn seal_and_flush(h: &mut Harness) -> folio_core::SegmentId {
     id
 }
 
+/// A planner that keeps its counts between plans gets the same plans as one that reads every
+/// commit record each time, through flushes, cuts at `entries_max` and checkpoints, and keeps
+/// counts only for the segments still waiting.
+#[tokio::test]
+async fn plans_from_kept_counts_match_plans_read_afresh() {
+    let mut h = Harness::new();
+    let (a, b) = (VolumeId::new_random(), VolumeId::new_random());
+    h.one(Command::CreateVolume { volume: a }).await;
+    h.one(Command::CreateVolume { volume: b }).await;
+    let reader = h.sm.reader();
+    let mut counts = folio_state::PlanCounts::default();
+    let mut segments = Vec::new();
+    for round in 0..4u64 {
+        // Three commits of one to three pages per segment, on both volumes.
+        for i in 0..3u64 {
+            let pages: Vec<(u32, u8)> = (0..=i as u32).map(|p| (p, round as u8 + 1)).collect();
+            let (v, n) = if i % 2 == 0 {
+                (a, round * 2 + i / 2)
+            } else {
+                (b, round)
+            };
+            let r = h.one(commit(v, n, &format!("{round}-{i}"), &pages)).await;
+            assert!(matches!(r, CommandResult::Committed { .. }), "{r:?}");
+        }
+        segments.push(seal_and_flush(&mut h).await);
+        for max in [1, 5, 8, 12, 1_000] {
+            let fresh = reader.checkpoint_plan(max).unwrap();
+            let counted = reader.checkpoint_plan_counted(max, &mut counts).unwrap();
+            assert_eq!(counted, fresh, "round {round}, entries_max {max}");
+        }
+        assert_eq!(
+            counts.len(),
+            segments.len(),
+            "every waiting segment counted"
+        );
+    }
+    // A checkpoint of the first two segments: their counts are forgotten by the next plan.
+    assert_eq!(
+        h.one(Command::Checkpointed {
+            seq: 1,
+            through: segments[1]
+        })
+        .await,
+        CommandResult::Checkpointed(true)
+    );
+    let fresh = reader.checkpoint_plan(1_000).unwrap();
+    assert_eq!(
+        reader.checkpoint_plan_counted(1_000, &mut counts).unwrap(),
+        fresh
+    );
+    assert_eq!(fresh.unwrap().first, segments[2]);
+    assert_eq!(counts.len(), 2);
+    // Everything covered: nothing to plan, nothing kept.
+    assert_eq!(
+        h.one(Command::Checkpointed {
+            seq: 2,
+            through: segments[3]
+        })
+        .await,
+        CommandResult::Checkpointed(true)
+    );
+    assert!(reader
+        .checkpoint_plan_counted(1_000, &mut counts)
+        .unwrap()
+        .is_none());
+    assert!(counts.is_empty());
+}
+
 #[tokio::test]
 async fn a_checkpoint_drops_only_flushed_history_and_only_in_sequence() {
     let mut h = Harness::new();
