@@ -1,5 +1,7 @@
+#!/usr/bin/env bash
+# folio-2w-1p alone, then after folio-1w-256p, on a fresh group each, against moto.
 set -euo pipefail
-cd /work/main
+cd "$(dirname "$0")/../../.."
 . benchmarks/lib.sh
 start_moto
 for w in "folio-2w-1p" "folio-1w-256p,folio-2w-1p"; do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B: alternates binaries, commit-latency-warm.sh each; then commit-latency.sh 2000 once each
-cd /work/main
+cd "$(dirname "$0")/../../.."
 out=/tmp/ab-$1-$(date +%H%M)
 shift
 mkdir -p $out

@@ -1,20 +1,15 @@
 #!/usr/bin/env bash
-# binaries sweep: 1-16 writers, one page; rounds alternating. args: binary names (/var/tmp/folio-X)
+# Binaries against each other: a fresh group per binary and round, 1 to 16 writers, one page;
+# three rounds alternating. Arguments: binary names (/var/tmp/folio-NAME).
 set -euo pipefail
-cd /work/main
-. benchmarks/lib.sh
+. "$(dirname "$0")/common.sh"
 for round in 1 2 3; do
   for b in "$@"; do
-    BIN=/var/tmp/folio-$b
-    export GROUP_DIR="$WORK/g-$round-$b"
-    OBJECT_STORE_TOML="kind = \"local\"
-path = \"$GROUP_DIR/objects\""
-    start_group 2>/dev/null || { echo "round $round $b: no leader"; exit 1; }
+    use "$b"
+    start_local "$WORK/g-$round-$b"
     for w in 1 2 4 8 16; do
       echo "round $round bin $b writers $w: $("$BENCH" commit --addr "$leader" --count $((w < 4 ? 2000 : 4000)) --pages 1 --writers $w | tr '\n' ' ')"
     done
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    pids=()
+    stop_local
   done
 done

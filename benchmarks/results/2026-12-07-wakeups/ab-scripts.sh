@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B: alternates binaries, commit-latency-warm.sh each
-cd /work/main
+cd "$(dirname "$0")/../../.."
 out=/tmp/ab-$(date +%H%M)
 mkdir -p $out
 for round in 1 2; do
@@ -10,7 +10,7 @@ for round in 1 2; do
 done
 echo $out
 #!/usr/bin/env bash
-cd /work/main
+cd "$(dirname "$0")/../../.."
 out=/tmp/ab-final
 mkdir -p $out
 for round in 1 2 3; do

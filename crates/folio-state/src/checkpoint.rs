@@ -154,10 +154,11 @@ impl StateReader {
         // The segment being counted (not in `counts` yet) and its entries so far.
         let mut tally: Option<(SegmentId, u64)> = None;
         view.flushed_records(&g, |s, v, lsn| {
-            if let Some(p) = &plan {
-                if p.through != s && p.entries >= entries_max {
-                    return Ok(false);
-                }
+            if plan
+                .as_ref()
+                .is_some_and(|p| p.through != s && p.entries >= entries_max)
+            {
+                return Ok(false);
             }
             // Every record of a segment comes before the next segment's: one seen whole is
             // counted for good (a flushed segment gets no more records).
