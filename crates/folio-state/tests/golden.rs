@@ -6,6 +6,12 @@
 //! - `golden/entries-v0.hex`: format 0, untagged MessagePack, as nodes wrote before the codec
 //!   tagged its versions.
 //! - `golden/entries-v1.hex`: format 1, the same body behind the `0xC1 0x01` tag.
+//! - `golden/raft-types-v1.hex`: format 1, openraft's own types as nodes store them (votes, log
+//!   ids, membership, snapshot metadata) and send them to peers (vote, append-entries and
+//!   install-snapshot messages and their answers, Folio's pre-vote), one value of each shape.
+//!   These hold the contract a change of openraft version must keep: its types are encoded as
+//!   openraft declares them, so a new openraft whose types encode differently would leave logs,
+//!   votes and snapshots unreadable and peers of two builds unable to talk.
 //!
 //! One entry per line, `name hex`; `#` starts a comment. A golden file is never edited or
 //! rewritten once committed: it stands for bytes already on disks. A new format version gets a
@@ -24,16 +30,34 @@ use folio_core::{
     VolumeId, WritePagesArgs, PAGE_SIZE,
 };
 use folio_raft::codec::{decode, encode, version, FORMAT_VERSION, LEGACY_VERSION};
+use folio_raft::elect::{PreVoteRequest, PreVoteResponse};
 use folio_raft::RaftNode;
 use folio_state::{Command, Request, TypeConfig};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 const REGENERATE_ENV: &str = "FOLIO_REGENERATE_GOLDEN";
 
 fn golden_path(format_version: u8) -> PathBuf {
+    golden_file(&format!("entries-v{format_version}.hex"))
+}
+
+fn golden_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
-        .join(format!("entries-v{format_version}.hex"))
+        .join(name)
+}
+
+/// The golden file of openraft's own types, in format `format_version`.
+fn types_path(format_version: u8) -> PathBuf {
+    golden_file(&format!("raft-types-v{format_version}.hex"))
 }
 
 const VOLUME: VolumeId = VolumeId::from_array([
@@ -70,16 +94,20 @@ fn request(index: u64, commands: Vec<Command>) -> EntryPayload<TypeConfig> {
     })
 }
 
-/// The golden entries: one of each kind, every field set to a fixed value.
-fn cases() -> Vec<(&'static str, Entry<TypeConfig>)> {
-    // A joint configuration moving from three voters to four, with node 5 as a learner.
+/// A joint configuration moving from three voters to four, with node 5 as a learner.
+fn joint_membership() -> Membership<u64, RaftNode> {
     let nodes: BTreeMap<u64, RaftNode> = (1..=5)
         .map(|id| (id, RaftNode::new(format!("10.0.0.{id}:7000"))))
         .collect();
-    let membership = Membership::new(
+    Membership::new(
         vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([1, 2, 3, 4])],
         nodes,
-    );
+    )
+}
+
+/// The golden entries: one of each kind, every field set to a fixed value.
+fn cases() -> Vec<(&'static str, Entry<TypeConfig>)> {
+    let membership = joint_membership();
     let commit = Command::Commit {
         args: CommitArgs {
             volume: VOLUME,
@@ -217,11 +245,15 @@ fn from_hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The `(name, bytes)` lines of a golden file, in order.
+/// The `(name, bytes)` lines of a golden file of entries, in order.
 fn read_golden(format_version: u8) -> Vec<(String, Vec<u8>)> {
-    let path = golden_path(format_version);
+    read_lines(&golden_path(format_version))
+}
+
+/// The `(name, bytes)` lines of the golden file at `path`, in order.
+fn read_lines(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -306,6 +338,19 @@ fn regenerate_golden_files() {
         "the MessagePack body behind the 0xC1 tag, as `folio_raft::codec::encode` writes it",
         &tagged,
     );
+    let types: Vec<(&str, Vec<u8>)> = type_cases()
+        .into_iter()
+        .map(|c| (c.name, c.encoded))
+        .collect();
+    write_lines_if_missing(
+        &types_path(FORMAT_VERSION),
+        &format!(
+            "# Golden values of openraft's own types, codec format version {FORMAT_VERSION}, as\n\
+             # `folio_raft::codec::encode` writes them with openraft 0.9.25. One value per line,\n\
+             # `name hex`. Never edit or rewrite: see crates/folio-state/tests/golden.rs.\n"
+        ),
+        &types,
+    );
     // Format 1 is format 0's body behind a two-byte tag (the codec's tests check it), so format 0
     // is format 1 without the tag, for as long as format 1 is the current one.
     if FORMAT_VERSION == 1 {
@@ -322,21 +367,200 @@ fn regenerate_golden_files() {
 }
 
 fn write_if_missing(format_version: u8, what: &str, entries: &[(&str, Vec<u8>)]) {
-    let path = golden_path(format_version);
-    if path.exists() {
-        eprintln!("{} exists: left as it is", path.display());
-        return;
-    }
-    let mut out = format!(
+    let header = format!(
         "# Golden log entries, codec format version {format_version}:\n\
          # {what}.\n\
          # One `openraft::Entry<folio_state::TypeConfig>` per line, `name hex`. Never edit or\n\
          # rewrite: see crates/folio-state/tests/golden.rs.\n"
     );
-    for (name, bytes) in entries {
+    write_lines_if_missing(&golden_path(format_version), &header, entries);
+}
+
+/// Writes `header` and then one `name hex` line per value to `path`, unless it exists.
+fn write_lines_if_missing(path: &std::path::Path, header: &str, values: &[(&str, Vec<u8>)]) {
+    if path.exists() {
+        eprintln!("{} exists: left as it is", path.display());
+        return;
+    }
+    let mut out = header.to_string();
+    for (name, bytes) in values {
         out.push_str(&format!("{name} {}\n", to_hex(bytes)));
     }
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("create golden dir");
-    std::fs::write(&path, out).expect("write golden file");
+    std::fs::write(path, out).expect("write golden file");
     eprintln!("wrote {}", path.display());
+}
+
+/// One golden value of openraft's types: its encoding as this build writes it, and a check that
+/// golden bytes decode to the same value.
+struct TypeCase {
+    name: &'static str,
+    encoded: Vec<u8>,
+    check: Box<dyn Fn(&[u8]) -> Result<(), String>>,
+}
+
+fn type_case<T>(name: &'static str, want: T) -> TypeCase
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + 'static,
+{
+    TypeCase {
+        name,
+        encoded: encode(&want),
+        check: Box::new(move |bytes| {
+            let got: T = decode(bytes).map_err(|e| format!("does not decode: {e}"))?;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("decodes to {got:?}, not {want:?}"))
+            }
+        }),
+    }
+}
+
+/// openraft's append-entries request, compared field by field (openraft does not compare it).
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct Append(AppendEntriesRequest<TypeConfig>);
+
+impl PartialEq for Append {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        a.vote == b.vote
+            && a.prev_log_id == b.prev_log_id
+            && a.entries == b.entries
+            && a.leader_commit == b.leader_commit
+    }
+}
+
+impl std::fmt::Debug for Append {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn log_id(term: u64, node: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+/// The golden values of openraft's types: each shape Folio stores or sends, every field set.
+fn type_cases() -> Vec<TypeCase> {
+    let last = log_id(3, 2, 41);
+    let membership = StoredMembership::new(Some(log_id(1, 1, 2)), joint_membership());
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: membership.clone(),
+        snapshot_id: "3-2-41-1700000000000000000".to_string(),
+    };
+    let entries: Vec<Entry<TypeConfig>> = cases()
+        .into_iter()
+        .filter(|(name, _)| matches!(*name, "blank" | "membership" | "seal"))
+        .map(|(_, e)| e)
+        .collect();
+    vec![
+        type_case("vote", Vote::new(3, 2)),
+        type_case("vote_committed", Vote::new_committed(3, 2)),
+        type_case("log_id", Some(last)),
+        type_case("log_id_none", None::<LogId<u64>>),
+        type_case("stored_membership", membership.clone()),
+        type_case(
+            "stored_membership_empty",
+            StoredMembership::<u64, RaftNode>::default(),
+        ),
+        type_case("snapshot_meta", meta.clone()),
+        type_case(
+            "vote_request",
+            VoteRequest::new(Vote::new(4, 3), Some(last)),
+        ),
+        type_case(
+            "vote_response",
+            VoteResponse::new(Vote::new_committed(4, 3), Some(last), true),
+        ),
+        type_case(
+            "append_entries",
+            Append(AppendEntriesRequest {
+                vote: Vote::new_committed(3, 2),
+                prev_log_id: Some(log_id(1, 1, 0)),
+                entries,
+                leader_commit: Some(log_id(2, 1, 5)),
+            }),
+        ),
+        type_case(
+            "heartbeat",
+            Append(AppendEntriesRequest {
+                vote: Vote::new_committed(3, 2),
+                prev_log_id: None,
+                entries: Vec::new(),
+                leader_commit: None,
+            }),
+        ),
+        type_case("append_success", AppendEntriesResponse::<u64>::Success),
+        type_case(
+            "append_partial",
+            AppendEntriesResponse::<u64>::PartialSuccess(Some(last)),
+        ),
+        type_case("append_conflict", AppendEntriesResponse::<u64>::Conflict),
+        type_case(
+            "append_higher_vote",
+            AppendEntriesResponse::HigherVote(Vote::new_committed(5, 1)),
+        ),
+        type_case(
+            "install_snapshot",
+            InstallSnapshotRequest::<TypeConfig> {
+                vote: Vote::new_committed(3, 2),
+                meta,
+                offset: 1 << 20,
+                data: vec![0, 1, 2, 0xfe, 0xff],
+                done: true,
+            },
+        ),
+        type_case(
+            "install_snapshot_response",
+            InstallSnapshotResponse {
+                vote: Vote::new_committed(3, 2),
+            },
+        ),
+        type_case(
+            "pre_vote_request",
+            PreVoteRequest {
+                candidate: 3,
+                term: 5,
+                last_log_id: Some(last),
+            },
+        ),
+        type_case(
+            "pre_vote_response",
+            PreVoteResponse {
+                granted: false,
+                term: 4,
+                reason: "a leader was heard from 120 ms ago".to_string(),
+            },
+        ),
+    ]
+}
+
+/// Golden values of openraft's types decode to the values built here, and this build encodes
+/// those values to the same bytes (what peers of the other build must read).
+#[test]
+fn raft_types_keep_their_encoding() {
+    let path = types_path(FORMAT_VERSION);
+    let golden = read_lines(&path);
+    let cases = type_cases();
+    let names: Vec<&str> = golden.iter().map(|(n, _)| n.as_str()).collect();
+    let want: Vec<&str> = cases.iter().map(|c| c.name).collect();
+    assert_eq!(names, want, "values in {}", path.display());
+    for ((name, bytes), case) in golden.iter().zip(&cases) {
+        let (v, _) = version(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v, FORMAT_VERSION, "{name}: format version");
+        (case.check)(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&case.encoded, bytes, "{name} encodes as it did");
+    }
+}
+
+/// The check above is not vacuous: a value with one field changed does not pass it.
+#[test]
+fn a_changed_raft_type_value_fails_the_check() {
+    let case = type_case("vote", Vote::new(3, 2));
+    assert!((case.check)(&encode(&Vote::new(3, 2))).is_ok());
+    assert!((case.check)(&encode(&Vote::new_committed(3, 2))).is_err());
+    assert!((case.check)(&encode(&Some(log_id(3, 2, 1)))).is_err());
 }
