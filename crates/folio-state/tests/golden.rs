@@ -391,12 +391,15 @@ fn write_lines_if_missing(path: &std::path::Path, header: &str, values: &[(&str,
     eprintln!("wrote {}", path.display());
 }
 
+/// Checks that bytes decode to one golden value; says how they do not.
+type Check = Box<dyn Fn(&[u8]) -> Result<(), String>>;
+
 /// One golden value of openraft's types: its encoding as this build writes it, and a check that
 /// golden bytes decode to the same value.
 struct TypeCase {
     name: &'static str,
     encoded: Vec<u8>,
-    check: Box<dyn Fn(&[u8]) -> Result<(), String>>,
+    check: Check,
 }
 
 fn type_case<T>(name: &'static str, want: T) -> TypeCase
