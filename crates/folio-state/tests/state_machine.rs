@@ -552,6 +552,11 @@ async fn seal_and_flush(h: &mut Harness) -> folio_core::SegmentId {
     id
 }
 
+/// Applies `Checkpointed { seq, through }` alone and returns its result.
+async fn checkpointed(h: &mut Harness, seq: u64, through: folio_core::SegmentId) -> CommandResult {
+    h.one(Command::Checkpointed { seq, through }).await
+}
+
 /// A planner that keeps its counts between plans gets the same plans as one that reads every
 /// commit record each time, through flushes, cuts at `entries_max` and checkpoints, and keeps
 /// counts only for the segments still waiting.
@@ -590,11 +595,7 @@ async fn plans_from_kept_counts_match_plans_read_afresh() {
     }
     // A checkpoint of the first two segments: their counts are forgotten by the next plan.
     assert_eq!(
-        h.one(Command::Checkpointed {
-            seq: 1,
-            through: segments[1]
-        })
-        .await,
+        checkpointed(&mut h, 1, segments[1]).await,
         CommandResult::Checkpointed(true)
     );
     let fresh = reader.checkpoint_plan(1_000).unwrap();
@@ -606,11 +607,7 @@ async fn plans_from_kept_counts_match_plans_read_afresh() {
     assert_eq!(counts.len(), 2);
     // Everything covered: nothing to plan, nothing kept.
     assert_eq!(
-        h.one(Command::Checkpointed {
-            seq: 2,
-            through: segments[3]
-        })
-        .await,
+        checkpointed(&mut h, 2, segments[3]).await,
         CommandResult::Checkpointed(true)
     );
     assert!(reader
@@ -655,35 +652,23 @@ async fn a_checkpoint_drops_only_flushed_history_and_only_in_sequence() {
     // Out of sequence, or over an unflushed segment: refused.
     for (seq, through) in [(2, first), (1, second)] {
         assert_eq!(
-            h.one(Command::Checkpointed { seq, through }).await,
+            checkpointed(&mut h, seq, through).await,
             CommandResult::Checkpointed(false)
         );
     }
     assert_eq!(
-        h.one(Command::Checkpointed {
-            seq: 1,
-            through: first
-        })
-        .await,
+        checkpointed(&mut h, 1, first).await,
         CommandResult::Checkpointed(true)
     );
     // A version may keep `through` (a rewrite of the runs), never move it back.
     let earlier = folio_core::SegmentId::new(1, GroupId(3), 0);
     assert_eq!(
-        h.one(Command::Checkpointed {
-            seq: 2,
-            through: earlier
-        })
-        .await,
+        checkpointed(&mut h, 2, earlier).await,
         CommandResult::Checkpointed(false),
         "a checkpoint never moves back"
     );
     assert_eq!(
-        h.one(Command::Checkpointed {
-            seq: 2,
-            through: first
-        })
-        .await,
+        checkpointed(&mut h, 2, first).await,
         CommandResult::Checkpointed(true),
         "a rewrite keeps `through`"
     );
