@@ -345,21 +345,42 @@ impl StateMachine {
         let (seg_cf, commits_cf, pages_cf) =
             (cf(db, CF_SEG_COMMITS), cf(db, CF_COMMITS), cf(db, CF_PAGES));
         let mut dropped = 0u64;
+        // The newest covered commit of each volume. A volume's commits take their segments in
+        // LSN order, so every commit record it has up to that one is covered.
+        let mut newest: HashMap<VolumeId, Lsn> = HashMap::new();
         for item in db.iterator_cf_opt(seg_cf, opts, rocksdb::IteratorMode::Start) {
-            let (k, _) = item?;
+            let (k, value) = item?;
             let (_, v, lsn) =
                 parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
-            if !is_volume_event(lsn) {
-                if let Some(rec) = tx.commit(v, lsn)? {
-                    for p in &rec.pages {
-                        tx.batch.delete_cf(pages_cf, page_key(v, p.idx, lsn));
-                    }
-                    dropped += rec.pages.len() as u64;
-                }
-                tx.batch.delete_cf(commits_cf, commit_key(v, lsn));
-                tx.commits.remove(&(v, lsn));
+            if is_volume_event(lsn) {
+                continue;
             }
+            let idxs =
+                match parse_seg_commit_pages(&value).map_err(|e| corrupt(CF_SEG_COMMITS, e))? {
+                    Some(idxs) => idxs,
+                    // Indexed before the entry listed the pages: the commit record does.
+                    None => tx
+                        .commit(v, lsn)?
+                        .map(|rec| rec.pages.iter().map(|p| p.idx).collect())
+                        .unwrap_or_default(),
+                };
+            for &idx in &idxs {
+                tx.batch.delete_cf(pages_cf, page_key(v, idx, lsn));
+            }
+            dropped += idxs.len() as u64;
+            let n = newest.entry(v).or_insert(lsn);
+            *n = (*n).max(lsn);
         }
+        // One range deletion per volume instead of one per commit record.
+        for (&v, lsn) in &newest {
+            tx.batch.delete_range_cf(
+                commits_cf,
+                commit_key(v, Lsn::ZERO),
+                commit_key(v, lsn.next()),
+            );
+        }
+        tx.commits
+            .retain(|(v, lsn), _| newest.get(v).is_none_or(|n| lsn > n));
         tx.batch
             .delete_range_cf(seg_cf, [].as_slice(), end.as_slice());
         tx.batch
@@ -522,7 +543,7 @@ impl StateMachine {
                         tx.batch.put_cf(
                             cf(tx.db, CF_SEG_COMMITS),
                             seg_commit_key(r.segment, r.volume, r.lsn),
-                            [],
+                            seg_commit_pages_value(r.pages.iter().map(|p| p.idx)),
                         );
                         tx.batch.put_cf(
                             cf(tx.db, CF_COMMITS),
@@ -700,7 +721,7 @@ impl StateMachine {
                     v,
                     lsn,
                     record_bytes(args.idempotency_key.len(), pages.len()),
-                    &[],
+                    &seg_commit_pages_value(pages.iter().map(|p| p.idx)),
                 );
                 let rec = CommitRecord {
                     lsn,
@@ -880,5 +901,201 @@ impl StateMachine {
         self.volumes.raise(&tx.changed);
         metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use folio_core::{CommitArgs, Durability, GroupId, Page, PageWrite};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, LogId};
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        sm: StateMachine,
+        index: u64,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let (_log, sm) = crate::open_store(dir.path(), GroupId(5)).unwrap();
+            Harness {
+                _dir: dir,
+                sm,
+                index: 0,
+            }
+        }
+
+        async fn one(&mut self, command: Command) -> CommandResult {
+            self.index += 1;
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+                payload: EntryPayload::Normal(Request {
+                    time_ms: 1_000 + self.index,
+                    segment_bytes_max: 8 << 20,
+                    commands: vec![command],
+                }),
+            };
+            let mut out = self.sm.apply([entry]).await.unwrap();
+            out.pop().unwrap().results.pop().unwrap()
+        }
+
+        async fn commit(&mut self, v: VolumeId, expected: u64, idxs: &[u32]) -> Lsn {
+            let pages = idxs
+                .iter()
+                .map(|&i| PageWrite {
+                    idx: PageIdx(i),
+                    page: Page::new(Bytes::from(vec![i as u8; PAGE_SIZE])).unwrap(),
+                })
+                .collect();
+            let r = self
+                .one(Command::commit(CommitArgs {
+                    volume: v,
+                    expected_lsn: Lsn(expected),
+                    idempotency_key: Bytes::from(format!("{v}-{expected}")),
+                    durability: Durability::Quorum,
+                    pages,
+                    refs: vec![],
+                }))
+                .await;
+            match r {
+                CommandResult::Committed { lsn, .. } => lsn,
+                other => panic!("expected a commit, got {other:?}"),
+            }
+        }
+
+        async fn seal_and_flush(&mut self) -> SegmentId {
+            let segment = self.sm.meta.group.open.unwrap().id;
+            self.one(Command::Seal { segment }).await;
+            self.one(Command::Flushed { segment }).await;
+            segment
+        }
+
+        /// The (volume, LSN) of every commit record and page version the node still holds.
+        fn held(&self) -> (Vec<(VolumeId, Lsn)>, Vec<(VolumeId, PageIdx, Lsn)>) {
+            let db = &self.sm.db;
+            let keys = |name| {
+                db.iterator_cf(cf(db, name), rocksdb::IteratorMode::Start)
+                    .map(|item| item.unwrap().0.to_vec())
+                    .collect::<Vec<_>>()
+            };
+            let lsn = |b: &[u8]| Lsn(u64::from_be_bytes(b.try_into().unwrap()));
+            let commits = keys(CF_COMMITS)
+                .iter()
+                .map(|k| (VolumeId::from_slice(&k[..16]).unwrap(), lsn(&k[16..])))
+                .collect();
+            let pages = keys(CF_PAGES)
+                .iter()
+                .map(|k| {
+                    let idx = PageIdx(u32::from_be_bytes(k[16..20].try_into().unwrap()));
+                    (VolumeId::from_slice(&k[..16]).unwrap(), idx, lsn(&k[20..]))
+                })
+                .collect();
+            (commits, pages)
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            assert!(wait_for_background_compaction(
+                std::time::Duration::from_secs(30)
+            ));
+        }
+    }
+
+    /// A checkpoint drops exactly the covered commits' records and page versions, whether the
+    /// segment index lists a commit's pages or (written before it did) leaves the commit record
+    /// to name them, and keeps every commit after the covered segments.
+    #[tokio::test]
+    async fn a_checkpoint_drops_what_it_covers_from_listed_and_older_entries() {
+        let mut h = Harness::new();
+        let mut vs = [VolumeId::new_random(), VolumeId::new_random()];
+        vs.sort();
+        let [a, b] = vs;
+        for volume in [a, b] {
+            h.one(Command::CreateVolume { volume }).await;
+        }
+        h.commit(a, 0, &[0, 1]).await;
+        h.commit(b, 0, &[7]).await;
+        h.commit(a, 1, &[1]).await;
+        let first = h.seal_and_flush().await;
+        h.commit(a, 2, &[0, 2, 3]).await;
+        let second = h.seal_and_flush().await;
+        h.commit(a, 3, &[0]).await;
+        h.commit(b, 1, &[7, 8]).await;
+
+        // The entry of a's second commit as a node wrote it before the format: empty.
+        let legacy = seg_commit_key(first, a, Lsn(2));
+        let seg_cf = cf(&h.sm.db, CF_SEG_COMMITS);
+        assert_eq!(
+            parse_seg_commit_pages(&h.sm.db.get_cf(seg_cf, legacy).unwrap().unwrap()),
+            Ok(Some(vec![PageIdx(1)]))
+        );
+        h.sm.db.put_cf(seg_cf, legacy, []).unwrap();
+
+        assert_eq!(
+            h.one(Command::Checkpointed {
+                seq: 1,
+                through: first
+            })
+            .await,
+            CommandResult::Checkpointed(true)
+        );
+        let (commits, pages) = h.held();
+        assert_eq!(commits, vec![(a, Lsn(3)), (a, Lsn(4)), (b, Lsn(2))]);
+        let mut want = vec![
+            (a, PageIdx(0), Lsn(3)),
+            (a, PageIdx(0), Lsn(4)),
+            (a, PageIdx(2), Lsn(3)),
+            (a, PageIdx(3), Lsn(3)),
+            (b, PageIdx(7), Lsn(2)),
+            (b, PageIdx(8), Lsn(2)),
+        ];
+        assert_eq!(pages, want);
+
+        assert_eq!(
+            h.one(Command::Checkpointed {
+                seq: 2,
+                through: second
+            })
+            .await,
+            CommandResult::Checkpointed(true)
+        );
+        let (commits, pages) = h.held();
+        assert_eq!(commits, vec![(a, Lsn(4)), (b, Lsn(2))]);
+        want.retain(|(v, _, lsn)| *v == b || *lsn == Lsn(4));
+        assert_eq!(pages, want);
+    }
+
+    /// A segment-index value of no known format stops the apply with an error naming it, instead
+    /// of dropping the wrong entries.
+    #[tokio::test]
+    async fn a_checkpoint_refuses_a_page_list_of_unknown_format() {
+        let mut h = Harness::new();
+        let v = VolumeId::new_random();
+        h.one(Command::CreateVolume { volume: v }).await;
+        h.commit(v, 0, &[0]).await;
+        let first = h.seal_and_flush().await;
+        let seg_cf = cf(&h.sm.db, CF_SEG_COMMITS);
+        h.sm.db
+            .put_cf(seg_cf, seg_commit_key(first, v, Lsn(1)), [9, 0, 0, 0, 0])
+            .unwrap();
+        h.index += 1;
+        let entry = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), h.index),
+            payload: EntryPayload::Normal(Request {
+                time_ms: 1_000 + h.index,
+                segment_bytes_max: 8 << 20,
+                commands: vec![Command::Checkpointed {
+                    seq: 1,
+                    through: first,
+                }],
+            }),
+        };
+        let e = h.sm.apply([entry]).await.unwrap_err();
+        assert!(e.to_string().contains("unknown format 9"), "{e}");
+        assert_eq!(h.held().0, vec![(v, Lsn(1))], "nothing dropped");
     }
 }

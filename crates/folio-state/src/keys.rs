@@ -25,8 +25,9 @@ pub const CF_SLOTS: &str = "sm_slots";
 /// Page bytes not yet flushed: (segment, offset) → 4096 bytes.
 pub const CF_BUFFER: &str = "sm_buffer";
 /// Commit records each segment carries, until a checkpoint covers the segment: (segment, volume,
-/// LSN) → nothing. LSN 0 stands for the volume's creation. The checkpoint reads it to find what
-/// to put in a run and what to drop after.
+/// LSN) → for a commit, the indexes of its pages ([`seg_commit_pages_value`]); for a retention
+/// change, its record's key; nothing for the other volume events. LSN 0 stands for the volume's
+/// creation. The checkpoint reads it to find what to put in a run and what to drop after.
 pub const CF_SEG_COMMITS: &str = "sm_segment_commits";
 
 /// Every column family of the state machine, in snapshot order.
@@ -137,6 +138,41 @@ pub fn parse_seg_commit_key(k: &[u8]) -> Option<(SegmentId, VolumeId, Lsn)> {
     ))
 }
 
+/// Format byte of a commit's segment-index value that lists its page indexes.
+const SEG_COMMIT_PAGES_V1: u8 = 1;
+
+/// Value of a commit's segment-index entry: a format byte, then the index of each page the
+/// commit wrote or referenced, 4 bytes big-endian each. A checkpoint drops the commit's
+/// page-index entries from it without reading the commit record. Entries written before this
+/// format have an empty value.
+pub fn seg_commit_pages_value(pages: impl ExactSizeIterator<Item = PageIdx>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + 4 * pages.len());
+    v.push(SEG_COMMIT_PAGES_V1);
+    for idx in pages {
+        v.extend_from_slice(&idx.0.to_be_bytes());
+    }
+    v
+}
+
+/// What a commit's segment-index value says about its pages: their indexes, `None` when it
+/// predates the format (the commit record names them), or an error for a value of no known
+/// format.
+pub fn parse_seg_commit_pages(b: &[u8]) -> Result<Option<Vec<PageIdx>>, String> {
+    match b.split_first() {
+        None => Ok(None),
+        Some((&SEG_COMMIT_PAGES_V1, rest)) if rest.len() % 4 == 0 => Ok(Some(
+            rest.chunks_exact(4)
+                .map(|c| PageIdx(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect(),
+        )),
+        Some((&SEG_COMMIT_PAGES_V1, rest)) => Err(format!(
+            "a commit's page list of {} bytes, not a multiple of 4",
+            rest.len()
+        )),
+        Some((format, _)) => Err(format!("unknown format {format} of a commit's page list")),
+    }
+}
+
 /// The exclusive end of every key of segments up to and including `s`, in any column family keyed
 /// by segment first: scanning from the start to here visits exactly those segments.
 pub fn through_segment_end(s: SegmentId) -> Vec<u8> {
@@ -167,4 +203,27 @@ pub fn volume_range(v: VolumeId) -> (Vec<u8>, Vec<u8>) {
         None => end.extend_from_slice(&[0xff; 1024]),
     }
     (start, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commits_page_list_round_trips_and_bad_ones_are_named() {
+        let idxs = [PageIdx(0), PageIdx(7), PageIdx(u32::MAX)];
+        let value = seg_commit_pages_value(idxs.iter().copied());
+        assert_eq!(value.len(), 1 + 4 * idxs.len());
+        assert_eq!(parse_seg_commit_pages(&value), Ok(Some(idxs.to_vec())));
+        assert_eq!(
+            parse_seg_commit_pages(&seg_commit_pages_value(std::iter::empty())),
+            Ok(Some(vec![])),
+            "a commit of no page lists none, unlike an entry that predates the lists"
+        );
+        assert_eq!(parse_seg_commit_pages(&[]), Ok(None));
+        let e = parse_seg_commit_pages(&value[..value.len() - 1]).unwrap_err();
+        assert!(e.contains("not a multiple of 4"), "{e}");
+        let e = parse_seg_commit_pages(&[2, 0, 0, 0, 0]).unwrap_err();
+        assert!(e.contains("unknown format 2"), "{e}");
+    }
 }
