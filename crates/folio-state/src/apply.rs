@@ -917,6 +917,9 @@ mod tests {
         index: u64,
     }
 
+    /// A page-index entry's key: volume, page, LSN.
+    type PageVersion = (VolumeId, PageIdx, Lsn);
+
     impl Harness {
         fn new() -> Harness {
             let dir = tempfile::tempdir().unwrap();
@@ -928,18 +931,31 @@ mod tests {
             }
         }
 
-        async fn one(&mut self, command: Command) -> CommandResult {
+        /// The next log entry, carrying `command` alone.
+        fn entry(&mut self, command: Command) -> Entry<TypeConfig> {
             self.index += 1;
-            let entry = Entry::<TypeConfig> {
+            Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
                 payload: EntryPayload::Normal(Request {
                     time_ms: 1_000 + self.index,
                     segment_bytes_max: 8 << 20,
                     commands: vec![command],
                 }),
-            };
+            }
+        }
+
+        async fn one(&mut self, command: Command) -> CommandResult {
+            let entry = self.entry(command);
             let mut out = self.sm.apply([entry]).await.unwrap();
             out.pop().unwrap().results.pop().unwrap()
+        }
+
+        /// Applies `Checkpointed { seq, through }`; whether it was accepted.
+        async fn checkpointed(&mut self, seq: u64, through: SegmentId) -> bool {
+            match self.one(Command::Checkpointed { seq, through }).await {
+                CommandResult::Checkpointed(accepted) => accepted,
+                other => panic!("expected a checkpoint's result, got {other:?}"),
+            }
         }
 
         async fn commit(&mut self, v: VolumeId, expected: u64, idxs: &[u32]) -> Lsn {
@@ -974,7 +990,7 @@ mod tests {
         }
 
         /// The (volume, LSN) of every commit record and page version the node still holds.
-        fn held(&self) -> (Vec<(VolumeId, Lsn)>, Vec<(VolumeId, PageIdx, Lsn)>) {
+        fn held(&self) -> (Vec<(VolumeId, Lsn)>, Vec<PageVersion>) {
             let db = &self.sm.db;
             let keys = |name| {
                 db.iterator_cf(cf(db, name), rocksdb::IteratorMode::Start)
@@ -1035,14 +1051,7 @@ mod tests {
         );
         h.sm.db.put_cf(seg_cf, legacy, []).unwrap();
 
-        assert_eq!(
-            h.one(Command::Checkpointed {
-                seq: 1,
-                through: first
-            })
-            .await,
-            CommandResult::Checkpointed(true)
-        );
+        assert!(h.checkpointed(1, first).await);
         let (commits, pages) = h.held();
         assert_eq!(commits, vec![(a, Lsn(3)), (a, Lsn(4)), (b, Lsn(2))]);
         let mut want = vec![
@@ -1055,14 +1064,7 @@ mod tests {
         ];
         assert_eq!(pages, want);
 
-        assert_eq!(
-            h.one(Command::Checkpointed {
-                seq: 2,
-                through: second
-            })
-            .await,
-            CommandResult::Checkpointed(true)
-        );
+        assert!(h.checkpointed(2, second).await);
         let (commits, pages) = h.held();
         assert_eq!(commits, vec![(a, Lsn(4)), (b, Lsn(2))]);
         want.retain(|(v, _, lsn)| *v == b || *lsn == Lsn(4));
@@ -1082,18 +1084,10 @@ mod tests {
         h.sm.db
             .put_cf(seg_cf, seg_commit_key(first, v, Lsn(1)), [9, 0, 0, 0, 0])
             .unwrap();
-        h.index += 1;
-        let entry = Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), h.index),
-            payload: EntryPayload::Normal(Request {
-                time_ms: 1_000 + h.index,
-                segment_bytes_max: 8 << 20,
-                commands: vec![Command::Checkpointed {
-                    seq: 1,
-                    through: first,
-                }],
-            }),
-        };
+        let entry = h.entry(Command::Checkpointed {
+            seq: 1,
+            through: first,
+        });
         let e = h.sm.apply([entry]).await.unwrap_err();
         assert!(e.to_string().contains("unknown format 9"), "{e}");
         assert_eq!(h.held().0, vec![(v, Lsn(1))], "nothing dropped");
