@@ -1049,7 +1049,15 @@ mod tests {
             parse_seg_commit_pages(&h.sm.db.get_cf(seg_cf, legacy).unwrap().unwrap()),
             Ok(Some(vec![PageIdx(1)]))
         );
+        let plan = h.sm.reader().checkpoint_plan(1).unwrap().unwrap();
+        assert_eq!(
+            (plan.through, plan.entries),
+            (first, 2 + 3 + 2 + 2),
+            "two creations; commits of two, one and one pages"
+        );
         h.sm.db.put_cf(seg_cf, legacy, []).unwrap();
+        // The planner counts the older entry's pages from its commit record.
+        assert_eq!(h.sm.reader().checkpoint_plan(1).unwrap().unwrap(), plan);
 
         assert!(h.checkpointed(1, first).await);
         let (commits, pages) = h.held();

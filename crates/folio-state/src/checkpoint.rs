@@ -88,12 +88,12 @@ impl View<'_> {
         Ok(self.get(CF_SM_META, META_GROUP)?.unwrap_or_default())
     }
 
-    /// Visits (segment, volume, lsn) of the commit records of every segment that is flushed
-    /// and not checkpointed, in segment order, until `f` returns false.
+    /// Visits (segment, volume, lsn, the entry's value) of the commit records of every segment
+    /// that is flushed and not checkpointed, in segment order, until `f` returns false.
     fn flushed_records(
         &self,
         g: &GroupState,
-        mut f: impl FnMut(SegmentId, VolumeId, Lsn) -> Result<bool, StoreError>,
+        mut f: impl FnMut(SegmentId, VolumeId, Lsn, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         // Segments flush out of order; a checkpoint covers only a prefix that is all flushed.
         let limit = g
@@ -108,10 +108,10 @@ impl View<'_> {
             IteratorMode::Start,
         );
         for item in it {
-            let (k, _) = item?;
+            let (k, value) = item?;
             let (s, v, lsn) =
                 parse_seg_commit_key(&k).ok_or_else(|| corrupt(CF_SEG_COMMITS, "bad key"))?;
-            if limit.is_some_and(|l| s >= l) || !f(s, v, lsn)? {
+            if limit.is_some_and(|l| s >= l) || !f(s, v, lsn, &value)? {
                 break;
             }
         }
@@ -153,7 +153,7 @@ impl StateReader {
         let mut plan: Option<CheckpointPlan> = None;
         // The segment being counted (not in `counts` yet) and its entries so far.
         let mut tally: Option<(SegmentId, u64)> = None;
-        view.flushed_records(&g, |s, v, lsn| {
+        view.flushed_records(&g, |s, v, lsn, value| {
             if plan
                 .as_ref()
                 .is_some_and(|p| p.through != s && p.entries >= entries_max)
@@ -173,7 +173,12 @@ impl StateReader {
                 None => {
                     let pages = if is_volume_event(lsn) {
                         0
+                    } else if let Some(idxs) =
+                        parse_seg_commit_pages(value).map_err(|e| corrupt(CF_SEG_COMMITS, e))?
+                    {
+                        idxs.len() as u64
                     } else {
+                        // Indexed before the entry listed the pages.
                         view.commit(v, lsn)?.pages.len() as u64
                     };
                     let t = tally.get_or_insert((s, 0));
@@ -230,7 +235,7 @@ impl StateReader {
         // only its retention changes or deletion.
         let mut heads: BTreeMap<VolumeId, Option<Lsn>> = BTreeMap::new();
         let mut first = None;
-        view.flushed_records(&g, |s, v, lsn| {
+        view.flushed_records(&g, |s, v, lsn, _| {
             if s > through {
                 return Ok(false);
             }
