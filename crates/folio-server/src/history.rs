@@ -331,7 +331,9 @@ impl History {
                 tracing::debug!(%gone, seq, "manifest superseded during a lookup: looking again");
                 continue;
             }
-            if now == Some(seq) && self.newer_manifest_exists(seq).await {
+            // When the bucket cannot be listed, whether this replica is behind is unknown: the
+            // store's (retryable) error is the answer, not a lost object.
+            if now == Some(seq) && self.newer_manifest_exists(seq).await? {
                 return Err(ReadError::Busy(format!(
                     "object {gone} of checkpoint manifest {seq} is gone: this replica's view of \
                      the group's history is older than garbage collection keeps \
@@ -345,20 +347,15 @@ impl History {
     /// Whether the bucket holds a manifest version after `seq`: then a replica whose pointer is
     /// still `seq` is behind its group. Any later version counts, not only `seq + 1`, which
     /// garbage collection may have deleted too when the replica lags by more than one.
-    async fn newer_manifest_exists(&self, seq: u64) -> bool {
+    async fn newer_manifest_exists(&self, seq: u64) -> Result<bool, ReadError> {
         let after = ObjectKey::Manifest {
             group: self.group,
             seq,
         }
         .to_string();
         let prefix = ObjectKey::manifests_prefix(self.group);
-        match self.store.list(&prefix, Some(&after), 1).await {
-            Ok(later) => !later.is_empty(),
-            Err(e) => {
-                tracing::debug!(error = %e, "listing manifests to tell a lagging replica");
-                false
-            }
-        }
+        let later = self.store.list(&prefix, Some(&after), 1).await?;
+        Ok(!later.is_empty())
     }
 
     /// Manifest version `seq`, verified.
