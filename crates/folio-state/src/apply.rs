@@ -355,19 +355,20 @@ impl StateMachine {
             if is_volume_event(lsn) {
                 continue;
             }
-            let idxs =
-                match parse_seg_commit_pages(&value).map_err(|e| corrupt(CF_SEG_COMMITS, e))? {
-                    Some(idxs) => idxs,
-                    // Indexed before the entry listed the pages: the commit record does.
-                    None => tx
-                        .commit(v, lsn)?
-                        .map(|rec| rec.pages.iter().map(|p| p.idx).collect())
-                        .unwrap_or_default(),
-                };
-            for &idx in &idxs {
+            let listed = parse_seg_commit_pages(&value).map_err(|e| corrupt(CF_SEG_COMMITS, e))?;
+            // Indexed before the entry listed the pages: the commit record does.
+            let recorded = match listed {
+                Some(_) => Vec::new(),
+                None => tx.commit(v, lsn)?.map(|r| r.pages).unwrap_or_default(),
+            };
+            for idx in listed
+                .into_iter()
+                .flatten()
+                .chain(recorded.iter().map(|p| p.idx))
+            {
                 tx.batch.delete_cf(pages_cf, page_key(v, idx, lsn));
+                dropped += 1;
             }
-            dropped += idxs.len() as u64;
             let n = newest.entry(v).or_insert(lsn);
             *n = (*n).max(lsn);
         }
@@ -1045,8 +1046,9 @@ mod tests {
         // The entry of a's second commit as a node wrote it before the format: empty.
         let legacy = seg_commit_key(first, a, Lsn(2));
         let seg_cf = cf(&h.sm.db, CF_SEG_COMMITS);
+        let listed = h.sm.db.get_cf(seg_cf, legacy).unwrap().unwrap();
         assert_eq!(
-            parse_seg_commit_pages(&h.sm.db.get_cf(seg_cf, legacy).unwrap().unwrap()),
+            parse_seg_commit_pages(&listed).map(|l| l.map(Iterator::collect::<Vec<_>>)),
             Ok(Some(vec![PageIdx(1)]))
         );
         let plan = h.sm.reader().checkpoint_plan(1).unwrap().unwrap();

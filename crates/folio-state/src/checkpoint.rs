@@ -173,10 +173,10 @@ impl StateReader {
                 None => {
                     let pages = if is_volume_event(lsn) {
                         0
-                    } else if let Some(idxs) =
+                    } else if let Some(listed) =
                         parse_seg_commit_pages(value).map_err(|e| corrupt(CF_SEG_COMMITS, e))?
                     {
-                        idxs.len() as u64
+                        listed.len() as u64
                     } else {
                         // Indexed before the entry listed the pages.
                         view.commit(v, lsn)?.pages.len() as u64

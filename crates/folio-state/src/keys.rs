@@ -157,14 +157,16 @@ pub fn seg_commit_pages_value(pages: impl ExactSizeIterator<Item = PageIdx>) -> 
 /// What a commit's segment-index value says about its pages: their indexes, `None` when it
 /// predates the format (the commit record names them), or an error for a value of no known
 /// format.
-pub fn parse_seg_commit_pages(b: &[u8]) -> Result<Option<Vec<PageIdx>>, String> {
+pub fn parse_seg_commit_pages(
+    b: &[u8],
+) -> Result<Option<impl ExactSizeIterator<Item = PageIdx> + '_>, String> {
     match b.split_first() {
         None => Ok(None),
-        Some((&SEG_COMMIT_PAGES_V1, rest)) if rest.len() % 4 == 0 => Ok(Some(
-            rest.chunks_exact(4)
-                .map(|c| PageIdx(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-                .collect(),
-        )),
+        Some((&SEG_COMMIT_PAGES_V1, rest)) if rest.len() % 4 == 0 => {
+            Ok(Some(rest.chunks_exact(4).map(|c| {
+                PageIdx(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            })))
+        }
         Some((&SEG_COMMIT_PAGES_V1, rest)) => Err(format!(
             "a commit's page list of {} bytes, not a multiple of 4",
             rest.len()
@@ -211,6 +213,8 @@ mod tests {
 
     #[test]
     fn a_commits_page_list_round_trips_and_bad_ones_are_named() {
+        let parse_seg_commit_pages =
+            |b: &[u8]| parse_seg_commit_pages(b).map(|l| l.map(Iterator::collect::<Vec<_>>));
         let idxs = [PageIdx(0), PageIdx(7), PageIdx(u32::MAX)];
         let value = seg_commit_pages_value(idxs.iter().copied());
         assert_eq!(value.len(), 1 + 4 * idxs.len());
